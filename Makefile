@@ -1,0 +1,32 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: with 2.13.0 present pip keeps the local CPU wheel instead of fetching CUDA builds.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test,ray]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m cotrain.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not ray"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/convert_bench.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

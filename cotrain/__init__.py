@@ -1,0 +1,11 @@
+"""cotrain: co-training data mixtures for robot learning.
+
+The package root stays light (no torch, no codecs at import) so that `cotrain --help` is fast; the
+heavy pieces are imported by the modules that use them.
+"""
+
+from cotrain.errors import ConfigError, CotrainError, DataError
+
+__version__ = "0.1.0"
+
+__all__ = ["ConfigError", "CotrainError", "DataError", "__version__"]

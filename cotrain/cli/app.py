@@ -1,0 +1,32 @@
+"""The `cotrain` command. Expected errors print one line and exit 1; interrupts exit 130."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
+from cotrain.errors import CotrainError
+
+app = typer.Typer(
+    help="cotrain: co-training data mixtures for robot learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(build_convert_app(), name="convert")
+app.command("merge-manifests")(merge_manifests)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        app()
+    except CotrainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)

@@ -1,0 +1,88 @@
+"""Build typer commands from pydantic option models, so a converter's options are its CLI.
+
+Each model field becomes `--kebab-name` with the field's description as help; validation stays in
+pydantic, and its first error is turned into a one-line ConfigError naming the option.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from cotrain.errors import ConfigError
+
+
+def _cli_type(annotation: Any) -> Any:
+    """Typer-friendly annotation: Literal choices become str (pydantic checks them)."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is typing.Literal:
+        return str
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        inner = _cli_type(args[0])
+        return typing.Optional[inner]  # noqa: UP007  (typer needs Optional, not X | None)
+    return annotation
+
+
+def _help(field: Any, annotation: Any) -> str:
+    text = field.description or ""
+    if typing.get_origin(annotation) is typing.Literal:
+        text += f" One of: {', '.join(map(str, typing.get_args(annotation)))}."
+    return text
+
+
+def model_parameters(models: list[type[BaseModel]]) -> list[inspect.Parameter]:
+    params = []
+    for model in models:
+        for name, field in model.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            required = field.is_required()
+            default = ... if required else field.default
+            option = typer.Option(default, flag, help=_help(field, field.annotation), show_default=not required)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=option, annotation=_cli_type(field.annotation)))
+    return params
+
+
+def build_model(model: type[BaseModel], values: dict[str, Any]) -> Any:
+    """Validate CLI values into `model`; the first error names the option, the value and the rule."""
+    data = {k: v for k, v in values.items() if k in model.model_fields}
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        value = data.get(name, "<missing>")
+        raise ConfigError(f"--{name.replace('_', '-')} {value!r}: {err['msg']}") from None
+
+
+def command_from_models(
+    func: Callable[..., None], positional: list[tuple[str, Any, str]], models: list[type[BaseModel]]
+) -> Callable[..., None]:
+    """Wrap `func(**kwargs)` with a signature typer understands: positional args, then model options."""
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=typer.Argument(..., help=help_),
+                          annotation=ann)
+        for name, ann, help_ in positional
+    ]
+    params += model_parameters(models)
+    params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY,
+                                    default=typer.Option(False, "--json", help="Print the report as JSON."),
+                                    annotation=bool))
+
+    def wrapper(**kwargs: Any) -> None:
+        func(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+PathArg = Path

@@ -1,0 +1,49 @@
+"""Progress reporting: a rich bar on a terminal, periodic plain log lines otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+
+log = logging.getLogger("cotrain.progress")
+
+
+class Progress:
+    """Counts work done out of `total`; silent when disabled.
+
+    Args:
+        total: expected units of work (samples).
+        label: what is being done.
+        enabled: force on/off; None means on when stderr is a terminal.
+    """
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None, log_every_s: float = 10.0) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self._tty = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = None
+        self._log_every_s = log_every_s
+        self._last_log = time.monotonic()
+
+    def __enter__(self) -> Progress:
+        if self._tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeRemainingColumn
+
+            self._bar = RichProgress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n)
+        elif time.monotonic() - self._last_log >= self._log_every_s:
+            self._last_log = time.monotonic()
+            log.info("%s: %d/%d samples", self.label, self.done, self.total)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(exc_type, exc, tb)

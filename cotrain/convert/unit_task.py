@@ -1,0 +1,83 @@
+"""Convert one unit inside a worker: samples into a unit tar, per-frame arrays into an npz.
+
+Runs in the parent (1 worker), a spawned process, or a Ray task; it receives only plain data and
+looks the converter up by name, so nothing but small JSON-like values crosses process boundaries.
+A unit is complete when its result JSON exists; it is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cotrain.atomic import TMP_SUFFIX, atomic_open, write_text_atomic
+from cotrain.convert.plan import WorkDir
+from cotrain.convert.spec import CONVERTERS, Unit
+from cotrain.errors import DataError
+from cotrain.shards import ShardWriter
+from cotrain.stats import EpisodeLowdim, save_lowdim
+
+
+class FileSink:
+    """UnitSink writing samples keyed `<unit index>_<position>` into an open ShardWriter."""
+
+    def __init__(self, writer: ShardWriter, unit: Unit) -> None:
+        self._writer = writer
+        self._unit = unit
+        self.samples = 0
+        self.episodes: list[EpisodeLowdim] = []
+        self.num_episodes = 0
+
+    def add(self, members: Mapping[str, bytes]) -> None:
+        self._writer.write(f"{self._unit.index:06d}_{self.samples:06d}", members)
+        self.samples += 1
+
+    def add_episode(self, lowdim: EpisodeLowdim | None) -> None:
+        self.num_episodes += 1
+        if lowdim is not None:
+            self.episodes.append(lowdim)
+
+
+def unit_result(work: WorkDir, index: int) -> dict[str, Any] | None:
+    path = work.unit(index, ".json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, Any], work_root: str) -> dict[str, Any]:
+    """Convert one unit; returns its result (also stored as JSON). Raises DataError unless skipping."""
+    conv = CONVERTERS.get(converter)
+    opts = conv.options.model_validate(options)
+    u = Unit(**unit)
+    work = WorkDir(Path(work_root))
+    tar_path, npz_path = work.unit(u.index, ".tar"), work.unit(u.index, ".npz")
+    result: dict[str, Any] = {"index": u.index, "id": u.id, "samples": 0, "episodes": 0, "skipped": None}
+    try:
+        with atomic_open(tar_path) as fh, ShardWriter(fh) as writer:
+            sink = FileSink(writer, u)
+            conv.convert_unit(Path(src), opts, u, sink)
+        if sink.episodes:
+            with atomic_open(npz_path) as fh:
+                save_lowdim(fh, sink.episodes)
+        result.update(samples=sink.samples, episodes=sink.num_episodes)
+    except DataError as exc:
+        err = exc.located(episode=u.id)
+        tar_path.unlink(missing_ok=True)
+        npz_path.unlink(missing_ok=True)
+        if opts.on_bad_episode != "skip":
+            raise err from None
+        result["skipped"] = err.render()
+    write_text_atomic(work.unit(u.index, ".json"), json.dumps(result, sort_keys=True))
+    return result
+
+
+def unit_args(converter: str, src: Path, options: dict[str, Any], unit: Unit, work: WorkDir) -> tuple[Any, ...]:
+    return (converter, str(src), options, asdict(unit), str(work.root))
+
+
+def clear_unit(work: WorkDir, index: int) -> None:
+    for suffix in (".tar", ".npz", ".json"):
+        for path in (work.unit(index, suffix), work.unit(index, suffix + TMP_SUFFIX)):
+            path.unlink(missing_ok=True)

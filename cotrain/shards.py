@@ -1,0 +1,162 @@
+"""WebDataset tar shards: a deterministic writer, a sequential reader and a member index.
+
+Determinism: every member gets mtime 0, mode 0644, uid/gid 0 and empty owner names, and members of a
+sample are written consecutively in sorted extension order, so the same samples give the same bytes.
+Safety: keys and extensions are validated on write and on read; members that would unpickle
+(`.pyd`, `.pickle`, ...) are refused, and decoding uses explicit per-extension decoders only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from cotrain import keys
+from cotrain.errors import DataError
+
+SHARD_PATTERN = "shard-{index:06d}.tar"
+
+
+def shard_name(index: int) -> str:
+    return SHARD_PATTERN.format(index=index)
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def encode_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _check_member(key: str, ext: str, where: str) -> None:
+    if not keys.is_valid_key(key):
+        raise DataError(where, f"invalid sample key {key!r}: use letters, digits, '_' or '-' (no dots)")
+    first = ext.split(".")[-1].lower()
+    if not ext or "/" in ext or first in keys.FORBIDDEN_EXTS:
+        raise DataError(where, f"refused member extension {ext!r} of sample {key!r}", key=ext)
+
+
+class ShardWriter:
+    """Write samples into one tar file object deterministically.
+
+    Args:
+        fh: a binary file opened for writing (typically from `atomic_open`).
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._tar = tarfile.open(fileobj=fh, mode="w", format=tarfile.GNU_FORMAT)
+        self.samples = 0
+
+    def write(self, key: str, members: Mapping[str, bytes]) -> None:
+        for ext in sorted(members):
+            _check_member(key, ext, "<writer>")
+            data = members[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+        self.samples += 1
+
+    def close(self) -> None:
+        self._tar.close()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """`dir/key.front.jpg` -> (`key`, `front.jpg`): split at the first dot of the basename."""
+    base = name.rsplit("/", 1)[-1]
+    key, _, ext = base.partition(".")
+    return key, ext
+
+
+def iter_samples(source: str | Path | BinaryIO, *, where: str | None = None) -> Iterator[dict[str, bytes]]:
+    """Yield raw samples `{"__key__": key, ext: bytes, ...}` of one shard in file order."""
+    label = where or str(source)
+    try:
+        tar = (
+            tarfile.open(source, mode="r|")
+            if isinstance(source, (str, Path))
+            else tarfile.open(fileobj=source, mode="r|")
+        )
+    except (OSError, tarfile.TarError) as exc:
+        raise DataError(label, f"not a readable tar shard: {exc}") from None
+    current: dict[str, Any] = {}
+    try:
+        with tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, ext = split_member(info.name)
+                _check_member(key, ext, label)
+                if current and current["__key__"] != key:
+                    yield current
+                    current = {}
+                if not current:
+                    current = {"__key__": key}
+                if ext in current:
+                    raise DataError(label, f"sample {key!r} has member {ext!r} twice (members not adjacent?)")
+                fh = tar.extractfile(info)
+                current[ext] = fh.read() if fh else b""
+    except tarfile.TarError as exc:
+        raise DataError(label, f"truncated or corrupt tar: {exc}") from None
+    if current:
+        yield current
+
+
+@dataclass(frozen=True)
+class MemberSpan:
+    offset: int
+    size: int
+
+
+def index_shard(path: str | Path) -> list[tuple[str, dict[str, MemberSpan]]]:
+    """Per sample, where each member's bytes lie in the file: enables random access without a scan."""
+    out: list[tuple[str, dict[str, MemberSpan]]] = []
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar.getmembers():
+            if not info.isfile():
+                continue
+            key, ext = split_member(info.name)
+            _check_member(key, ext, str(path))
+            if not out or out[-1][0] != key:
+                out.append((key, {}))
+            out[-1][1][ext] = MemberSpan(info.offset_data, info.size)
+    return out
+
+
+def decode_member(ext: str, data: bytes) -> Any:
+    """Explicit decoders only: npy arrays, JSON, UTF-8 text; images and unknown kinds stay bytes."""
+    last = ext.rsplit(".", 1)[-1].lower()
+    if last == "npy":
+        return decode_npy(data)
+    if last == "json":
+        return json.loads(data.decode("utf-8"))
+    if last == "txt":
+        return data.decode("utf-8")
+    return data
+
+
+def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (v if k.startswith("__") else decode_member(k, v)) for k, v in raw.items()}
