@@ -29,11 +29,25 @@ class EpisodeLowdim:
         state: [T, Ds] float32 (Ds may be 0).
         actions: [T, Da] float32 (Da may be 0).
         valid: [T] bool; False where an action step is unusable (e.g. low tracking confidence).
+        chunks: optional [T, H, Da] chunks when a chunk is not a slice of `actions` (e.g. human-hand
+            poses expressed in the camera frame of the anchor frame); per-timestep stats then come
+            from the chunks themselves.
+        chunk_valid: [T, H] bool, required with `chunks`.
     """
 
     state: np.ndarray
     actions: np.ndarray
     valid: np.ndarray
+    chunks: np.ndarray | None = None
+    chunk_valid: np.ndarray | None = None
+
+    def step_values(self, h: int) -> np.ndarray:
+        """[N, Da] valid action values at chunk step h."""
+        if self.chunks is not None and self.chunk_valid is not None:
+            if h >= self.chunks.shape[1]:
+                return self.chunks[:0, 0]
+            return self.chunks[:, h][self.chunk_valid[:, h]]
+        return self.actions[h:][self.valid[h:]]
 
 
 def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
@@ -68,7 +82,7 @@ def compute_action_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> Act
     per_step: dict[str, list[list[float]]] = {k: [] for k in _FIELDS}
     per_step["count"] = []
     for h in range(horizon):
-        step = [ep.actions[h:][ep.valid[h:]] for ep in episodes]
+        step = [ep.step_values(h) for ep in episodes if ep.actions.size]
         values = np.concatenate(step) if step else overall[:0]
         described = _describe(values) if len(values) else base  # no episode reaches step h
         for k in _FIELDS:
@@ -92,18 +106,23 @@ def save_lowdim(fh: BinaryIO, episodes: Sequence[EpisodeLowdim]) -> None:
 
     ds = episodes[0].state.shape[1] if episodes and episodes[0].state.ndim == 2 else 0
     da = episodes[0].actions.shape[1] if episodes and episodes[0].actions.ndim == 2 else 0
-    np.savez(
-        fh,
-        lengths=lengths,
-        state=cat([ep.state for ep in episodes], ds),
-        actions=cat([ep.actions for ep in episodes], da),
-        valid=np.concatenate([ep.valid for ep in episodes]) if episodes else np.zeros(0, bool),
-    )
+    arrays = {
+        "lengths": lengths,
+        "state": cat([ep.state for ep in episodes], ds),
+        "actions": cat([ep.actions for ep in episodes], da),
+        "valid": np.concatenate([ep.valid for ep in episodes]) if episodes else np.zeros(0, bool),
+    }
+    if episodes and all(ep.chunks is not None for ep in episodes):
+        arrays["chunks"] = np.concatenate([ep.chunks for ep in episodes])  # type: ignore[misc]
+        arrays["chunk_valid"] = np.concatenate([ep.chunk_valid for ep in episodes])  # type: ignore[misc]
+    np.savez(fh, **arrays)
 
 
 def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:
     with np.load(path, allow_pickle=False) as z:
         lengths, state, actions, valid = z["lengths"], z["state"], z["actions"], z["valid"]
+        chunks = z["chunks"] if "chunks" in z.files else None
+        chunk_valid = z["chunk_valid"] if "chunk_valid" in z.files else None
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     out = []
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -112,6 +131,8 @@ def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:
                 state=state[a:b] if len(state) else state,
                 actions=actions[a:b] if len(actions) else actions,
                 valid=valid[a:b],
+                chunks=None if chunks is None else chunks[a:b],
+                chunk_valid=None if chunk_valid is None else chunk_valid[a:b],
             )
         )
     return out

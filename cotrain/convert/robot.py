@@ -42,6 +42,9 @@ class RobotEpisode:
         cameras: source camera name -> frame source.
         valid: optional [T] bool; False marks action steps to exclude (e.g. low tracking confidence).
         fps: the source's nominal frame rate (estimated from timestamps when None).
+        chunker: optional `(source frame indices [T'], H) -> (chunks [T', H, Da], valid [T', H])` for
+            sources whose chunk is not `actions[t : t + H]`, e.g. human-hand poses expressed in the
+            camera frame of the anchor frame. It receives the (resampled) frame indices.
         state_key / action_key: source names used in error messages.
     """
 
@@ -54,6 +57,7 @@ class RobotEpisode:
     cameras: Mapping[str, FrameSource] = field(default_factory=dict)
     valid: np.ndarray | None = None
     fps: float | None = None
+    chunker: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
     state_key: str = "state"
     action_key: str = "actions"
 
@@ -154,10 +158,16 @@ def build_robot_samples(ep: RobotEpisode, opts: RobotOptions, unit: Unit, info: 
     state = ep.state[idx].astype(np.float32)
     actions = ep.actions[idx].astype(np.float32)
     valid = (np.ones(len(ep.timestamps_s), bool) if ep.valid is None else ep.valid.astype(bool))[idx]
-    chunks, chunk_valid = chunk_actions(actions, valid, opts.horizon)
+    if ep.chunker is None:
+        chunks, chunk_valid = chunk_actions(actions, valid, opts.horizon)
+        lowdim = EpisodeLowdim(state=state, actions=actions, valid=valid)
+    else:
+        chunks, chunk_valid = ep.chunker(idx, opts.horizon)
+        chunks = chunks.astype(np.float32)
+        lowdim = EpisodeLowdim(state=state, actions=actions, valid=valid, chunks=chunks, chunk_valid=chunk_valid)
     camera_map = {} if opts.no_images else parse_camera_map(opts.cameras, list(ep.cameras), ep.source_file)
     frames = _camera_frames(ep, camera_map, idx, opts)
-    sink.add_episode(EpisodeLowdim(state=state, actions=actions, valid=valid))
+    sink.add_episode(lowdim)
     for t in range(len(idx)):
         task = opts.task or (ep.tasks[0] if len(ep.tasks) == 1 else ep.tasks[int(idx[t])])
         meta = {
@@ -188,12 +198,14 @@ def robot_converter(
     list_units: Callable[[Path, Any], list[Unit]],
     describe: Callable[[Path, Any, Sequence[Unit]], DatasetInfo],
     load_episode: Callable[[Path, Any, Unit], RobotEpisode],
+    *,
+    modality: str = keys.ROBOT,
 ) -> Converter:
     """A Converter whose units are episodes loaded by `load_episode` and built by the shared rules."""
 
     def convert_unit(src: Path, opts: RobotOptions, unit: Unit, sink: UnitSink) -> None:
         ep = load_episode(src, opts, unit)
-        meta = {"dataset": opts.name or src.name, "modality": keys.ROBOT, "embodiment": opts.embodiment,
+        meta = {"dataset": opts.name or src.name, "modality": modality, "embodiment": opts.embodiment,
                 "fps": opts.fps or ep.fps or _episode_fps(ep)}
         build_robot_samples(ep, opts, unit, meta, sink)
 
@@ -208,11 +220,12 @@ def _episode_fps(ep: RobotEpisode) -> float | None:
 
 
 def robot_info(opts: RobotOptions, *, state_names: Sequence[str], action_names: Sequence[str], fps: float | None,
-               cameras: Sequence[str], where: str, extra: Mapping[str, Any] | None = None) -> DatasetInfo:
+               cameras: Sequence[str], where: str, extra: Mapping[str, Any] | None = None,
+               modality: str = keys.ROBOT) -> DatasetInfo:
     """The DatasetInfo of a robot source after camera selection, resize and resampling."""
     selected = [] if opts.no_images else list(parse_camera_map(opts.cameras, list(cameras), where).values())
     return DatasetInfo(
-        modality=keys.ROBOT,
+        modality=modality,
         embodiment=opts.embodiment,
         state_names=list(state_names),
         action_names=list(action_names),
