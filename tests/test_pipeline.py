@@ -1,0 +1,240 @@
+"""The conversion guarantees, checked on ALOHA HDF5 fixtures (the pipeline is converter-agnostic)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cotrain.convert.pipeline import convert
+from cotrain.convert.spec import RobotOptions, RunOptions
+from cotrain.dataset import Dataset
+from cotrain.errors import ConfigError, DataError
+from cotrain.manifest import load_manifest
+from tests.conftest import ROOT, run_cli, tree_digest
+from tests.fixtures.aloha import write_aloha
+
+
+def opts(**kw: object) -> RobotOptions:
+    return RobotOptions(**{"embodiment": "aloha", "shard_size": 30, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_aloha(tmp_path_factory.mktemp("aloha") / "raw", episodes=5, frames=16)
+
+
+def test_same_input_same_bytes(src: Path, tmp_path: Path) -> None:
+    convert("aloha", src, tmp_path / "a", opts())
+    convert("aloha", src, tmp_path / "b", opts())
+    a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
+    assert a == b and "manifest.json" in a and len(a) >= 3
+
+
+def test_workers_equal_serial(src: Path, tmp_path: Path) -> None:
+    convert("aloha", src, tmp_path / "serial", opts())
+    convert("aloha", src, tmp_path / "pool", opts(), RunOptions(workers=2))
+    assert tree_digest(tmp_path / "serial") == tree_digest(tmp_path / "pool")
+
+
+def test_parts_then_merge_equal_single_run(src: Path, tmp_path: Path) -> None:
+    convert("aloha", src, tmp_path / "single", opts())
+    for part in range(3):
+        report = convert("aloha", src, tmp_path / "parts", opts(), RunOptions(num_parts=3, part=part))
+        assert not report.finalized
+    assert not (tmp_path / "parts" / "manifest.json").exists()
+    run_cli("merge-manifests", str(tmp_path / "parts"), check=True)
+    assert tree_digest(tmp_path / "single") == tree_digest(tmp_path / "parts")
+
+
+def test_merge_refuses_missing_part(src: Path, tmp_path: Path) -> None:
+    convert("aloha", src, tmp_path / "o", opts(), RunOptions(num_parts=2, part=0))
+    proc = run_cli("merge-manifests", str(tmp_path / "o"))
+    assert proc.returncode == 1
+    assert "shards are not converted yet" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_stats_match_numpy(src: Path, tmp_path: Path) -> None:
+    import h5py
+
+    convert("aloha", src, tmp_path / "o", opts(horizon=4))
+    stats = load_manifest(tmp_path / "o").stats
+    qpos, act, chunks = [], [], [[] for _ in range(4)]
+    for path in sorted(src.glob("episode_*.hdf5")):
+        with h5py.File(path) as f:
+            qpos.append(f["observations/qpos"][()])
+            a = f["action"][()]
+            act.append(a)
+            for h in range(4):
+                chunks[h].append(a[h:])
+    q, a = np.concatenate(qpos).astype(np.float64), np.concatenate(act).astype(np.float64)
+    assert stats.state is not None and stats.actions is not None
+    np.testing.assert_allclose(stats.state.mean, q.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.state.std, q.std(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.state.q01, np.quantile(q, 0.01, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.actions.q99, np.quantile(a, 0.99, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats.actions.min, a.min(0), rtol=1e-6)
+    step3 = np.concatenate(chunks[3]).astype(np.float64)
+    np.testing.assert_allclose(stats.actions.per_timestep["mean"][3], step3.mean(0), rtol=1e-5, atol=1e-6)
+    assert stats.actions.per_timestep["count"][3] == [float(len(step3))]
+
+
+def test_samples_round_trip(src: Path, tmp_path: Path) -> None:
+    import h5py
+
+    convert("aloha", src, tmp_path / "o", opts(horizon=4))
+    samples = list(Dataset.open(tmp_path / "o").iter_decoded())
+    with h5py.File(src / "episode_1.hdf5") as f:
+        qpos, action = f["observations/qpos"][()], f["action"][()]
+    ep1 = [s for s in samples if s["meta.json"]["episode"] == "episode_1"]
+    assert len(ep1) == len(qpos) == 17
+    last = ep1[-1]
+    np.testing.assert_array_equal(last["state.npy"], qpos[-1])
+    np.testing.assert_array_equal(last["actions.npy"][0], action[-1])
+    np.testing.assert_array_equal(last["actions.npy"][3], action[-1])  # padded by repetition
+    assert last["actions_valid.npy"].tolist() == [True, False, False, False]
+    np.testing.assert_array_equal(ep1[5]["actions.npy"], action[5:9])
+    keys = [s["__key__"] for s in samples]
+    assert len(set(keys)) == len(keys) and all("." not in k for k in keys)
+
+
+def _kill_when(args: list[str], appears: str, out: Path) -> None:
+    """Start a conversion and SIGKILL it as soon as a path matching `appears` exists under OUT."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.exists() and any(out.glob(appears)):
+            break
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_resume_after_kill_gives_same_bytes(tmp_path: Path) -> None:
+    big = write_aloha(tmp_path / "big", episodes=8, frames=24, size=(96, 128))
+    convert("aloha", big, tmp_path / "ref", opts(shard_size=40))
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "cotrain", "convert", "aloha", str(big), str(out), "--embodiment", "aloha",
+            "--shard-size", "40"]
+    # Kill inside a unit, then right after the first shard, then during a later unit.
+    _kill_when(args, ".cotrain-work/units/*.tar.tmp", out)
+    assert not (out / "manifest.json").exists()
+    _kill_when(args, ".cotrain-work/shards/shard-000000.tar.json", out)
+    assert not (out / "manifest.json").exists()
+    assert not [p for p in out.glob("shard-*.tar") if p.stat().st_size == 0]
+    # A shard counts as finished once its sidecar is recorded (the rename comes just before it).
+    recorded = {p.name.removesuffix(".json") for p in out.glob(".cotrain-work/shards/*.json")}
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.tar") if p.name in recorded}
+    assert finished, "the kill came too late to test resumption"
+    subprocess.run(args, cwd=ROOT, check=True, capture_output=True)
+    assert tree_digest(out) == tree_digest(tmp_path / "ref")
+    for name, mtime in finished.items():  # shards finished before the kill were not redone
+        assert (out / name).stat().st_mtime_ns == mtime
+
+
+def test_resume_reuses_finished_shards(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    convert("aloha", src, out, opts(), RunOptions(num_parts=2, part=0))
+    first = convert("aloha", src, out, opts(), RunOptions(num_parts=2, part=0))
+    assert first.shards_written == 0 and first.shards_reused >= 1
+
+
+def test_rerun_with_other_arguments_is_refused(src: Path, tmp_path: Path) -> None:
+    convert("aloha", src, tmp_path / "o", opts())
+    again = convert("aloha", src, tmp_path / "o", opts())
+    assert again.already_done
+    with pytest.raises(ConfigError, match="--overwrite"):
+        convert("aloha", src, tmp_path / "o", opts(horizon=8))
+    convert("aloha", src, tmp_path / "o", opts(horizon=8), RunOptions(overwrite=True))
+    assert load_manifest(tmp_path / "o").horizon == 8
+
+
+def test_refuses_foreign_output_folder(src: Path, tmp_path: Path) -> None:
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="cotrain did not write"):
+        convert("aloha", src, tmp_path / "o", opts())
+    assert (tmp_path / "o" / "notes.txt").read_text() == "mine"
+
+
+def _with_nan(src: Path, dst: Path) -> Path:
+    import shutil
+
+    import h5py
+
+    shutil.copytree(src, dst)
+    with h5py.File(dst / "episode_3.hdf5", "r+") as f:
+        f["action"][7, 2] = np.nan
+    return dst
+
+
+def test_bad_input_leaves_nothing_and_says_where(src: Path, tmp_path: Path) -> None:
+    bad = _with_nan(src, tmp_path / "bad")
+    out = tmp_path / "o"
+    with pytest.raises(DataError) as err:
+        convert("aloha", bad, out, opts(), RunOptions(workers=2))
+    msg = str(err.value)
+    assert "episode_3.hdf5" in msg and "episode episode_3" in msg and "frame 7" in msg and "NaN" in msg
+    assert "\n" not in msg
+    assert not out.exists()
+
+
+def test_bad_input_cli_one_line_no_traceback(src: Path, tmp_path: Path) -> None:
+    bad = _with_nan(src, tmp_path / "bad")
+    proc = run_cli("convert", "aloha", str(bad), str(tmp_path / "o"), "--embodiment", "aloha")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_skip_bad_episode_lists_it(src: Path, tmp_path: Path) -> None:
+    bad = _with_nan(src, tmp_path / "bad")
+    report = convert("aloha", bad, tmp_path / "o", opts(on_bad_episode="skip"))
+    manifest = load_manifest(tmp_path / "o")
+    assert [s.episode for s in manifest.skipped_episodes] == ["episode_3"]
+    assert "frame 7" in manifest.skipped_episodes[0].reason
+    assert manifest.num_episodes == 4 and report.samples == manifest.num_samples
+    assert "episode_3" not in {s["meta.json"]["episode"] for s in Dataset.open(tmp_path / "o").iter_decoded()}
+
+
+def test_unknown_option_values_are_clear(src: Path, tmp_path: Path) -> None:
+    proc = run_cli("convert", "aloha", str(src), str(tmp_path / "o"), "--embodiment", "x", "--horizon", "0")
+    assert proc.returncode == 1 and "--horizon 0" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("convert", "aloha", str(src), str(tmp_path / "o"), "--embodiment", "x", "--cameras", "nope")
+    assert proc.returncode == 1 and "no camera 'nope'" in proc.stderr
+    proc = run_cli("convert", "alloha", str(src), str(tmp_path / "o"))
+    assert proc.returncode != 0 and "alloha" in proc.stderr
+
+
+@pytest.mark.ray
+def test_ray_backend_equals_serial(src: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the optional ray extra is not installed")
+    import ray
+
+    convert("aloha", src, tmp_path / "serial", opts())
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        convert("aloha", src, tmp_path / "ray", opts(), RunOptions(backend="ray", workers=2))
+    finally:
+        ray.shutdown()
+    assert tree_digest(tmp_path / "serial") == tree_digest(tmp_path / "ray")
+
+
+def test_no_pickle_members_written(src: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    convert("aloha", src, tmp_path / "o", opts())
+    for shard in (tmp_path / "o").glob("*.tar"):
+        with tarfile.open(shard) as tar:
+            exts = {m.name.split(".", 1)[1] for m in tar.getmembers()}
+        assert exts <= {"meta.json", "state.npy", "actions.npy", "actions_valid.npy", "instruction.txt",
+                        "cam_high.jpg", "cam_left_wrist.jpg"}, exts
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["schema_version"] == 1
+    assert os.path.getsize(tmp_path / "o" / "manifest.json") > 0
