@@ -131,15 +131,16 @@ class MemberSpan:
     size: int
 
 
-def index_shard(path: str | Path) -> list[tuple[str, dict[str, MemberSpan]]]:
+def index_shard(source: str | Path | BinaryIO) -> list[tuple[str, dict[str, MemberSpan]]]:
     """Per sample, where each member's bytes lie in the file: enables random access without a scan."""
     out: list[tuple[str, dict[str, MemberSpan]]] = []
-    with tarfile.open(path, mode="r:") as tar:
+    opened = tarfile.open(source, mode="r:") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r:")
+    with opened as tar:
         for info in tar.getmembers():
             if not info.isfile():
                 continue
             key, ext = split_member(info.name)
-            _check_member(key, ext, str(path))
+            _check_member(key, ext, str(source))
             if not out or out[-1][0] != key:
                 out.append((key, {}))
             out[-1][1][ext] = MemberSpan(info.offset_data, info.size)

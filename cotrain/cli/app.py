@@ -8,6 +8,7 @@ import sys
 import typer
 
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
+from cotrain.cli.mix_cmd import mix_app
 from cotrain.errors import CotrainError
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(build_convert_app(), name="convert")
 app.command("merge-manifests")(merge_manifests)
+app.add_typer(mix_app, name="mix")
 
 
 def main() -> None:

@@ -1,0 +1,208 @@
+"""The mixture loader: the global plan, this rank's share of it, a torch DataLoader, resumable state.
+
+Rank r of W takes slots [r*B/W, (r+1)*B/W) of every global batch; the DataLoader hands whole per-rank
+batches to its workers round-robin, so no two ranks or workers ever read the same slot. The state is
+`{"step", "cursors", "skipped", ...}`; because the plan is a pure function of (seed, schedule, step),
+restoring it continues with exactly the batches an uninterrupted run would have produced, on any
+number of ranks and workers as long as the global batch size is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from cotrain.errors import ConfigError, CotrainError, DataError
+from cotrain.mix.collate import Collator
+from cotrain.mix.reader import SourceReader
+from cotrain.mix.resolve import Mixture
+from cotrain.mix.sampler import Allocator, Planner, source_seed
+from cotrain.mix.schedule import Schedule
+from cotrain.mix.transform import SampleTransform
+
+log = logging.getLogger(__name__)
+MAX_REPLACEMENTS = 8
+SlotKey = tuple[int, int, int, int, int]  # step, slot position, source, sample index, draw
+
+
+def build_planner(mixture: Mixture) -> Planner:
+    alloc = Allocator(Schedule(mixture.phases), mixture.spec.batch_size, len(mixture.sources))
+    return Planner(mixture.spec.seed, mixture.names, [s.num_samples for s in mixture.sources], alloc)
+
+
+def check_layout(mixture: Mixture, world_size: int, num_workers: int) -> None:
+    """Fail at start on layouts that cannot work, saying what would."""
+    b = mixture.spec.batch_size
+    if b % world_size:
+        raise ConfigError(f"{mixture.path}: batch_size {b} does not divide over {world_size} ranks; "
+                          f"use a multiple of {world_size}")
+    readers = world_size * max(1, num_workers)
+    used = {i for p in mixture.phases for i, w in enumerate(p.weights) if w > 0}
+    for i in sorted(used):
+        src = mixture.sources[i]
+        if src.num_samples < readers:
+            raise ConfigError(f"{mixture.path}: source {src.name!r} has {src.num_samples} samples, fewer than the "
+                              f"{readers} readers ({world_size} ranks x {max(1, num_workers)} workers)")
+
+
+class _SlotDataset:
+    """Map-style dataset keyed by slot: reads, replaces bad samples deterministically, transforms."""
+
+    def __init__(self, mixture: Mixture, transforms: list[SampleTransform]) -> None:
+        self.mixture = mixture
+        self.transforms = transforms
+        self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
+
+    def _reader(self, source: int) -> SourceReader:
+        if self._readers is None:
+            self._readers = [SourceReader(s.url, s.manifest) for s in self.mixture.sources]
+        return self._readers[source]
+
+    def __getitem__(self, key: SlotKey) -> dict[str, Any]:
+        step, _, source, index, draw = key
+        src = self.mixture.sources[source]
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            try:
+                sample = self.transforms[source](self._reader(source).read(index))
+                sample["skipped"] = attempt
+                return sample
+            except (CotrainError, OSError, ValueError, KeyError) as exc:
+                if self.mixture.spec.bad_samples == "raise":
+                    raise DataError(src.url, f"bad sample {index} of source {src.name!r} at step {step}: {exc}") from None
+                log.warning("replacing bad sample %d of %s: %s", index, src.name, exc)
+                rng = np.random.default_rng(np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3]))
+                index = int(rng.integers(src.num_samples))
+        raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}")
+
+
+class _RankBatches:
+    """Batch sampler: this rank's slot keys for steps [start, end)."""
+
+    def __init__(self, loader: MixtureLoader, start: int, end: int) -> None:
+        self.loader, self.start, self.end = loader, start, end
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __iter__(self) -> Iterator[list[SlotKey]]:
+        for step in range(self.start, self.end):
+            yield self.loader.rank_keys(step)
+
+
+class MixtureLoader:
+    """Iterates per-rank batches of a mixture from a given step.
+
+    Args:
+        mixture: a resolved mixture (`load_mixture`).
+        rank, world_size: this process's place in the job (see cotrain.dist for torchrun).
+        num_workers: DataLoader worker processes per rank.
+        end_step: stop before this step (default: the schedule's total steps).
+        collator: padding sizes (default: from the sources and the mixture spec).
+    """
+
+    def __init__(self, mixture: Mixture, *, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                 end_step: int | None = None, collator: Collator | None = None, prefetch_factor: int = 2) -> None:
+        check_layout(mixture, world_size, num_workers)
+        spec = mixture.spec
+        self.mixture, self.rank, self.world_size, self.num_workers = mixture, rank, world_size, num_workers
+        self.planner = build_planner(mixture)
+        self.end_step = mixture.total_steps if end_step is None else end_step
+        self.collator = collator or default_collator(mixture)
+        self.transforms = [
+            SampleTransform.build(i, s.name, s.manifest, image_size=spec.image_size, horizon=self.collator.horizon,
+                                  loss_weight=s.loss_weight, normalization=spec.normalization,
+                                  floor=spec.quantile_floor, clip=spec.clip)
+            for i, s in enumerate(mixture.sources)
+        ]
+        self.prefetch_factor = prefetch_factor
+        self.step = 0
+        self.skipped = [0] * len(mixture.sources)
+        self._warned: set[int] = set()
+
+    def rank_keys(self, step: int) -> list[SlotKey]:
+        slots = self.planner.batch(step)
+        per = len(slots) // self.world_size
+        mine = slots[self.rank * per: (self.rank + 1) * per]
+        for slot in mine:
+            self._check_epochs(slot.source, slot.draw)
+        return [(step, self.rank * per + i, s.source, s.index, s.draw) for i, s in enumerate(mine)]
+
+    def _check_epochs(self, source: int, draw: int) -> None:
+        src = self.mixture.sources[source]
+        if src.max_epochs is None or draw < src.max_epochs * src.num_samples:
+            return
+        if src.on_max_epochs == "stop":
+            raise DataError(src.url, f"source {src.name!r} passed max_epochs {src.max_epochs} (draw {draw} of "
+                                     f"{src.num_samples} samples)")
+        if source not in self._warned:
+            self._warned.add(source)
+            log.warning("source %s repeats past max_epochs %s", src.name, src.max_epochs)
+
+    def __len__(self) -> int:
+        return max(0, self.end_step - self.step)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            _SlotDataset(self.mixture, self.transforms),  # type: ignore[arg-type]
+            batch_sampler=_RankBatches(self, self.step, self.end_step),
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+            multiprocessing_context="spawn" if self.num_workers else None,
+        )
+        step = self.step
+        it = iter(loader)
+        try:
+            for batch in it:
+                batch["step"] = step
+                counts = np.bincount(batch["source"].numpy(), weights=batch["skipped"].numpy(),
+                                     minlength=len(self.skipped))
+                self.skipped = [a + int(b) for a, b in zip(self.skipped, counts)]
+                step += 1
+                self.step = step
+                yield batch
+        finally:
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:  # stop workers now, not at interpreter exit
+                shutdown()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Small, JSON-able: the next step, per-source cursors, and bad-sample counts of this rank."""
+        cursors = self.planner.cursors(self.step)
+        return {
+            "version": 1,
+            "mixture": self.mixture.spec.name,
+            "batch_size": self.mixture.spec.batch_size,
+            "step": self.step,
+            "cursors": dict(zip(self.mixture.names, cursors)),
+            "skipped": dict(zip(self.mixture.names, self.skipped)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("batch_size") != self.mixture.spec.batch_size:
+            raise ConfigError(f"loader state has global batch {state.get('batch_size')}, the mixture has "
+                              f"{self.mixture.spec.batch_size}; exact resume needs the same global batch")
+        step = int(state["step"])
+        expected = dict(zip(self.mixture.names, self.planner.cursors(step)))
+        if state.get("cursors") != expected:
+            raise ConfigError("loader state does not match this mixture's plan (sources, weights, seed or phases "
+                              "changed since the checkpoint); exact resume needs the same mixture")
+        self.step = step
+        self.skipped = [int(state.get("skipped", {}).get(n, 0)) for n in self.mixture.names]
+
+
+def default_collator(mixture: Mixture) -> Collator:
+    spec, ms = mixture.spec, [s.manifest for s in mixture.sources]
+    horizon = spec.horizon or max((m.horizon or 1) for m in ms)
+    return Collator(
+        max_cameras=spec.max_cameras or max(1, max(len(m.cameras) for m in ms)),
+        image_size=spec.image_size,
+        state_dim=max(len(m.state_names) for m in ms),
+        action_dim=max(len(m.action_names) for m in ms),
+        horizon=horizon,
+    )

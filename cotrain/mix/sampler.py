@@ -1,0 +1,143 @@
+"""The global plan: which source and which sample fill each slot of each global batch.
+
+Composition: at step k the target count of source s is B * w_s(k) plus the error carried from step
+k - 1; counts are the floors, and the leftover slots go to the largest remainders (ties to the lower
+source index). The carried error stays in (-1, 1), so after any number of steps every source's
+realised count is within one sample of its cumulative target: no random drift, exact per batch.
+
+Order: the source's j-th draw (j counts over the whole run) is sample perm_e[j mod N] of epoch
+e = j // N, with perm_e a permutation seeded by (seed, crc32(source name), e): a shuffled order
+without replacement per epoch, reshuffled every epoch. Slots inside a batch are shuffled by
+(seed, step) so every rank's share mixes sources.
+
+All of this is a pure function of (seed, schedule, step). The allocator keeps checkpoints of its
+carried state every `checkpoint_every` steps, so planning step k costs at most that many steps of
+replay, and resuming needs nothing but the step.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from cotrain.mix.schedule import Schedule
+
+
+def apportion(targets: list[float], total: int) -> list[int]:
+    """Largest-remainder rounding of `targets` (about `total` in sum) to ints >= 0 summing to `total`.
+
+    Only sources with a positive target can receive a leftover slot.
+    """
+    floors = [int(np.floor(t)) if t > 0 else 0 for t in targets]
+    left = total - sum(floors)
+    order = sorted((i for i in range(len(targets)) if targets[i] > 0), key=lambda i: (-(targets[i] - floors[i]), i))
+    for i in order[: max(left, 0)]:
+        floors[i] += 1
+    if left < 0:  # carried negative errors can push floors above total: take back from the smallest remainders
+        for i in reversed(order):
+            if left == 0:
+                break
+            if floors[i] > 0:
+                floors[i] -= 1
+                left += 1
+    return floors
+
+
+@dataclass
+class _Carry:
+    step: int
+    error: list[float]
+    drawn: list[int]  # per-source draws before `step`
+
+
+class Allocator:
+    """Per-step counts per source and per-source draw cursors, exact and replayable.
+
+    Args:
+        schedule: the phase schedule (weights per step).
+        batch_size: global batch size B.
+        num_sources: number of flat sources.
+        checkpoint_every: spacing of the stored replay points.
+    """
+
+    def __init__(self, schedule: Schedule, batch_size: int, num_sources: int, checkpoint_every: int = 1024) -> None:
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.num_sources = num_sources
+        self.every = checkpoint_every
+        self._points = [_Carry(0, [0.0] * num_sources, [0] * num_sources)]
+
+    def _advance(self, carry: _Carry) -> list[int]:
+        weights = self.schedule.weights_at(carry.step)
+        # A source with weight 0 at this step gets nothing and forgets its carried error, so a source
+        # absent from a phase never appears in it.
+        targets = [self.batch_size * w + e if w > 0 else 0.0 for w, e in zip(weights, carry.error)]
+        counts = apportion(targets, self.batch_size)
+        carry.error = [t - c for t, c in zip(targets, counts)]
+        carry.drawn = [d + c for d, c in zip(carry.drawn, counts)]
+        carry.step += 1
+        return counts
+
+    def _carry_at(self, step: int) -> _Carry:
+        while self._points[-1].step + self.every <= step:
+            point = self._points[-1]
+            carry = _Carry(point.step, list(point.error), list(point.drawn))
+            for _ in range(self.every):
+                self._advance(carry)
+            self._points.append(carry)
+        base = self._points[step // self.every]
+        carry = _Carry(base.step, list(base.error), list(base.drawn))
+        while carry.step < step:
+            self._advance(carry)
+        return carry
+
+    def counts(self, step: int) -> tuple[list[int], list[int]]:
+        """(counts per source at `step`, draws per source before `step`)."""
+        carry = self._carry_at(step)
+        drawn = list(carry.drawn)
+        return self._advance(carry), drawn
+
+
+def source_seed(seed: int, name: str) -> int:
+    return zlib.crc32(name.encode("utf-8")) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
+
+
+@lru_cache(maxsize=32)
+def epoch_permutation(seed: int, name: str, epoch: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([source_seed(seed, name), epoch, 1]))
+    return rng.permutation(size)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One position of a global batch."""
+
+    source: int
+    draw: int  # the source's draw counter j (over the whole run)
+    index: int  # the sample index inside the source
+    epoch: int
+
+
+class Planner:
+    """Global batches as lists of slots; pure in (seed, schedule, step)."""
+
+    def __init__(self, seed: int, names: list[str], sizes: list[int], allocator: Allocator) -> None:
+        self.seed, self.names, self.sizes, self.allocator = seed, names, sizes, allocator
+
+    def batch(self, step: int) -> list[Slot]:
+        counts, drawn = self.allocator.counts(step)
+        slots: list[Slot] = []
+        for s, (c, d) in enumerate(zip(counts, drawn)):
+            for j in range(d, d + c):
+                epoch, pos = divmod(j, self.sizes[s])
+                perm = epoch_permutation(self.seed, self.names[s], epoch, self.sizes[s])
+                slots.append(Slot(s, j, int(perm[pos]), epoch))
+        order = np.random.default_rng(np.random.SeedSequence([self.seed, step, 2])).permutation(len(slots))
+        return [slots[i] for i in order]
+
+    def cursors(self, step: int) -> list[int]:
+        """Draws per source before `step` (the per-source cursors of the loader state)."""
+        return self.allocator.counts(step)[1]

@@ -1,0 +1,147 @@
+"""Mixture YAML: frozen pydantic models, unknown keys rejected, errors that name the field.
+
+    name: vl_xemb_two_phase
+    seed: 0
+    batch_size: 64
+    sources:
+      target: {path: data/franka}
+      vl:     {path: data/coco, loss_weight: 0.5}
+      xemb:   {path: data/aloha, balance: 0.5}
+    phases:
+      - {name: pretrain, steps: 20000, weights: {target: 0.3, vl: 0.4, xemb: 0.3}}
+      - {name: finetune, steps: 5000, weights: {target: 0.9, vl: 0.1}, ramp_steps: 500}
+
+Weights are relative within a phase; a source absent from a phase has weight 0. A source may instead
+name another mixture file (`mixture: other.yaml`): it becomes a group whose members share the
+group's weight by the inner file's (single-phase) weights; groups are flattened at load time into
+`group/member` sources, so the engine below only ever sees flat sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cotrain.errors import ConfigError, suggest
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceSpec(BaseModel):
+    """One source: a converted dataset (local path or fsspec URL) or a nested mixture file."""
+
+    model_config = _FROZEN
+
+    path: str | None = Field(None, description="Converted dataset directory or URL (s3://, gs://, file://).")
+    mixture: str | None = Field(None, description="Another mixture YAML included as a group (instead of path).")
+    balance: float | None = Field(
+        None, ge=0, description="Multiply the phase weight by (samples / largest source's samples) ** balance."
+    )
+    loss_weight: float = Field(1.0, ge=0, description="Per-sample loss weight passed to the trainer.")
+    max_epochs: float | None = Field(None, gt=0, description="Warn (or stop) when this source repeats past N epochs.")
+    on_max_epochs: Literal["warn", "stop"] = Field("warn", description="What happens past max_epochs.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceSpec:
+        if (self.path is None) == (self.mixture is None):
+            raise ValueError("give exactly one of 'path' (a dataset) or 'mixture' (a nested mixture file)")
+        return self
+
+
+class PhaseSpec(BaseModel):
+    """One phase of the schedule."""
+
+    model_config = _FROZEN
+
+    name: str
+    steps: int = Field(..., ge=1, description="Optimiser steps in this phase.")
+    weights: dict[str, float] = Field(..., description="Relative weight per source; absent sources get 0.")
+    ramp_steps: int = Field(0, ge=0, description="Linear ramp from the previous phase's weights over the first N steps.")
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        for name, w in weights.items():
+            if w < 0:
+                raise ValueError(f"weight of {name!r} is {w}; weights must be >= 0")
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError("at least one weight must be positive")
+        return weights
+
+    @model_validator(mode="after")
+    def _ramp_fits(self) -> PhaseSpec:
+        if self.ramp_steps > self.steps:
+            raise ValueError(f"ramp_steps {self.ramp_steps} is longer than the phase ({self.steps} steps)")
+        return self
+
+
+class MixtureSpec(BaseModel):
+    """A declarative co-training mixture (see module docstring)."""
+
+    model_config = _FROZEN
+
+    name: str
+    seed: int = 0
+    batch_size: int = Field(..., ge=1, description="Global batch size (all ranks together).")
+    sources: dict[str, SourceSpec]
+    phases: list[PhaseSpec] = Field(..., min_length=1)
+    normalization: Literal["quantile", "mean_std"] = Field("quantile", description="State/action normalisation.")
+    quantile_floor: float = Field(1e-3, gt=0, description="Floor on q99 - q01 so constant dims do not blow up.")
+    clip: float = Field(1.0, gt=0, description="Normalised values are clipped to [-clip, clip].")
+    horizon: int | None = Field(None, ge=1, description="Action chunk length fed to the model (default: max of sources).")
+    image_size: int = Field(224, ge=8, description="Square side images are letterboxed to.")
+    max_cameras: int | None = Field(None, ge=1, description="Camera slots per sample (default: max of sources).")
+    bad_samples: Literal["raise", "skip"] = Field("raise", description="On an undecodable sample: stop, or replace it.")
+
+    @model_validator(mode="after")
+    def _phase_sources_known(self) -> MixtureSpec:
+        names = list(self.sources)
+        for i, phase in enumerate(self.phases):
+            for src in phase.weights:
+                if src not in self.sources:
+                    raise ValueError(f"phases[{i}].weights: unknown source {src!r}{suggest(src, names)}; "
+                                     f"sources: {', '.join(names)}")
+        return self
+
+
+def _format_error(exc: ValidationError, where: str, model: type[BaseModel]) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        field = str(err["loc"][-1])
+        valid = _fields_at(model, err["loc"][:-1])
+        msg = f"unknown field{suggest(field, valid)}; valid: {', '.join(valid)}"
+    return ConfigError(f"{where}: {loc or 'mixture'}: {msg}")
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names where an unknown key was found: top level, a source, or a phase."""
+    if loc[:1] == ("sources",) and len(loc) >= 2:
+        return sorted(SourceSpec.model_fields)
+    if loc[:1] == ("phases",) and len(loc) >= 2:
+        return sorted(PhaseSpec.model_fields)
+    return sorted(model.model_fields)
+
+
+def parse_mixture(raw: Any, where: str) -> MixtureSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return MixtureSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise _format_error(exc, where, MixtureSpec) from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"mixture file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None

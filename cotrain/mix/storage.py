@@ -1,0 +1,77 @@
+"""Local paths and fsspec URLs behind one small interface: read the manifest, read byte ranges.
+
+Shards are read by byte range (a sample's members are adjacent in its tar), so object storage needs
+one ranged GET per sample and never a whole-shard download.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from cotrain.errors import DataError
+from cotrain.manifest import MANIFEST_NAME, Manifest
+
+
+def is_url(value: str) -> bool:
+    return "://" in value
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/")
+
+
+def join(url: str, name: str) -> str:
+    return url.rstrip("/") + "/" + name
+
+
+def read_manifest(url: str) -> Manifest:
+    """The manifest of a dataset at a local path or URL (validated like `load_manifest`)."""
+    from pydantic import ValidationError
+
+    fs, root = _fs(url)
+    path = join(root, MANIFEST_NAME)
+    try:
+        with fs.open(path, "rb") as fh:
+            raw = json.loads(fh.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError(url, f"no {MANIFEST_NAME}: not a converted dataset (or its conversion did not finish)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"unreadable manifest: {exc}") from None
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise DataError(path, f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+
+
+class RangeReader:
+    """Reads byte ranges of files under one dataset URL, keeping a few handles open (per process)."""
+
+    def __init__(self, url: str, max_open: int = 16) -> None:
+        self.url = url
+        self._fs, self._root = _fs(url)
+        self._open = lru_cache(maxsize=max_open)(self._open_file)
+
+    def _open_file(self, name: str) -> Any:
+        return self._fs.open(join(self._root, name), "rb")
+
+    def read(self, name: str, offset: int, size: int) -> bytes:
+        fh = self._open(name)
+        fh.seek(offset)
+        data = fh.read(size)
+        if len(data) != size:
+            raise DataError(join(self.url, name), f"truncated shard: wanted {size} bytes at offset {offset}, got {len(data)}")
+        return data
+
+    def local_path(self, name: str) -> str | None:
+        """A filesystem path when the dataset is local (for the faster tarfile index scan)."""
+        protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
+        return join(self._root, name) if protocol in ("file", "local") else None
+
+    def open(self, name: str) -> Any:
+        return self._fs.open(join(self._root, name), "rb")

@@ -1,0 +1,129 @@
+"""Per-sample processing in the loader: JPEG -> letterboxed image, normalised state and actions.
+
+Normalisation uses each source's own manifest stats (never pooled across embodiments):
+- quantile: x -> 2 (x - q01) / max(q99 - q01, floor) - 1, clipped to [-clip, clip];
+- mean_std: x -> (x - mean) / max(std, floor), clipped likewise.
+Missing stats for a source that has state or actions are an error, never a silent identity.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cotrain import keys
+from cotrain.errors import ConfigError, DataError
+from cotrain.manifest import DimStats, Manifest
+
+
+def letterbox_jpeg(data: bytes, side: int) -> np.ndarray:
+    """Decode an image and fit it into a side x side uint8 RGB canvas, centred, keeping aspect ratio."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (side, side))  # JPEG DCT-domain downscale: decodes big images much faster
+        img = img.convert("RGB")
+        w, h = img.size
+        scale = side / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+        canvas = np.zeros((side, side, 3), np.uint8)
+        top, left = (side - nh) // 2, (side - nw) // 2
+        canvas[top: top + nh, left: left + nw] = np.asarray(img)
+    return canvas
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Affine maps for one source: y = clip((x - offset) * scale - shift, -clip, clip)."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    shift: float
+    clip: float
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.clip((x - self.offset) * self.scale - self.shift, -self.clip, self.clip).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return ((y + self.shift) / self.scale + self.offset).astype(np.float32)
+
+
+def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> Normalizer | None:
+    if stats is None:
+        return None
+    if kind == "quantile":
+        lo, hi = np.asarray(stats.q01, np.float64), np.asarray(stats.q99, np.float64)
+        return Normalizer(lo, 2.0 / np.maximum(hi - lo, floor), 1.0, clip)
+    if kind == "mean_std":
+        mean, std = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
+        return Normalizer(mean, 1.0 / np.maximum(std, floor), 0.0, clip)
+    raise ConfigError(f"unknown normalization {kind!r}; valid: quantile, mean_std")
+
+
+@dataclass(frozen=True)
+class SampleTransform:
+    """Turns one decoded sample of one source into model-ready numpy arrays and text."""
+
+    source: int
+    name: str
+    manifest: Manifest
+    image_size: int
+    horizon: int
+    loss_weight: float
+    state_norm: Normalizer | None
+    action_norm: Normalizer | None
+
+    @classmethod
+    def build(cls, source: int, name: str, manifest: Manifest, *, image_size: int, horizon: int, loss_weight: float,
+              normalization: str, floor: float, clip: float) -> SampleTransform:
+        st, ac = manifest.stats.state, manifest.stats.actions
+        if manifest.state_names and st is None or manifest.action_names and ac is None:
+            raise ConfigError(f"source {name!r}: manifest has state/action names but no stats; reconvert it")
+        return cls(source, name, manifest, image_size, horizon, loss_weight,
+                   build_normalizer(st, normalization, floor, clip, "state"),
+                   build_normalizer(ac, normalization, floor, clip, "actions"))
+
+    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        cams = self.manifest.cameras
+        missing = [c for c in cams if keys.camera_member(c) not in sample]
+        if missing:
+            raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing[0]!r}")
+        images = np.stack([letterbox_jpeg(sample[keys.camera_member(c)], self.image_size) for c in cams]) if cams \
+            else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        out: dict[str, Any] = {
+            "images": images,
+            "source": self.source,
+            "modality": self.manifest.modality,
+            "embodiment": self.manifest.embodiment or "",
+            "loss_weight": self.loss_weight,
+            "key": sample.get("__key__", ""),
+            "instruction": sample.get(keys.INSTRUCTION),
+            "prompt": sample.get(keys.PROMPT),
+            "target": sample.get(keys.TARGET),
+            "conversation": sample.get(keys.CONVERSATION),
+        }
+        out.update(self._lowdim(sample))
+        tokens = sample.get(keys.ACTION_TOKENS)
+        out["action_tokens"] = None if tokens is None else np.asarray(tokens, np.int64)
+        return out
+
+    def _lowdim(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        state = sample.get(keys.STATE)
+        actions = sample.get(keys.ACTIONS)
+        out = {"state": np.zeros(0, np.float32), "actions": np.zeros((self.horizon, 0), np.float32),
+               "actions_valid": np.zeros(self.horizon, bool)}
+        if state is not None and self.state_norm is not None:
+            out["state"] = self.state_norm(np.asarray(state, np.float64))
+        if actions is not None and self.action_norm is not None:
+            chunk = self.action_norm(np.asarray(actions, np.float64))[: self.horizon]
+            valid = np.asarray(sample.get(keys.ACTIONS_VALID, np.ones(len(chunk), bool)), bool)[: self.horizon]
+            pad = self.horizon - len(chunk)
+            out["actions"] = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
+            out["actions_valid"] = np.concatenate([valid, np.zeros(pad, bool)])
+        return out
