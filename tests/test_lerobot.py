@@ -1,0 +1,344 @@
+"""The LeRobot converter on v2.1 / v3.0 folders written with pyarrow, pandas and PyAV, and on a real v3.0 recording."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cotrain import keys
+from cotrain.convert.pipeline import convert
+from cotrain.dataset import Dataset
+from cotrain.errors import DataError
+from cotrain.imaging import decode_image
+from cotrain.manifest import load_manifest
+from cotrain.video import video_info
+from cotrain_converters.lerobot import LeRobotOptions
+from tests.conftest import SHARED_DATA, run_cli
+from tests.fixtures.lerobot import (
+    NAMES,
+    TASKS,
+    episode_length,
+    frame_colour,
+    frame_image,
+    frame_task,
+    write_lerobot_v21,
+    write_lerobot_v30,
+    write_video,
+)
+
+H = 4
+SIZE = (48, 64)
+REAL = SHARED_DATA / "lerobot-v30-so101"
+
+
+def opts(**kw: Any) -> LeRobotOptions:
+    return LeRobotOptions(embodiment="so101", horizon=H, **kw)
+
+
+def by_episode(out: Path) -> dict[str, list[dict[str, Any]]]:
+    episodes: dict[str, list[dict[str, Any]]] = {}
+    for sample in Dataset.open(out).iter_decoded():
+        episodes.setdefault(sample[keys.META]["episode"], []).append(sample)
+    return episodes
+
+
+def parquet_rows(path: Path, episode: int | None = None) -> dict[str, np.ndarray]:
+    """state, action, task_index of one episode, read independently of the converter."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if episode is not None:
+        mask = np.asarray(table.column("episode_index").to_pylist()) == episode
+        table = table.filter(mask)
+    return {"state": np.asarray(table.column("observation.state").to_pylist(), np.float32),
+            "action": np.asarray(table.column("action").to_pylist(), np.float32),
+            "task_index": np.asarray(table.column("task_index").to_pylist())}
+
+
+def assert_chunks(samples: list[dict[str, Any]], rows: dict[str, np.ndarray]) -> None:
+    t = len(rows["state"])
+    assert len(samples) == t
+    for i, s in enumerate(samples):
+        assert s[keys.META]["frame_index"] == i
+        np.testing.assert_array_equal(s[keys.STATE], rows["state"][i])
+        steps = np.minimum(np.arange(i, i + H), t - 1)
+        np.testing.assert_array_equal(s[keys.ACTIONS], rows["action"][steps])
+        np.testing.assert_array_equal(s[keys.ACTIONS_VALID], np.arange(i, i + H) < t)
+
+
+def median_colour(jpeg: bytes) -> np.ndarray:
+    return np.median(decode_image(jpeg).reshape(-1, 3), axis=0)
+
+
+def assert_frame_is(jpeg: bytes, episode: int, frame: int) -> None:
+    """The decoded frame shows the colour code of (episode, frame); neighbours differ by >= 13 levels."""
+    got = median_colour(jpeg)
+    assert np.all(np.abs(got - frame_colour(episode, frame)) <= 6), (episode, frame, got, frame_colour(episode, frame))
+
+
+@pytest.fixture(scope="module")
+def v21(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_lerobot_v21(tmp_path_factory.mktemp("lerobot") / "v21", episodes=2, frames=20, size=SIZE,
+                             cameras=("front",), image_cameras=("wrist",), names_style="dict", task_switch_frame=15)
+
+
+@pytest.fixture(scope="module")
+def v21_out(v21: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lerobot_out") / "v21"
+    convert("lerobot", v21, out, opts())
+    return out
+
+
+@pytest.fixture(scope="module")
+def v30(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 3 episodes of 12, 13, 14 frames; episodes 0 and 1 share file-000, episode 2 is alone in file-001.
+    return write_lerobot_v30(tmp_path_factory.mktemp("lerobot") / "v30", episodes=3, frames=12, size=SIZE,
+                             episodes_per_file=2)
+
+
+def copy(src: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(src, tmp_path / "src"))
+
+
+# --- v2.1 ---------------------------------------------------------------------------------------
+
+
+def test_v21_manifest(v21_out: Path) -> None:
+    m = load_manifest(v21_out)
+    assert (m.num_episodes, m.num_samples) == (2, 20 + 21)
+    assert m.fps == 30.0 and m.horizon == H and m.embodiment == "so101"
+    assert m.cameras == ["front", "wrist"]  # observation.images.front -> front
+    assert m.state_names == NAMES and m.action_names == NAMES  # from {"motors": [...]}
+    assert m.extra["codebase_version"] == "v2.1"
+
+
+def test_v21_state_actions_chunks_tasks_exact(v21: Path, v21_out: Path) -> None:
+    episodes = by_episode(v21_out)
+    assert sorted(episodes) == ["0", "1"]
+    for e in (0, 1):
+        rows = parquet_rows(v21 / f"data/chunk-000/episode_{e:06d}.parquet")
+        samples = episodes[str(e)]
+        assert_chunks(samples, rows)
+        for f, s in enumerate(samples):
+            task = TASKS[frame_task(e, f, 15)]  # the task switches at frame 15
+            assert s[keys.INSTRUCTION] == task and s[keys.META]["task"] == task
+            assert s[keys.META]["timestamp"] == round(f / 30, 6) and s[keys.META]["fps"] == 30.0
+
+
+def test_v21_video_frames_close_to_source(v21_out: Path) -> None:
+    for e, samples in ((int(k), v) for k, v in by_episode(v21_out).items()):
+        for f, s in enumerate(samples):
+            decoded = decode_image(s["front.jpg"]).astype(np.int16)
+            assert decoded.shape == (*SIZE, 3)
+            assert np.abs(decoded - frame_image(e, f, SIZE)).mean() < 4
+            assert_frame_is(s["front.jpg"], e, f)
+
+
+def test_v21_image_in_parquet(v21_out: Path) -> None:
+    """`image` features (PNG HF Image structs inside the parquet) become JPEG frames of the right source."""
+    for e, samples in ((int(k), v) for k, v in by_episode(v21_out).items()):
+        for f, s in enumerate(samples):
+            decoded = decode_image(s["wrist.jpg"]).astype(np.int16)
+            assert np.abs(decoded - frame_image(e, f, SIZE)).mean() < 3
+            assert_frame_is(s["wrist.jpg"], e, f)
+
+
+def test_v21_resample_picks_matching_frames(v21: Path, tmp_path: Path) -> None:
+    convert("lerobot", v21, tmp_path / "o", opts(fps=15, cameras="front"))
+    samples = by_episode(tmp_path / "o")["1"]
+    assert [s[keys.META]["source_frame_index"] for s in samples] == list(range(0, 21, 2))
+    for s in samples:
+        assert_frame_is(s["front.jpg"], 1, s[keys.META]["source_frame_index"])
+    assert load_manifest(tmp_path / "o").cameras == ["front"]
+
+
+# --- v3.0 ---------------------------------------------------------------------------------------
+
+
+def test_v30_concatenated_videos_give_each_episode_its_frames(v30: Path, tmp_path: Path) -> None:
+    convert("lerobot", v30, tmp_path / "o", opts())
+    m = load_manifest(tmp_path / "o")
+    assert (m.num_episodes, m.num_samples, m.cameras) == (3, 12 + 13 + 14, ["front"])
+    episodes = by_episode(tmp_path / "o")
+    for e in range(3):
+        rows = parquet_rows(v30 / f"data/chunk-000/file-{e // 2:03d}.parquet", episode=e)
+        assert_chunks(episodes[str(e)], rows)
+        for f, s in enumerate(episodes[str(e)]):
+            assert_frame_is(s["front.jpg"], e, f)
+            assert s[keys.INSTRUCTION] == TASKS[e % 2]
+
+
+def test_v30_per_frame_tasks_and_inline_images(tmp_path: Path) -> None:
+    src = write_lerobot_v30(tmp_path / "src", episodes=2, frames=10, size=SIZE, cameras=(), image_cameras=("top",),
+                            task_switch_frame=4, names_style="none")
+    convert("lerobot", src, tmp_path / "o", opts())
+    m = load_manifest(tmp_path / "o")
+    assert m.cameras == ["top"] and m.state_names == [f"state_{i}" for i in range(6)]
+    assert m.action_names == [f"action_{i}" for i in range(6)]
+    for e, samples in ((int(k), v) for k, v in by_episode(tmp_path / "o").items()):
+        assert [s[keys.INSTRUCTION] for s in samples] == [TASKS[frame_task(e, f, 4)] for f in range(len(samples))]
+        for f, s in enumerate(samples):
+            assert_frame_is(s["top.jpg"], e, f)
+
+
+def test_v30_av1(tmp_path: Path) -> None:
+    import av
+
+    try:
+        src = write_lerobot_v30(tmp_path / "src", episodes=2, frames=10, size=SIZE, codec="av1")
+    except av.error.FFmpegError as exc:  # pragma: no cover  (libsvtav1 missing from this PyAV build)
+        pytest.skip(f"PyAV cannot encode AV1 with libsvtav1 here: {exc}")
+    assert video_info(src / "videos/observation.images.front/chunk-000/file-000.mp4")["codec"] in ("av1", "libdav1d")
+    convert("lerobot", src, tmp_path / "o", opts())
+    for e, samples in ((int(k), v) for k, v in by_episode(tmp_path / "o").items()):
+        assert len(samples) == episode_length(e, 10)
+        for f, s in enumerate(samples):
+            assert_frame_is(s["front.jpg"], e, f)
+
+
+def test_v30_key_options(v30: Path, tmp_path: Path) -> None:
+    convert("lerobot", v30, tmp_path / "o", opts(state_key="action", action_key="observation.state", no_images=True))
+    rows = parquet_rows(v30 / "data/chunk-000/file-001.parquet", episode=2)
+    samples = by_episode(tmp_path / "o")["2"]
+    np.testing.assert_array_equal(np.stack([s[keys.STATE] for s in samples]), rows["action"])
+    np.testing.assert_array_equal(np.stack([s[keys.ACTIONS][0] for s in samples]), rows["state"])
+    with pytest.raises(DataError, match=r"no feature 'observation\.stat' \(did you mean 'observation\.state'\?\).*"
+                                        r"--state-key"):
+        convert("lerobot", v30, tmp_path / "bad", opts(state_key="observation.stat"))
+
+
+def test_v30_tasks_parquet_with_named_index(v30: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    src = copy(v30, tmp_path)
+    frame = pd.DataFrame({"task_index": [1, 0]}, index=pd.Index(["second task", "first task"], name="task"))
+    frame.to_parquet(src / "meta/tasks.parquet")
+    convert("lerobot", src, tmp_path / "o", opts(no_images=True))
+    episodes = by_episode(tmp_path / "o")
+    assert {s[keys.INSTRUCTION] for s in episodes["0"]} == {"first task"}
+    assert {s[keys.INSTRUCTION] for s in episodes["1"]} == {"second task"}
+
+
+# --- the real v3.0 recording (AV1 videos listed, absent) ----------------------------------------
+
+
+def test_real_dataset_no_images_via_cli(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "so101"
+    proc = run_cli("convert", "lerobot", str(REAL), str(out), "--embodiment", "so101", "--no-images",
+                   "--horizon", str(H), "--json", check=True)
+    report = json.loads(proc.stdout)
+    assert (report["samples"], report["episodes"]) == (1492, 4)
+    m = load_manifest(out)
+    assert m.state_names == ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos",
+                             "wrist_roll.pos", "gripper.pos"]
+    assert (m.fps, m.cameras, m.extra["robot_type"]) == (30.0, [], "so101_follower")
+    table = pq.read_table(REAL / "data/chunk-000/file-000.parquet")
+    for name, column in (("state", "observation.state"), ("actions", "action")):
+        values = np.asarray(table.column(column).to_pylist(), np.float64)
+        stats = getattr(m.stats, name)
+        assert values.shape == (1492, 6) and stats.count == 1492
+        for field, expected in (("mean", values.mean(0)), ("std", values.std(0)), ("min", values.min(0)),
+                                ("max", values.max(0)), ("q01", np.quantile(values, 0.01, axis=0)),
+                                ("q99", np.quantile(values, 0.99, axis=0))):
+            np.testing.assert_allclose(getattr(stats, field), expected, rtol=1e-6, atol=1e-5, err_msg=field)
+    episodes = by_episode(out)
+    assert [len(episodes[str(e)]) for e in range(4)] == [373, 374, 372, 373]
+    assert_chunks(episodes["1"], parquet_rows(REAL / "data/chunk-000/file-000.parquet", episode=1))
+    assert {s[keys.INSTRUCTION] for s in episodes["3"]} == {"Pick the orange cube and place it in the box"}
+    assert not any(name.endswith(".jpg") for s in episodes["0"] for name in s)
+
+
+def test_real_dataset_missing_video_names_first_file(tmp_path: Path) -> None:
+    proc = run_cli("convert", "lerobot", str(REAL), str(tmp_path / "o"), "--embodiment", "so101")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "videos/observation.images.front/chunk-000/file-000.mp4, episode 0, key 'observation.images.front': " \
+           "video file listed in the metadata is missing; pass --no-images" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_video_fails_before_work_and_camera_selection_skips_it(v21: Path, tmp_path: Path) -> None:
+    src = copy(v21, tmp_path)
+    (src / "videos/chunk-000/observation.images.front/episode_000001.mp4").unlink()
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts())
+    assert str(err.value).startswith(str(src / "videos/chunk-000/observation.images.front/episode_000001.mp4")
+                                     + ", episode 1, key 'observation.images.front': video file")
+    assert not (tmp_path / "o").exists()
+    convert("lerobot", src, tmp_path / "wrist_only", opts(cameras="wrist"))
+    assert load_manifest(tmp_path / "wrist_only").cameras == ["wrist"]
+
+
+def test_missing_v30_data_file(v30: Path, tmp_path: Path) -> None:
+    src = copy(v30, tmp_path)
+    (src / "data/chunk-000/file-001.parquet").unlink()
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts())
+    assert str(err.value) == (f"{src / 'data/chunk-000/file-001.parquet'}, episode 2: "
+                              "frame parquet file listed in the metadata is missing")
+
+
+def test_truncated_video_names_episode_and_frame(v21: Path, tmp_path: Path) -> None:
+    src = copy(v21, tmp_path)
+    write_video(src / "videos/chunk-000/observation.images.front/episode_000001.mp4",
+                [frame_image(1, f, SIZE) for f in range(15)], 30)  # the episode has 21 frames
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts())
+    assert str(err.value) == (f"{src / 'videos/chunk-000/observation.images.front/episode_000001.mp4'}, episode 1, "
+                              "frame 15: truncated video: it ends after 15 frames, frame 15 was needed")
+    report = convert("lerobot", src, tmp_path / "skip", opts(on_bad_episode="skip"))
+    assert report.samples == 20 and len(report.skipped) == 1 and "truncated video" in report.skipped[0]
+
+
+def test_v30_video_range_shorter_than_episode(v30: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = copy(v30, tmp_path)
+    path = src / "meta/episodes/chunk-000/file-000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows[1]["videos/observation.images.front/to_timestamp"] -= 2 / 30  # episode 1 has 13 frames
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(DataError, match=r"meta/episodes/chunk-000/file-000\.parquet, episode 1, "
+                                        r"key 'observation\.images\.front': video time range "
+                                        r"0\.400\.\.0\.767 s holds 11\.0 frames at 30 fps but the episode has 13"):
+        convert("lerobot", src, tmp_path / "o", opts())
+
+
+def test_nan_in_state(v21: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = copy(v21, tmp_path)
+    path = src / "data/chunk-000/episode_000000.parquet"
+    table = pq.read_table(path)
+    state = table.column("observation.state").to_pylist()
+    state[5][2] = float("nan")
+    i = table.column_names.index("observation.state")
+    pq.write_table(table.set_column(i, "observation.state", pa.array(state, table.schema.field(i).type)), path)
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts(no_images=True))
+    assert str(err.value) == (f"{path}, episode 0, frame 5, key 'observation.state': "
+                              "NaN in observation.state dimension 2")
+
+
+def test_unknown_version(v21: Path, tmp_path: Path) -> None:
+    src = copy(v21, tmp_path)
+    info = json.loads((src / "meta/info.json").read_text())
+    info["codebase_version"] = "v9.9"
+    (src / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts())
+    assert str(err.value) == (f"{src / 'meta/info.json'}, key 'codebase_version': "
+                              "unknown format version v9.9; supported v2.1, v3.0")
