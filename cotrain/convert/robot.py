@@ -85,8 +85,11 @@ def resample_indices(timestamps_s: np.ndarray, fps: float | None) -> tuple[np.nd
     if fps is None:
         return np.arange(len(timestamps_s)), timestamps_s.astype(np.float64)
     t0, t1 = float(timestamps_s[0]), float(timestamps_s[-1])
-    ticks = t0 + np.arange(int(np.floor((t1 - t0) * fps + 1e-6)) + 1) / fps
-    idx = np.searchsorted(timestamps_s, ticks + 1e-9, side="right") - 1
+    # Sources often store float32 seconds (LeRobot: frame 1 at 30 fps is 0.0333333351), so a frame
+    # within 1e-4 s after a tick still counts as "at" it (LeRobot's own timestamp tolerance).
+    tol = min(1e-4, 0.01 / fps)
+    ticks = t0 + np.arange(int(np.floor((t1 - t0) * fps + tol * fps)) + 1) / fps
+    idx = np.searchsorted(timestamps_s, ticks + tol, side="right") - 1
     return np.clip(idx, 0, len(timestamps_s) - 1), ticks
 
 

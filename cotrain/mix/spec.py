@@ -108,7 +108,8 @@ class MixtureSpec(BaseModel):
 
 
 def _format_error(exc: ValidationError, where: str, model: type[BaseModel]) -> ConfigError:
-    err = exc.errors()[0]
+    # A misspelt key shows up twice (unknown key + missing field); name the misspelling, it says more.
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":

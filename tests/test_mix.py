@@ -1,0 +1,254 @@
+"""Mixture engine: exact composition, determinism, exact and elastic resume, rank disjointness."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cotrain.errors import ConfigError, DataError
+from cotrain.mix.loader import MixtureLoader, build_planner
+from cotrain.mix.report import simulate_mixture
+from cotrain.mix.resolve import load_mixture
+from cotrain.mix.schedule import Schedule
+from tests.conftest import ROOT, run_cli
+from tests.fixtures.cotrain_data import write_dataset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mixdata")
+    write_dataset(root / "target", samples=40, state_dim=4, action_dim=3, tag=1)
+    write_dataset(root / "xemb", samples=23, per_shard=7, state_dim=6, action_dim=5, horizon=6,
+                  cameras=("top", "wrist"), tag=2, embodiment="other")
+    write_dataset(root / "vl", samples=17, per_shard=5, modality="vision_language", cameras=("image",))
+    return root
+
+
+def write_mix(root: Path, name: str = "mix.yaml", **overrides: object) -> Path:
+    doc: dict[str, object] = {
+        "name": "t", "seed": 5, "batch_size": 8, "image_size": 32,
+        "sources": {"target": {"path": "target"}, "xemb": {"path": "xemb"}, "vl": {"path": "vl"}},
+        "phases": [
+            {"name": "pre", "steps": 12, "weights": {"target": 0.2, "xemb": 0.5, "vl": 0.3}},
+            {"name": "fine", "steps": 12, "weights": {"target": 0.9, "vl": 0.1}, "ramp_steps": 4},
+        ],
+    }
+    doc.update(overrides)
+    path = root / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def keys_of(batch: dict) -> list[str]:
+    return [f"{s}:{k}" for s, k in zip(batch["source"].tolist(), batch["key"])]
+
+
+def test_composition_tracks_target_within_one_sample(data: Path) -> None:
+    mixture = load_mixture(write_mix(data))
+    planner, schedule = build_planner(mixture), Schedule(mixture.phases)
+    realised, target = np.zeros(3), np.zeros(3)
+    for step in range(40):  # past the schedule's end the last phase continues
+        slots = planner.batch(step)
+        assert len(slots) == 8
+        realised += np.bincount([s.source for s in slots], minlength=3)
+        target += 8 * np.asarray(schedule.weights_at(step))
+        assert np.all(np.abs(realised - target) < 1.0 + 1e-9), (step, realised, target)
+    # xemb is absent from the second phase: it never appears once the ramp is over
+    assert all(s.source != 1 for step in range(16, 24) for s in planner.batch(step))
+
+
+def test_ramp_weights_are_linear(data: Path) -> None:
+    mixture = load_mixture(write_mix(data))
+    schedule = Schedule(mixture.phases)
+    pre, fine = np.array(mixture.phases[0].weights), np.array(mixture.phases[1].weights)
+    for i in range(4):
+        np.testing.assert_allclose(schedule.weights_at(12 + i), pre + (fine - pre) * (i + 1) / 5)
+    np.testing.assert_allclose(schedule.weights_at(16), fine)
+    np.testing.assert_allclose(schedule.weights_at(11), pre)
+
+
+def test_each_epoch_is_a_permutation_reshuffled(data: Path) -> None:
+    mixture = load_mixture(write_mix(data, phases=[{"name": "only", "steps": 30, "weights": {"vl": 1}}]))
+    planner = build_planner(mixture)
+    draws = sorted((s.draw, s.index) for step in range(30) for s in planner.batch(step))
+    indices = [i for _, i in draws]
+    first, second = indices[:17], indices[17:34]
+    assert sorted(first) == list(range(17)) and sorted(second) == list(range(17))
+    assert first != second
+
+
+def test_plan_is_deterministic_and_seeded(data: Path) -> None:
+    a = build_planner(load_mixture(write_mix(data)))
+    b = build_planner(load_mixture(write_mix(data)))
+    c = build_planner(load_mixture(write_mix(data, "m2.yaml", seed=6)))
+    assert [a.batch(k) for k in range(24)] == [b.batch(k) for k in range(24)]
+    assert [a.batch(k) for k in range(24)] != [c.batch(k) for k in range(24)]
+
+
+@pytest.mark.parametrize("resume_at", [7, 12, 14])  # mid-phase, at the boundary, inside the ramp
+def test_resume_equals_uninterrupted(data: Path, resume_at: int) -> None:
+    mixture = load_mixture(write_mix(data))
+    full = [keys_of(b) for b in MixtureLoader(mixture)]
+    first = MixtureLoader(mixture)
+    head = [keys_of(b) for b in itertools.islice(first, resume_at)]
+    state = json.loads(json.dumps(first.state_dict()))  # survives a JSON checkpoint
+    second = MixtureLoader(mixture)
+    second.load_state_dict(state)
+    tail = [keys_of(b) for b in second]
+    assert head + tail == full and len(full) == 24
+
+
+def test_ranks_are_disjoint_and_cover_the_global_batch(data: Path) -> None:
+    mixture = load_mixture(write_mix(data))
+    single = build_planner(mixture)
+    ranks = [MixtureLoader(mixture, rank=r, world_size=4) for r in range(4)]
+    for step in range(24):
+        per_rank = [ld.rank_keys(step) for ld in ranks]
+        flat = [(k[2], k[3]) for keys in per_rank for k in keys]
+        assert len(flat) == len(set(flat)) == 8
+        assert sorted(flat) == sorted((s.source, s.index) for s in single.batch(step))
+
+
+def test_elastic_resume_4x2_to_2x1(data: Path) -> None:
+    mixture = load_mixture(write_mix(data))
+    reference = [sorted(keys_of(b)) for b in MixtureLoader(mixture)]
+    wide = [MixtureLoader(mixture, rank=r, world_size=4, num_workers=2) for r in range(4)]
+    iters = [iter(ld) for ld in wide]
+    seen = [sorted(sum((keys_of(next(it)) for it in iters), [])) for _ in range(10)]
+    for it in iters:
+        it.close()  # type: ignore[attr-defined]
+    state = wide[0].state_dict()
+    narrow = [MixtureLoader(mixture, rank=r, world_size=2, num_workers=1) for r in range(2)]
+    for ld in narrow:
+        ld.load_state_dict(state)
+    rest = [sorted(a + b) for a, b in zip(*[[keys_of(x) for x in ld] for ld in narrow])]
+    assert seen + rest == reference
+
+
+def test_torchrun_two_processes(data: Path, tmp_path: Path) -> None:
+    mix = write_mix(data)
+    out = tmp_path / "keys.json"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                    str(ROOT / "tests" / "dist_mix_worker.py"), str(mix), str(out), "6"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    reference = [sorted(keys_of(b)) for b in itertools.islice(MixtureLoader(load_mixture(mix)), 6)]
+    r0, r1 = result["ranks"]
+    assert [sorted(a + b) for a, b in zip(r0, r1)] == reference
+    assert all(not set(a) & set(b) for a, b in zip(r0, r1))
+
+
+def test_collation_pads_and_normalises(data: Path) -> None:
+    mixture = load_mixture(write_mix(data))
+    batch = next(iter(MixtureLoader(mixture)))
+    assert tuple(batch["images"].shape) == (8, 2, 3, 32, 32)
+    assert tuple(batch["state"].shape) == (8, 6) and tuple(batch["actions"].shape) == (8, 6, 5)
+    for i, src in enumerate(batch["source"].tolist()):
+        dims = {0: (4, 3, 1), 1: (6, 5, 2), 2: (0, 0, 1)}[src]
+        assert batch["state_mask"][i].sum() == dims[0] and batch["action_mask"][i].sum() == dims[1]
+        assert batch["camera_mask"][i].sum() == dims[2]
+        assert bool(batch["has_actions"][i]) == (src != 2)
+        if src == 0:  # horizon 4 source padded to 6: the two extra steps are invalid
+            assert not batch["actions_valid"][i, 4:].any()
+        if src == 2:
+            assert batch["target"][i].startswith("caption ") and batch["prompt"][i] == "caption en"
+    assert batch["state"].abs().max() <= 1.0
+
+
+def test_quantile_normalisation_maps_q01_q99_to_unit_range(data: Path) -> None:
+    from cotrain.manifest import load_manifest
+    from cotrain.mix.transform import build_normalizer
+
+    stats = load_manifest(data / "target").stats.state
+    norm = build_normalizer(stats, "quantile", 1e-3, 1.0, "state")
+    assert norm is not None
+    varying = np.array(stats.q99) - np.array(stats.q01) > 1e-3  # dim 1 is the constant source tag
+    assert varying.tolist() == [True, False, True, True]
+    np.testing.assert_allclose(norm(np.array(stats.q01)), -1.0, atol=1e-5)
+    np.testing.assert_allclose(norm(np.array(stats.q99))[varying], 1.0, atol=1e-5)
+    np.testing.assert_allclose(norm.inverse(norm(np.array(stats.mean))), stats.mean, rtol=1e-4, atol=1e-5)
+    assert norm(np.array(stats.max) + 100).max() == 1.0  # clipped
+
+
+def test_bad_sample_raise_and_skip(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(data, tmp_path / "d")
+    shard = tmp_path / "d" / "vl" / "shard-000000.tar"
+    raw = bytearray(shard.read_bytes())
+    at = raw.find(b"\xff\xd8\xff")  # first JPEG in the shard: break its header
+    raw[at: at + 64] = b"\x00" * 64
+    shard.write_bytes(bytes(raw))
+    phases = [{"name": "only", "steps": 6, "weights": {"vl": 1}}]
+    with pytest.raises(DataError, match="bad sample .* of source 'vl'"):
+        list(MixtureLoader(load_mixture(write_mix(tmp_path / "d", phases=phases))))
+    loader = MixtureLoader(load_mixture(write_mix(tmp_path / "d", "skip.yaml", phases=phases, bad_samples="skip")))
+    batches = list(loader)
+    assert loader.state_dict()["skipped"]["vl"] >= 1
+    again = MixtureLoader(load_mixture(write_mix(tmp_path / "d", "skip.yaml", phases=phases, bad_samples="skip")))
+    assert [keys_of(b) for b in again] == [keys_of(b) for b in batches]  # replacement is deterministic
+
+
+def test_nested_mixture_and_balance(data: Path) -> None:
+    inner = data / "inner.yaml"
+    inner.write_text(yaml.safe_dump({"name": "inner", "batch_size": 8, "sources": {
+        "a": {"path": "target"}, "b": {"path": "xemb"}}, "phases": [{"name": "p", "steps": 1, "weights": {"a": 3, "b": 1}}]}))
+    outer = write_mix(data, "outer.yaml", sources={"robots": {"mixture": "inner.yaml"}, "vl": {"path": "vl", "balance": 1.0}},
+                      phases=[{"name": "p", "steps": 4, "weights": {"robots": 0.5, "vl": 0.5}}])
+    mixture = load_mixture(outer)
+    assert mixture.names == ["robots/a", "robots/b", "vl"]
+    w = np.array([0.5 * 0.75, 0.5 * 0.25, 0.5 * 17 / 40])  # vl balanced by (17 / 40) ** 1
+    np.testing.assert_allclose(mixture.phases[0].weights, w / w.sum())
+
+
+def test_config_errors_name_the_field(data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"phases\.0\.weigths: unknown field \(did you mean 'weights'\?\)"):
+        load_mixture(write_mix(data, "e1.yaml", phases=[{"name": "p", "steps": 1, "weigths": {"vl": 1}}]))
+    with pytest.raises(ConfigError, match=r"unknown source 'xem' \(did you mean 'xemb'\?\)"):
+        load_mixture(write_mix(data, "e2.yaml", phases=[{"name": "p", "steps": 1, "weights": {"xem": 1}}]))
+    with pytest.raises(ConfigError, match="batch_size 8 does not divide over 3 ranks"):
+        MixtureLoader(load_mixture(write_mix(data)), world_size=3)
+    with pytest.raises(ConfigError, match="source 'vl' has 17 samples, fewer than the 18 readers"):
+        MixtureLoader(load_mixture(write_mix(data, batch_size=18)), world_size=9, num_workers=2)
+    with pytest.raises(ConfigError, match="sources.ghost: .*no manifest.json"):
+        load_mixture(write_mix(data, "e3.yaml", sources={"ghost": {"path": "nowhere"}},
+                               phases=[{"name": "p", "steps": 1, "weights": {"ghost": 1}}]))
+
+
+def test_max_epochs_stop(data: Path) -> None:
+    mix = write_mix(data, "ep.yaml", sources={"vl": {"path": "vl", "max_epochs": 1, "on_max_epochs": "stop"}},
+                    phases=[{"name": "p", "steps": 10, "weights": {"vl": 1}}])
+    with pytest.raises(DataError, match="passed max_epochs 1"):
+        list(MixtureLoader(load_mixture(mix)))
+
+
+def test_simulate_reports_exact_proportions(data: Path) -> None:
+    report = simulate_mixture(load_mixture(write_mix(data)), 400, world_size=2, num_workers=2)
+    fine = report.phases[1]
+    assert fine.realised["xemb"] < 0.01 and abs(fine.realised["target"] - fine.target["target"]) < 1e-3
+    assert report.worst_window["max_deviation"] < 0.005
+
+
+def test_mix_cli_check_simulate_plot(data: Path, tmp_path: Path) -> None:
+    mix = write_mix(data)
+    proc = run_cli("mix", "check", str(mix), "--json", check=True)
+    report = json.loads(proc.stdout)
+    assert [p["name"] for p in report["phases"]] == ["pre", "fine"]
+    assert report["phases"][0]["drawn"] == {"target": 19, "xemb": 48, "vl": 29}
+    proc = run_cli("mix", "simulate", str(mix), "--steps", "50", "--world-size", "2", "--json", check=True)
+    assert json.loads(proc.stdout)["steps"] == 50
+    run_cli("mix", "plot", str(mix), "--out", str(tmp_path / "s.png"), check=True)
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as img:
+        assert img.size[0] > 500
+    bad = write_mix(data, "bad.yaml", batch_sise=3)
+    proc = run_cli("mix", "check", str(bad))
+    assert proc.returncode == 1 and "did you mean 'batch_size'" in proc.stderr and "Traceback" not in proc.stderr
