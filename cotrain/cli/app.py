@@ -7,8 +7,10 @@ import sys
 
 import typer
 
+from cotrain.cli.annotate_cmd import annotate_cmd
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.mix_cmd import mix_app
+from cotrain.cli.tokenizer_cmd import tokenizer_app
 from cotrain.errors import CotrainError
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(build_convert_app(), name="convert")
 app.command("merge-manifests")(merge_manifests)
+app.command("annotate")(annotate_cmd)
+app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(mix_app, name="mix")
 
 
