@@ -22,6 +22,7 @@ import numpy as np
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
 from cotrain.errors import DataError
+from cotrain_converters.hdf5 import open_hdf5
 
 ALOHA_FPS = 50.0
 _JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]
@@ -40,20 +41,11 @@ def _episode_files(src: Path) -> list[Path]:
     return sorted(files, key=lambda p: int(_EPISODE_RE.search(p.name).group(1)))  # type: ignore[union-attr]
 
 
-def _open(path: Path):  # noqa: ANN202  (h5py.File)
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(path, f"unreadable or truncated HDF5 file: {exc}") from None
-
-
 def _num_frames(path: Path) -> int:
     # Unreadable files and missing `action` are reported by load_episode, where
     # `--on-bad-episode skip` can skip them; here they only count as empty.
     try:
-        with _open(path) as f:
+        with open_hdf5(path) as f:
             return int(f["action"].shape[0]) if "action" in f else 0
     except DataError:
         return 0
@@ -84,7 +76,7 @@ def describe(src: Path, opts: AlohaOptions, units: Sequence[Unit]) -> DatasetInf
         path = _path(src, unit)
         if _num_frames(path) == 0:
             continue
-        with _open(path) as f:
+        with open_hdf5(path) as f:
             if f["action"].ndim != 2:
                 continue
             cams = _cameras(f)
@@ -120,7 +112,7 @@ def _jpeg_row(row: np.ndarray, path: Path, cam: str, episode: str, frame: int) -
 
 def _frame_source(path: Path, cam: str, compressed: bool, episode: str):  # noqa: ANN202
     def frames(indices: Sequence[int], bound: tuple[int, int] | None) -> Iterator[np.ndarray | bytes]:
-        with _open(path) as f:
+        with open_hdf5(path) as f:
             data = f[f"observations/images/{cam}"]
             for i in indices:
                 if i >= data.shape[0]:
@@ -143,7 +135,7 @@ def _check_compress_len(f, cams: dict[str, bool], frames: int, path: Path, episo
 
 def load_episode(src: Path, opts: AlohaOptions, unit: Unit) -> RobotEpisode:
     path = _path(src, unit)
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         state = _read(f, "observations/qpos", path, unit.id)
         actions = _read(f, "action", path, unit.id)
         cams = _cameras(f)

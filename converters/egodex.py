@@ -29,6 +29,7 @@ from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
 from cotrain.errors import DataError
 from cotrain.video import iter_video_frames, video_info
 from cotrain_converters.hand_pose import HandTrack, anchor_chunks, hand_names, hand_state
+from cotrain_converters.hdf5 import open_hdf5
 from cotrain_converters.human_caption import (
     HumanVideoOptions,
     caption_info,
@@ -64,15 +65,6 @@ def _episode_files(src: Path) -> list[Path]:
     return sorted(src.rglob("*.hdf5"), key=order)
 
 
-def _open(path: Path):  # noqa: ANN202  (h5py.File)
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(path, f"unreadable or truncated HDF5 file: {exc}") from None
-
-
 def _frame_count(f, path: Path, episode: str) -> int:  # noqa: ANN001
     if "transforms/camera" not in f:
         raise DataError(path, "missing joint 'camera' (dataset 'transforms/camera')", episode=episode,
@@ -85,7 +77,7 @@ def list_units(src: Path, opts: EgodexOptions) -> list[Unit]:
     units = []
     for i, path in enumerate(_episode_files(src)):
         episode = _episode_id(src, path)
-        with _open(path) as f:
+        with open_hdf5(path) as f:
             frames = _frame_count(f, path, episode)
         units.append(Unit(index=i, id=episode, est_samples=1 if opts.captions_only else frames,
                           ref={"file": path.relative_to(src).as_posix() if src.is_dir() else ""}))
@@ -180,7 +172,7 @@ def _frame_source(video: Path, episode: str):  # noqa: ANN202
 
 def load_episode(src: Path, opts: EgodexOptions, unit: Unit) -> RobotEpisode:
     path = _path(src, unit)
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         camera, hands = load_hands(f, path, unit.id, opts.min_confidence)
         task = episode_description(f, path)
     frames = len(camera)
@@ -212,7 +204,7 @@ def describe(src: Path, opts: EgodexOptions, units: Sequence[Unit]) -> DatasetIn
 
 def _convert_captions(src: Path, opts: EgodexOptions, unit: Unit, sink: UnitSink) -> None:
     path = _path(src, unit)
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         frames = _frame_count(f, path, unit.id)
         text = opts.task or episode_description(f, path)
     video, _ = _video(path, unit.id, frames)

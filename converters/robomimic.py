@@ -27,6 +27,7 @@ from pydantic import Field
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
 from cotrain.errors import DataError, suggest
+from cotrain_converters.hdf5 import one_line, open_hdf5
 
 ROBOSUITE_FPS = 20.0
 DEFAULT_STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
@@ -50,19 +51,6 @@ class RobomimicOptions(RobotOptions):
     )
     rotate_images_180: bool = Field(False, description="Rotate camera frames by 180 degrees (LIBERO files store "
                                                        "them upside down).")
-
-
-def _open(path: Path):  # noqa: ANN202  (h5py.File)
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(path, f"unreadable or truncated HDF5 file: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _source_file(src: Path) -> Path:
@@ -178,7 +166,7 @@ def _fps(f: Any, path: Path, opts: RobomimicOptions) -> float:
 
 def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
     path = _source_file(src)
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         demos = _selected_demos(f, path, opts.filter_key)
         if not demos:
             return []
@@ -214,7 +202,7 @@ def _read(group: Any, key: str, path: Path, demo: str) -> np.ndarray:
     try:
         return np.asarray(group[key][()])
     except (OSError, RuntimeError) as exc:
-        raise DataError(path, f"cannot read dataset: {_one_line(exc)}", episode=demo,
+        raise DataError(path, f"cannot read dataset: {one_line(exc)}", episode=demo,
                         key=_full_key(group, key)) from None
 
 
@@ -269,14 +257,14 @@ def _check_camera(obs: Any, key: str, frames: int, path: Path, demo: str) -> Non
 
 def _frame_source(path: Path, demo: str, key: str, rotate: bool):  # noqa: ANN202  (FrameSource)
     def frames(indices: Sequence[int], bound: tuple[int, int] | None) -> Iterator[np.ndarray]:
-        with _open(path) as f:
+        with open_hdf5(path) as f:
             data = f[f"data/{demo}/obs/{key}"]
             for start in range(0, len(indices), _SLAB_FRAMES):
                 part = indices[start : start + _SLAB_FRAMES]
                 try:
                     slab = data[part[0] : part[-1] + 1]
                 except (OSError, RuntimeError) as exc:
-                    raise DataError(path, f"cannot read frames: {_one_line(exc)}", episode=demo, frame=int(part[0]),
+                    raise DataError(path, f"cannot read frames: {one_line(exc)}", episode=demo, frame=int(part[0]),
                                     key=f"obs/{key}") from None
                 for i in part:
                     image = slab[i - part[0]]
@@ -287,7 +275,7 @@ def _frame_source(path: Path, demo: str, key: str, rotate: bool):  # noqa: ANN20
 
 def load_episode(src: Path, opts: RobomimicOptions, unit: Unit) -> RobotEpisode:
     path, demo, ref = _source_file(src), unit.id, unit.ref
-    with _open(path) as f:
+    with open_hdf5(path) as f:
         group = f["data"].get(demo)
         if group is None:
             where = f" but listed in mask/{opts.filter_key}" if opts.filter_key else ""

@@ -6,7 +6,9 @@ import hashlib
 import os
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,14 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"cotrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def episodes_of(ds: Any) -> dict[str, list[dict[str, Any]]]:
+    """Decoded samples of a converted dataset grouped by their source episode id, in file order."""
+    by_episode: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for sample in ds.iter_decoded():
+        by_episode[sample["meta.json"]["episode"]].append(sample)
+    return dict(by_episode)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from cotrain.dataset import Dataset
 from cotrain.errors import DataError
 from cotrain.imaging import decode_image
 from cotrain_converters.aloha import AlohaOptions
-from tests.conftest import run_cli
+from tests.conftest import episodes_of, run_cli
 from tests.fixtures.aloha import write_aloha
 
 RAW_CAMS = ("cam_high", "cam_left_wrist")
@@ -37,13 +36,6 @@ def compressed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _convert(src: Path, out: Path, **options: Any) -> Dataset:
     convert("aloha", src, out, AlohaOptions(embodiment="aloha", **options))
     return Dataset.open(out)
-
-
-def _episodes(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
-    by_episode: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for sample in ds.iter_decoded():
-        by_episode[sample["meta.json"]["episode"]].append(sample)
-    return dict(by_episode)
 
 
 def _source(path: Path) -> dict[str, np.ndarray]:
@@ -72,7 +64,7 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def test_raw_round_trip_is_exact(raw: Path, tmp_path: Path) -> None:
     ds = _convert(raw, tmp_path / "out")
-    eps = _episodes(ds)
+    eps = episodes_of(ds)
     assert list(eps) == ["episode_0", "episode_1", "episode_2"]
     for name, samples in eps.items():
         src = _source(raw / f"{name}.hdf5")
@@ -102,7 +94,7 @@ def _jpeg_rows(src: dict[str, np.ndarray]) -> dict[str, list[bytes]]:
 def test_compressed_round_trip_keeps_the_jpeg_bytes(compressed: Path, tmp_path: Path) -> None:
     ds = _convert(compressed, tmp_path / "out", horizon=4)
     raw = _source(write_aloha(tmp_path / "raw", episodes=1, cameras=RECORD_CAMS) / "episode_0.hdf5")
-    for name, samples in _episodes(ds).items():
+    for name, samples in episodes_of(ds).items():
         src = _source(compressed / f"{name}.hdf5")
         np.testing.assert_array_equal(np.stack([s["state.npy"] for s in samples]), src["qpos"])
         np.testing.assert_array_equal(np.stack([s["actions.npy"][0] for s in samples]), src["action"])
@@ -123,7 +115,7 @@ def test_compress_len_in_recording_order_still_decodes_each_camera(compressed: P
     for path in src.glob("*.hdf5"):
         with h5py.File(path, "r+") as f:
             f["compress_len"][...] = f["compress_len"][()][order]
-    samples = _episodes(_convert(src, tmp_path / "out"))["episode_1"]
+    samples = episodes_of(_convert(src, tmp_path / "out"))["episode_1"]
     for cam in RECORD_CAMS:
         assert [s[f"{cam}.jpg"] for s in samples] == truth[cam]
 
@@ -131,7 +123,7 @@ def test_compress_len_in_recording_order_still_decodes_each_camera(compressed: P
 def test_camera_selection_and_renaming(raw: Path, tmp_path: Path) -> None:
     ds = _convert(raw, tmp_path / "out", cameras="cam_high=top")
     assert ds.manifest.cameras == ["top"]
-    sample = _episodes(ds)["episode_2"][3]
+    sample = episodes_of(ds)["episode_2"][3]
     assert sorted(k for k in sample if k.endswith(".jpg")) == ["top.jpg"]
     _assert_frame(sample["top.jpg"], _source(raw / "episode_2.hdf5")["cam_high"], 3)
 
@@ -147,7 +139,7 @@ def test_image_size_bound_keeps_the_aspect_ratio(raw: Path, tmp_path: Path, boun
 def test_fps_25_takes_every_second_frame(raw: Path, tmp_path: Path) -> None:
     ds = _convert(raw, tmp_path / "out", fps=25)
     assert ds.manifest.fps == 25.0
-    for name, samples in _episodes(ds).items():
+    for name, samples in episodes_of(ds).items():
         src = _source(raw / f"{name}.hdf5")
         n = len(src["action"])
         idx = np.arange(0, n, 2)  # 20 frames at 50 Hz span 0.38 s: ticks 0, 0.04, ..., 0.36 -> 10 frames
@@ -161,7 +153,7 @@ def test_fps_25_takes_every_second_frame(raw: Path, tmp_path: Path) -> None:
 
 
 def test_horizon_4_pads_with_the_last_action(raw: Path, tmp_path: Path) -> None:
-    samples = _episodes(_convert(raw, tmp_path / "out", horizon=4, no_images=True))["episode_0"]
+    samples = episodes_of(_convert(raw, tmp_path / "out", horizon=4, no_images=True))["episode_0"]
     action = _source(raw / "episode_0.hdf5")["action"]
     assert len(samples) == 20
     np.testing.assert_array_equal(samples[17]["actions.npy"], action[[17, 18, 19, 19]])
@@ -192,7 +184,7 @@ def test_missing_action_is_an_error_or_skipped(raw: Path, tmp_path: Path) -> Non
     assert str(err.value) == f"{src / 'episode_1.hdf5'}, episode episode_1, key 'action': missing dataset 'action'"
     assert not (tmp_path / "out").exists()
     ds = _convert(src, tmp_path / "skip", on_bad_episode="skip", no_images=True)
-    assert list(_episodes(ds)) == ["episode_0", "episode_2"]
+    assert list(episodes_of(ds)) == ["episode_0", "episode_2"]
     assert [(s.episode, s.reason) for s in ds.manifest.skipped_episodes] == [("episode_1", str(err.value))]
 
 

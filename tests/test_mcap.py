@@ -4,7 +4,6 @@ camera frames, instructions, episode markers, JSON and protobuf channels, the to
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from cotrain.imaging import decode_image
 from cotrain_converters.mcap import MCAPOptions
 from cotrain_converters.mcap_decode import image_from_message
 from cotrain_converters.mcap_topics import field_value, parse_field_path, to_vector
-from tests.conftest import run_cli
+from tests.conftest import episodes_of, run_cli
 from tests.fixtures import mcap as fx
 
 ROS2 = {"state_topic": "/joint_states", "action_topic": "/joint_commands",
@@ -36,13 +35,6 @@ def _convert(src: Path, out: Path, **options: Any) -> Dataset:
     options = {"embodiment": "arm", "fps": 10.0, "horizon": 3, **options}
     convert("mcap", src, out, MCAPOptions(**options))
     return Dataset.open(out)
-
-
-def _episodes(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
-    by_episode: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for sample in ds.iter_decoded():
-        by_episode[sample["meta.json"]["episode"]].append(sample)
-    return dict(by_episode)
 
 
 def _latest(stream: tuple[int, int], tick_ms: float, duration_ms: int) -> int:
@@ -68,7 +60,7 @@ def _check_lowdim(samples: list[dict[str, Any]], ticks: list[float], duration_ms
 
 
 def test_ros2_topics_are_resampled_nearest_before_on_one_clock(ros2_log: Path, tmp_path: Path) -> None:
-    samples = _episodes(_convert(ros2_log, tmp_path / "out", **ROS2))["run"]
+    samples = episodes_of(_convert(ros2_log, tmp_path / "out", **ROS2))["run"]
     # Clock: wrist starts last (50 ms), front ends first (920 ms) -> ticks 50, 150, ..., 850 ms.
     ticks = _expected_ticks((0, 1000), 1000, 10)
     assert ticks == [50 + 100 * k for k in range(9)]
@@ -86,7 +78,7 @@ def test_ros2_topics_are_resampled_nearest_before_on_one_clock(ros2_log: Path, t
 
 
 def test_camera_frames_are_the_messages_at_or_before_each_tick(ros2_log: Path, tmp_path: Path) -> None:
-    samples = _episodes(_convert(ros2_log, tmp_path / "out", **ROS2))["run"]
+    samples = episodes_of(_convert(ros2_log, tmp_path / "out", **ROS2))["run"]
     for k, sample in enumerate(samples):
         # front (20 + 100k ms) is 30 ms before tick k; its JPEG is stored byte for byte.
         assert sample["front.jpg"] == fx.front_jpeg(k)
@@ -99,7 +91,7 @@ def test_camera_frames_are_the_messages_at_or_before_each_tick(ros2_log: Path, t
 
 def test_bgr8_images_come_out_in_rgb_and_upsampling_repeats_frames(tmp_path: Path) -> None:
     src = fx.write_ros2(tmp_path / "bgr.mcap", duration_ms=400, wrist_encoding="bgr8")
-    samples = _episodes(_convert(src, tmp_path / "out", fps=20.0, cameras="cam_wrist=hand,front", **ROS2))["bgr"]
+    samples = episodes_of(_convert(src, tmp_path / "out", fps=20.0, cameras="cam_wrist=hand,front", **ROS2))["bgr"]
     assert sorted(k for k in samples[0] if k.endswith(".jpg")) == ["front.jpg", "hand.jpg"]
     # 20 Hz clock over 50..320 ms: front messages (10 Hz) repeat on consecutive ticks.
     assert [_latest(fx.FRONT, 50 + 50 * t, 400) for t in range(len(samples))] == [0, 0, 1, 1, 2, 2]
@@ -134,7 +126,7 @@ def test_a_folder_is_one_episode_per_file_in_name_order(tmp_path: Path) -> None:
     fx.write_ros2(tmp_path / "logs" / "b_second.mcap", duration_ms=600)
     fx.write_ros2(tmp_path / "logs" / "a_first.mcap", duration_ms=400)
     (tmp_path / "logs" / "notes.txt").write_text("not a log")
-    eps = _episodes(_convert(tmp_path / "logs", tmp_path / "out", no_images=True, **ROS2))
+    eps = episodes_of(_convert(tmp_path / "logs", tmp_path / "out", no_images=True, **ROS2))
     assert list(eps) == ["a_first", "b_second"]
     for name, duration in (("a_first", 400), ("b_second", 600)):
         _check_lowdim(eps[name], _expected_ticks((0, duration), duration, 10), duration)
@@ -142,7 +134,7 @@ def test_a_folder_is_one_episode_per_file_in_name_order(tmp_path: Path) -> None:
 
 def test_marker_topic_splits_episodes_without_sharing_messages(tmp_path: Path) -> None:
     src = fx.write_ros2(tmp_path / "session.mcap", markers_ms=(0, 400, 700))
-    eps = _episodes(_convert(src, tmp_path / "out", episode_marker="/episode_start", **ROS2))
+    eps = episodes_of(_convert(src, tmp_path / "out", episode_marker="/episode_start", **ROS2))
     assert list(eps) == ["session#0", "session#1", "session#2"]
     windows = {"session#0": (0, 400), "session#1": (400, 700), "session#2": (700, 1000)}
     for name, window in windows.items():
@@ -163,7 +155,7 @@ def test_json_channels_with_key_paths_and_base64_images(tmp_path: Path) -> None:
     src = fx.write_json(tmp_path / "arm.mcap")
     ds = _convert(src, tmp_path / "out", state_topic="/arm/state", state_fields="arm.joints,gripper",
                   action_topic="/arm/command", action_fields="target", image_topics="/camera", task="wipe")
-    samples = _episodes(ds)["arm"]
+    samples = episodes_of(ds)["arm"]
     # state 0, 50, ..; action 10, 60, ..; camera 0, 100, .. up to 450/460/400 ms -> ticks 10..310 ms.
     assert len(samples) == 4
     for k, sample in enumerate(samples):
@@ -192,7 +184,7 @@ def test_protobuf_channels_runtime_message_and_struct(tmp_path: Path) -> None:
     src = fx.write_protobuf(tmp_path / "pb.mcap")
     ds = _convert(src, tmp_path / "out", state_topic="/arm/state", state_fields="joints,gripper.width",
                   action_topic="/arm/command", action_fields="target")
-    samples = _episodes(ds)["pb"]
+    samples = episodes_of(ds)["pb"]
     assert len(samples) == 5  # ticks 10..410 ms (state ends 450, action 460)
     for k, sample in enumerate(samples):
         ks, ka = _latest(fx.JSON_STATE, 10 + 100 * k, 500), _latest(fx.JSON_ACTION, 10 + 100 * k, 500)
@@ -209,7 +201,7 @@ def test_yaml_topic_map_with_cli_override(ros2_log: Path, tmp_path: Path) -> Non
                       "images: {front: /cam_front/image_raw/compressed}\n"
                       "instruction: {topic: /instruction, field: data}\n")
     ds = _convert(ros2_log, tmp_path / "out", topics=topics, state_fields="velocity")
-    samples = _episodes(ds)["run"]
+    samples = episodes_of(ds)["run"]
     # Only the front camera now: the clock runs from its first message (20 ms) to its last (920 ms).
     assert len(samples) == 10 and samples[1]["state.npy"].tolist() == fx.state_velocity(3)  # 120 ms
     assert ds.manifest.cameras == ["front"] and samples[0]["instruction.txt"] == "pick up the red cube"
@@ -272,7 +264,7 @@ def test_empty_episode_raises_or_is_skipped(tmp_path: Path) -> None:
     assert _error(src, tmp_path, episode_marker="/episode_start") == (
         f"{src}, episode s#1, key '/joint_states': empty episode: no messages on state topic /joint_states")
     ds = _convert(src, tmp_path / "out", episode_marker="/episode_start", on_bad_episode="skip", **ROS2)
-    assert list(_episodes(ds)) == ["s#0"] and len(ds.manifest.skipped_episodes) == 1
+    assert list(episodes_of(ds)) == ["s#0"] and len(ds.manifest.skipped_episodes) == 1
 
 
 def test_unsupported_image_encoding_names_it(tmp_path: Path) -> None:

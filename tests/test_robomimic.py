@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from cotrain.dataset import Dataset
 from cotrain.errors import DataError
 from cotrain.imaging import decode_image
 from cotrain_converters.robomimic import RobomimicOptions
-from tests.conftest import run_cli
+from tests.conftest import episodes_of, run_cli
 from tests.fixtures.robomimic import DEMO_FRAMES, ENV_NAME, LANGUAGE, demo_arrays, write_robomimic
 
 NUMERIC_ORDER = ["demo_0", "demo_1", "demo_2", "demo_10"]
@@ -39,13 +38,6 @@ def _convert(src: Path, out: Path, **options: Any) -> Dataset:
     return Dataset.open(out)
 
 
-def _episodes(ds: Dataset) -> dict[str, list[dict[str, Any]]]:
-    by_episode: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for sample in ds.iter_decoded():
-        by_episode[sample["meta.json"]["episode"]].append(sample)
-    return dict(by_episode)
-
-
 def _expected_state(arrays: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
     return np.concatenate([arrays[f"obs/{k}"] for k in keys], axis=1).astype(np.float32)
 
@@ -54,7 +46,7 @@ def test_round_trip_is_exact_and_demos_sort_numerically(lift: Path, tmp_path: Pa
     with h5py.File(lift, "r") as f:  # h5py lists by name, so the file order is demo_0, demo_1, demo_10, demo_2
         assert list(f["data"].keys()) == ["demo_0", "demo_1", "demo_10", "demo_2"]
     ds = _convert(lift, tmp_path / "out", horizon=6)
-    eps = _episodes(ds)
+    eps = episodes_of(ds)
     assert list(eps) == NUMERIC_ORDER
     for index, demo in enumerate(NUMERIC_ORDER):
         n, src, samples = DEMO_FRAMES[demo], demo_arrays(demo, DEMO_FRAMES[demo]), eps[demo]
@@ -75,7 +67,7 @@ def test_round_trip_is_exact_and_demos_sort_numerically(lift: Path, tmp_path: Pa
 def test_frames_match_source_pixels(lift: Path, tmp_path: Path) -> None:
     ds = _convert(lift, tmp_path / "out", filter_key="valid")
     src = demo_arrays("demo_1", DEMO_FRAMES["demo_1"])
-    samples = _episodes(ds)["demo_1"]
+    samples = episodes_of(ds)["demo_1"]
     for t in (0, 7, len(samples) - 1):
         for cam in ("agentview", "robot0_eye_in_hand"):
             frame = decode_image(samples[t][f"{cam}.jpg"]).astype(np.int16)
@@ -99,7 +91,7 @@ def test_manifest_describes_the_dataset(lift: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(("key", "demos"), [("train", ["demo_0", "demo_2", "demo_10"]), ("valid", ["demo_1"])])
 def test_filter_key_selects_the_masked_demos(lift: Path, tmp_path: Path, key: str, demos: list[str]) -> None:
     ds = _convert(lift, tmp_path / "out", filter_key=key, no_images=True)
-    assert list(_episodes(ds)) == demos
+    assert list(episodes_of(ds)) == demos
     assert ds.manifest.extra["filter_key"] == key
 
 
@@ -115,7 +107,7 @@ def test_state_keys_option_concatenates_in_the_given_order(lift: Path, tmp_path:
     ds = _convert(lift, tmp_path / "out", state_keys="robot0_joint_pos, object", filter_key="valid", no_images=True)
     src = demo_arrays("demo_1", DEMO_FRAMES["demo_1"])
     expected = _expected_state(src, ["robot0_joint_pos", "object"])
-    got = np.stack([s["state.npy"] for s in _episodes(ds)["demo_1"]])
+    got = np.stack([s["state.npy"] for s in episodes_of(ds)["demo_1"]])
     np.testing.assert_array_equal(got, expected)
     assert ds.manifest.state_names == [f"robot0_joint_pos_{i}" for i in range(7)] + [f"object_{i}" for i in range(10)]
 
@@ -128,16 +120,16 @@ def test_default_state_without_robot0_keys_is_all_2d_obs_sorted(lift: Path, tmp_
                 del f[f"data/{demo}/obs/{key}"]
     ds = _convert(src, tmp_path / "out", filter_key="valid", no_images=True)
     expected = _expected_state(demo_arrays("demo_1", DEMO_FRAMES["demo_1"]), ["object", "robot0_joint_pos"])
-    np.testing.assert_array_equal(np.stack([s["state.npy"] for s in _episodes(ds)["demo_1"]]), expected)
+    np.testing.assert_array_equal(np.stack([s["state.npy"] for s in episodes_of(ds)["demo_1"]]), expected)
 
 
 def test_task_option_overrides_and_source_rate_comes_from_control_freq(tmp_path: Path) -> None:
     src = write_robomimic(tmp_path / "slow.hdf5", demos={"demo_3": 12}, masks={}, control_freq=10)
     ds = _convert(src, tmp_path / "out", task="stack the blocks", no_images=True)
-    samples = _episodes(ds)["demo_3"]
+    samples = episodes_of(ds)["demo_3"]
     assert {s["instruction.txt"] for s in samples} == {"stack the blocks"}
     assert ds.manifest.fps == 10.0 and samples[3]["meta.json"]["timestamp"] == pytest.approx(0.3)
-    resampled = _episodes(_convert(src, tmp_path / "out5", fps=5, no_images=True))["demo_3"]
+    resampled = episodes_of(_convert(src, tmp_path / "out5", fps=5, no_images=True))["demo_3"]
     assert [s["meta.json"]["source_frame_index"] for s in resampled] == [0, 2, 4, 6, 8, 10]
 
 
@@ -147,7 +139,7 @@ def test_task_falls_back_to_libero_problem_info_and_reads_other_ep_meta_keys(tmp
         f["data"].attrs["problem_info"] = json.dumps({"problem_name": "libero_tabletop_manipulation",
                                                       "language_instruction": "open the top drawer"})
         f["data/demo_1"].attrs["ep_meta"] = json.dumps({"language_instruction": "close the drawer"})
-    eps = _episodes(_convert(src, tmp_path / "out", no_images=True))
+    eps = episodes_of(_convert(src, tmp_path / "out", no_images=True))
     assert {d: {s["instruction.txt"] for s in samples} for d, samples in eps.items()} == {
         "demo_0": {"open the top drawer"}, "demo_1": {"close the drawer"}}
 
@@ -165,7 +157,7 @@ def test_bad_ep_meta_json_is_a_data_error(lift: Path, tmp_path: Path) -> None:
 def test_camera_selection_rename_and_rotation(lift: Path, tmp_path: Path) -> None:
     ds = _convert(lift, tmp_path / "out", filter_key="valid", cameras="agentview=front", rotate_images_180=True)
     assert ds.manifest.cameras == ["front"]
-    sample = _episodes(ds)["demo_1"][4]
+    sample = episodes_of(ds)["demo_1"][4]
     assert sorted(k for k in sample if k.endswith(".jpg")) == ["front.jpg"]
     source = demo_arrays("demo_1", DEMO_FRAMES["demo_1"])["obs/agentview_image"][4].astype(np.int16)
     frame = decode_image(sample["front.jpg"]).astype(np.int16)
@@ -251,7 +243,7 @@ def test_skip_lists_the_bad_demo_in_the_manifest(lift: Path, tmp_path: Path) -> 
     with h5py.File(src, "r+") as f:
         _nan_action(f)
     ds = _convert(src, tmp_path / "out", on_bad_episode="skip", no_images=True)
-    assert list(_episodes(ds)) == ["demo_0", "demo_1", "demo_10"]
+    assert list(episodes_of(ds)) == ["demo_0", "demo_1", "demo_10"]
     [skipped] = ds.manifest.skipped_episodes
     assert skipped.episode == "demo_2"
     assert skipped.reason == f"{src}, episode demo_2, frame 5, key 'actions': NaN in actions dimension 3"
