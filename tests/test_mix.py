@@ -252,3 +252,36 @@ def test_mix_cli_check_simulate_plot(data: Path, tmp_path: Path) -> None:
     bad = write_mix(data, "bad.yaml", batch_sise=3)
     proc = run_cli("mix", "check", str(bad))
     assert proc.returncode == 1 and "did you mean 'batch_size'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fsspec_url_sources_read_by_range(data: Path, tmp_path: Path) -> None:
+    """Sources named by URL (here fsspec's in-memory filesystem) load exactly like local paths."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for name in ("target", "xemb", "vl"):
+        for path in (data / name).iterdir():
+            fs.pipe(f"/cotrain-test/{name}/{path.name}", path.read_bytes())
+    local = load_mixture(write_mix(data))
+    remote = load_mixture(write_mix(tmp_path, "remote.yaml", sources={
+        n: {"path": f"memory://cotrain-test/{n}"} for n in ("target", "xemb", "vl")}))
+    a = list(itertools.islice(MixtureLoader(local), 3))
+    b = list(itertools.islice(MixtureLoader(remote), 3))
+    assert [keys_of(x) for x in a] == [keys_of(x) for x in b]
+    assert all(bool((x["images"] == y["images"]).all()) for x, y in zip(a, b))
+
+
+def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None:
+    from cotrain.mix.transform import SampleTransform
+    from cotrain.manifest import load_manifest
+
+    root = write_dataset(tmp_path / "multi", samples=4, modality="vision_language", cameras=("image_0", "image_1"))
+    manifest = load_manifest(root)
+    transform = SampleTransform.build(0, "multi", manifest, image_size=16, horizon=4, loss_weight=1.0,
+                                      normalization="quantile", floor=1e-3, clip=1.0)
+    from cotrain.mix.reader import SourceReader
+
+    sample = SourceReader(str(root), manifest).read(0)
+    del sample["image_1.jpg"]
+    out = transform(sample)
+    assert out["camera_present"].tolist() == [True, False] and not out["images"][1].any()

@@ -41,7 +41,7 @@ class Collator:
         valid = np.zeros((b, self.horizon), bool)
         for i, smp in enumerate(samples):
             c = min(len(smp["images"]), self.max_cameras)
-            images[i, :c], cam_mask[i, :c] = smp["images"][:c], True
+            images[i, :c], cam_mask[i, :c] = smp["images"][:c], smp["camera_present"][:c]
             ds, da = len(smp["state"]), smp["actions"].shape[1]
             state[i, :ds], state_mask[i, :ds] = smp["state"], True
             if da:

@@ -91,13 +91,18 @@ class SampleTransform:
 
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         cams = self.manifest.cameras
-        missing = [c for c in cams if keys.camera_member(c) not in sample]
-        if missing:
-            raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing[0]!r}")
-        images = np.stack([letterbox_jpeg(sample[keys.camera_member(c)], self.image_size) for c in cams]) if cams \
-            else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+        present = np.array([keys.camera_member(c) in sample for c in cams], bool)
+        # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
+        if self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO) and not present.all():
+            missing = cams[int(np.argmin(present))]
+            raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing!r}")
+        images = np.zeros((len(cams), self.image_size, self.image_size, 3), np.uint8)
+        for i, cam in enumerate(cams):
+            if present[i]:
+                images[i] = letterbox_jpeg(sample[keys.camera_member(cam)], self.image_size)
         out: dict[str, Any] = {
             "images": images,
+            "camera_present": present,
             "source": self.source,
             "modality": self.manifest.modality,
             "embodiment": self.manifest.embodiment or "",
