@@ -9,6 +9,7 @@ import typer
 
 from cotrain.cli.annotate_cmd import annotate_cmd
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
+from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
 from cotrain.cli.mix_cmd import mix_app
 from cotrain.cli.tokenizer_cmd import tokenizer_app
 from cotrain.errors import CotrainError
@@ -24,6 +25,9 @@ app.command("merge-manifests")(merge_manifests)
 app.command("annotate")(annotate_cmd)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(mix_app, name="mix")
+app.command("inspect")(inspect_cmd)
+app.command("validate")(validate_cmd)
+app.command("preview")(preview_cmd)
 
 
 def main() -> None:
