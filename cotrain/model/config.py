@@ -1,0 +1,139 @@
+"""Model configuration: frozen pydantic models and the named presets (`tiny`, `small`, `paligemma`, `paligemma2`).
+
+A preset fixes the architecture; data-dependent sizes (`horizon`, `action_dim`, `state_dim`,
+`max_cameras`, `image_size`) may be left None and are filled from the mixture by the trainer
+(`resolve_for_data`), so the same preset serves any embodiment. The resolved config (including the
+full transformers backbone config as a dict) is stored with every run, which is what lets
+`Policy.load` rebuild the network offline without the original checkpoint directory.
+
+Conventions follow openpi's pi0 (see ../shared/notes/vla.md): a PaliGemma backbone (SigLIP + Gemma)
+paired layer by layer with a narrower Gemma action expert that shares depth, heads, KV heads and
+head_dim; actions zero-padded to `action_dim`; 10 Euler steps at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cotrain.errors import ConfigError, unknown_name
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class VisionSpec(BaseModel):
+    """A SigLIP vision tower built at random init (tiny/small presets)."""
+
+    model_config = _FROZEN
+
+    patch_size: int = Field(..., ge=1)
+    width: int = Field(..., ge=8)
+    depth: int = Field(..., ge=1)
+    mlp: int = Field(..., ge=8)
+    heads: int = Field(..., ge=1)
+
+
+class StreamSpec(BaseModel):
+    """A Gemma decoder stream built at random init; the expert copies heads/kv_heads/head_dim/depth."""
+
+    model_config = _FROZEN
+
+    width: int = Field(..., ge=8)
+    depth: int = Field(..., ge=1)
+    mlp: int = Field(..., ge=8)
+    heads: int = Field(..., ge=1)
+    kv_heads: int = Field(..., ge=1)
+    head_dim: int = Field(..., ge=2)
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to build the VLA (see module docstring)."""
+
+    model_config = _FROZEN
+
+    preset: str
+    backbone: Literal["gemma", "gemma2"] = Field("gemma", description="PaliGemma (Gemma) or PaliGemma 2 (Gemma 2).")
+    pretrained: bool = Field(False, description="Weights come from a local Hugging Face directory (--init-from).")
+    vision: VisionSpec | None = None
+    text: StreamSpec | None = None
+    expert_width: int = Field(..., ge=8, description="Action expert hidden size.")
+    expert_mlp: int = Field(..., ge=8, description="Action expert MLP size.")
+    image_size: int | None = Field(None, ge=8, description="Square image side (None: the mixture's).")
+    max_cameras: int | None = Field(None, ge=1, description="Camera slots (None: the mixture's).")
+    horizon: int | None = Field(None, ge=1, description="Action chunk length (None: the mixture's).")
+    action_dim: int | None = Field(None, ge=1, description="Padded action dims (None: the mixture's).")
+    state_dim: int | None = Field(None, ge=1, description="Padded state dims (None: the mixture's).")
+    max_text_tokens: int = Field(48, ge=4, description="Text tokens per sample (prompt + target + action tokens).")
+    action_vocab_size: int = Field(0, ge=0, description="Discrete action token ids accepted (0: none).")
+    action_token_skip: int = Field(0, ge=0, description="Ids skipped at the vocab tail before action tokens.")
+    flow_steps: int = Field(10, ge=1, description="Euler steps when sampling actions.")
+    time_beta: tuple[float, float] = Field((1.5, 1.0), description="Beta(a, b) of the flow time (pi0: 1.5, 1).")
+    flow_loss_weight: float = Field(1.0, ge=0)
+    text_loss_weight: float = Field(1.0, ge=0)
+    action_token_loss_weight: float = Field(1.0, ge=0)
+    knowledge_insulation: bool = Field(False, description="The expert sees detached backbone keys and values.")
+    freeze: Literal["none", "vision", "backbone"] = "none"
+    lora_rank: int = Field(0, ge=0, description="LoRA rank on the backbone's language layers (0: off).")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: the rank).")
+    activation_checkpointing: bool = False
+    backbone_config: dict[str, Any] | None = Field(None, description="Resolved transformers PaliGemmaConfig dict.")
+    text_vocab_size: int | None = Field(None, ge=1, description="Text tokenizer size (tiny/small; set at build).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if not self.pretrained and (self.vision is None or self.text is None):
+            raise ValueError(f"preset {self.preset!r}: a random-init preset needs both 'vision' and 'text'")
+        if self.text is not None and self.text.heads % self.text.kv_heads:
+            raise ValueError(f"heads {self.text.heads} is not a multiple of kv_heads {self.text.kv_heads}")
+        return self
+
+    @property
+    def data_resolved(self) -> bool:
+        return None not in (self.image_size, self.max_cameras, self.horizon, self.action_dim, self.state_dim)
+
+
+_TINY = ModelConfig(
+    preset="tiny",
+    vision=VisionSpec(patch_size=8, width=32, depth=2, mlp=64, heads=2),
+    text=StreamSpec(width=64, depth=2, mlp=128, heads=2, kv_heads=1, head_dim=16),
+    expert_width=32, expert_mlp=64, max_text_tokens=32, action_vocab_size=1024,
+)
+_SMALL = ModelConfig(
+    preset="small",
+    vision=VisionSpec(patch_size=16, width=384, depth=6, mlp=1536, heads=6),
+    text=StreamSpec(width=512, depth=8, mlp=2048, heads=8, kv_heads=1, head_dim=64),
+    expert_width=256, expert_mlp=1024, max_text_tokens=48, action_vocab_size=1024,
+)
+# openpi pi0: gemma_2b backbone + gemma_300m expert (width 1024, mlp 4096), actions padded to 32 dims,
+# horizon 50, prompt 48 tokens; FAST ids skip the 128 <seg> tokens at the vocabulary tail.
+_PALIGEMMA = ModelConfig(
+    preset="paligemma", pretrained=True, expert_width=1024, expert_mlp=4096, action_dim=32, state_dim=32,
+    horizon=50, max_text_tokens=48, action_vocab_size=2048, action_token_skip=128,
+)
+_PALIGEMMA2 = _PALIGEMMA.model_copy(update={"preset": "paligemma2", "backbone": "gemma2"})
+
+PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _SMALL, _PALIGEMMA, _PALIGEMMA2)}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """The preset called `name`; unknown names raise ConfigError with a suggestion."""
+    if name not in PRESETS:
+        raise unknown_name("model preset", name, PRESETS)
+    return PRESETS[name]
+
+
+def with_overrides(cfg: ModelConfig, **updates: Any) -> ModelConfig:
+    """A validated copy with `updates` (None values are ignored); errors become one-line ConfigErrors."""
+    clean = {k: v for k, v in updates.items() if v is not None}
+    if not clean:
+        return cfg
+    unknown = sorted(set(clean) - set(ModelConfig.model_fields))
+    if unknown:
+        raise unknown_name("model field", unknown[0], ModelConfig.model_fields)
+    try:
+        return ModelConfig.model_validate({**cfg.model_dump(), **clean})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "model"
+        raise ConfigError(f"model {cfg.preset!r}: {where}: {err['msg'].removeprefix('Value error, ')}") from None

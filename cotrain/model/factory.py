@@ -1,0 +1,107 @@
+"""Build a VLA from a data-resolved config: networks, text tokenizer, frozen parts and LoRA adapters.
+
+`build_vla` returns the final config too: it records the transformers backbone config (and, for a
+checkpoint directory, the image size it was trained at), which is what a run stores so that
+`Policy.load` can rebuild the same network offline.
+
+Trainable parts:
+- `freeze="vision"`: SigLIP and the projector are frozen;
+- `freeze="backbone"`: also the text embedding (tied LM head), the backbone's layers and final norm;
+- `lora_rank=R`: LoRA adapters (peft) on every backbone layer's q/k/v/o and MLP projections; the
+  backbone's base weights are frozen as with `freeze="backbone"`, only the adapters train there.
+The expert and the action/state heads always train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cotrain.errors import ConfigError
+from cotrain.model.backbone import build_networks, random_backbone_config
+from cotrain.model.config import ModelConfig
+from cotrain.model.text import TextTokenizer, build_byte_tokenizer
+from cotrain.model.vla import VLA
+
+__all__ = ["apply_trainable", "build_vla", "count_parameters", "load_tokenizer_for"]
+
+LORA_TARGETS = r".*blocks\.\d+\.backbone\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+def load_tokenizer_for(cfg: ModelConfig, init_from: str | Path | None) -> TextTokenizer:
+    """The checkpoint's tokenizer.json for pretrained presets, the byte tokenizer otherwise."""
+    if cfg.pretrained:
+        if init_from is None:
+            raise ConfigError(f"preset {cfg.preset!r} loads pretrained weights: pass --init-from DIR "
+                              f"(a local Hugging Face PaliGemma checkpoint directory)")
+        return TextTokenizer.load(Path(init_from) / "tokenizer.json")
+    return build_byte_tokenizer()
+
+
+def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
+              init_from: str | Path | None = None) -> tuple[VLA, ModelConfig]:
+    """(model, final config). `init_from` loads a checkpoint directory; otherwise random init from `cfg`."""
+    if not cfg.pretrained and cfg.backbone_config is None:
+        cfg = cfg.model_copy(update={"backbone_config": random_backbone_config(cfg, tokenizer.vocab_size).to_dict(),
+                                     "text_vocab_size": tokenizer.vocab_size})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vlm, expert = build_networks(cfg, init_from if cfg.pretrained and cfg.backbone_config is None else None)
+        if cfg.backbone_config is None:
+            cfg = cfg.model_copy(update={"backbone_config": vlm.config.to_dict()})
+        _check_vocab(cfg, vlm.config.text_config.vocab_size, tokenizer)
+        model = VLA(cfg, vlm, expert)
+    if cfg.lora_rank:
+        _add_lora(model, cfg)
+    apply_trainable(model, cfg)
+    return model, cfg
+
+
+def _check_vocab(cfg: ModelConfig, lm_vocab: int, tokenizer: TextTokenizer) -> None:
+    if cfg.action_vocab_size and lm_vocab - cfg.action_token_skip - cfg.action_vocab_size < 0:
+        raise ConfigError(f"model {cfg.preset!r}: {cfg.action_vocab_size} action ids + {cfg.action_token_skip} "
+                          f"skipped do not fit the {lm_vocab}-entry vocabulary")
+    if tokenizer.vocab_size > lm_vocab:
+        raise ConfigError(f"model {cfg.preset!r}: the tokenizer has {tokenizer.vocab_size} ids, the embedding "
+                          f"only {lm_vocab}")
+
+
+def _add_lora(model: VLA, cfg: ModelConfig) -> None:
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise ConfigError("--lora-rank needs the peft package (pip install peft)") from None
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank, lora_dropout=0.0,
+                      target_modules=LORA_TARGETS, bias="none")
+    inject_adapter_in_model(lora, model)
+
+
+def _frozen_modules(model: VLA, cfg: ModelConfig) -> list[nn.Module]:
+    frozen: list[nn.Module] = []
+    if cfg.freeze in ("vision", "backbone") or cfg.lora_rank:
+        frozen += [model.vision_tower, model.projector]
+    if cfg.freeze == "backbone" or cfg.lora_rank:
+        frozen += [model.embed_tokens, model.backbone_norm, *(b.backbone for b in model.blocks)]
+        if model.lm_head is not None:
+            frozen.append(model.lm_head)
+    return frozen
+
+
+def apply_trainable(model: VLA, cfg: ModelConfig) -> None:
+    """Set requires_grad from `cfg.freeze` and `cfg.lora_rank` (see module docstring)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for module in _frozen_modules(model, cfg):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.requires_grad_(True)
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

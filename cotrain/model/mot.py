@@ -1,0 +1,149 @@
+"""Mixture-of-transformers layers: two streams with separate weights, one attention over both.
+
+A `MoTBlock` holds layer i of the backbone (stream 0, the prefix: images + text) and layer i of the
+action expert (stream 1, the suffix: state + actions). Each stream applies its own RMSNorm and
+Q/K/V projections; the queries, keys and values are concatenated along the sequence, RoPE'd with
+the shared positions and attended in ONE softmax; the result is split back and each stream applies
+its own output projection, residual and MLP. The block is called as a module (never by reaching into
+its sub-layers from outside), so FSDP2 and activation checkpointing can wrap it as one unit (the
+failure mode of lerobot PR #3767 was a shared loop that bypassed the per-layer hooks).
+
+Layers are the stock transformers `GemmaDecoderLayer` / `Gemma2DecoderLayer` (PaliGemma / PaliGemma 2),
+so pretrained weights load untouched. Gemma 2 differs by post-attention / pre- and post-feed-forward
+norms and tanh soft-capping of attention logits (which needs the eager path; SDPA cannot soft-cap).
+
+Modes of `MoTBlock.forward`:
+- prefix + suffix, joint: one attention over the concatenation with the full mask (training);
+- prefix + suffix, insulated: the prefix attends itself; the suffix attends [detached prefix K/V,
+  suffix K/V] (knowledge insulation). Values equal the joint mode, since the prefix never attends
+  the suffix; only the gradient path differs;
+- prefix only: returns the prefix K/V for the cache (inference);
+- suffix only: attends [cached prefix K/V, suffix K/V] (each Euler step at inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cotrain.model.attention import additive_mask
+
+__all__ = ["Masks", "MoTBlock", "attend"]
+
+KV = tuple[torch.Tensor, torch.Tensor]
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Masks:
+    """Boolean masks of one forward, converted to additive masks once per dtype (not once per layer)."""
+
+    full: torch.Tensor | None = None  # [B, P+S, P+S]
+    prefix: torch.Tensor | None = None  # [B, P, P]
+    suffix: torch.Tensor | None = None  # [B, S, P+S]
+    _cache: dict[tuple[str, torch.dtype], torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def from_full(cls, full: torch.Tensor, prefix_len: int) -> Masks:
+        return cls(full=full, prefix=full[:, :prefix_len, :prefix_len], suffix=full[:, prefix_len:, :])
+
+    def additive(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        key = (name, dtype)
+        if key not in self._cache:
+            mask = getattr(self, name)
+            if mask is None:
+                raise ValueError(f"mask {name!r} was not built for this forward")
+            self._cache[key] = additive_mask(mask, dtype)
+        return self._cache[key]
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, h, n, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, n, d).reshape(b, h * n_rep, n, d)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scaling: float,
+           softcap: float | None) -> torch.Tensor:
+    """[B, Hq, Q, D] x [B, Hkv, K, D] -> [B, Hq, Q, D]; `mask` is additive [B, 1, Q, K]."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling
+    scores = torch.tanh(scores / softcap) * softcap + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _qkv(layer: nn.Module, x: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    attn = layer.self_attn
+    b, n, _ = x.shape
+    h = layer.input_layernorm(x)
+    shape = (b, n, -1, attn.head_dim)
+    q = attn.q_proj(h).view(shape).transpose(1, 2)
+    k = attn.k_proj(h).view(shape).transpose(1, 2)
+    v = attn.v_proj(h).view(shape).transpose(1, 2)
+    cos, sin = rope[0][:, None].to(q.dtype), rope[1][:, None].to(q.dtype)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
+
+
+def _finish(layer: nn.Module, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    b, _, n, _ = attn_out.shape
+    out = layer.self_attn.o_proj(attn_out.transpose(1, 2).reshape(b, n, -1))
+    if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2 ordering
+        h = x + layer.post_attention_layernorm(out)
+        return h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+    h = x + out
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+class MoTBlock(nn.Module):
+    """Layer i of both streams (see module docstring).
+
+    Args:
+        backbone_layer: the PaliGemma text layer i (stream 0).
+        expert_layer: the action expert's layer i (stream 1); same heads, KV heads and head_dim.
+    """
+
+    def __init__(self, backbone_layer: nn.Module, expert_layer: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone_layer
+        self.expert = expert_layer
+        attn = backbone_layer.self_attn
+        self.scaling = float(attn.scaling)
+        self.softcap = getattr(attn, "attn_logit_softcapping", None)
+
+    def forward(self, prefix: torch.Tensor | None, suffix: torch.Tensor | None, rope_prefix: Rope | None,
+                rope_suffix: Rope | None, masks: Masks, past: KV | None = None,
+                insulate: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None, KV | None]:
+        """Returns (prefix out, suffix out, prefix (k, v) after RoPE when the prefix was given)."""
+        qp = kp = vp = qs = ks = vs = None
+        if prefix is not None:
+            qp, kp, vp = _qkv(self.backbone, prefix, rope_prefix)  # type: ignore[arg-type]
+        if suffix is not None:
+            qs, ks, vs = _qkv(self.expert, suffix, rope_suffix)  # type: ignore[arg-type]
+        out_p = out_s = None
+        if prefix is not None and suffix is not None and not insulate:
+            q, k, v = torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)  # type: ignore[list-item]
+            joint = attend(q, k, v, masks.additive("full", q.dtype), self.scaling, self.softcap)
+            out_p, out_s = joint[:, :, : prefix.shape[1]], joint[:, :, prefix.shape[1]:]
+        else:
+            if prefix is not None:
+                out_p = attend(qp, kp, vp, masks.additive("prefix", qp.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
+            if suffix is not None:
+                ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]
+                k, v = torch.cat([ctx_k.to(ks.dtype), ks], 2), torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr]
+                out_s = attend(qs, k, v, masks.additive("suffix", qs.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
+        new_p = _finish(self.backbone, prefix, out_p) if prefix is not None else None  # type: ignore[arg-type]
+        new_s = _finish(self.expert, suffix, out_s) if suffix is not None else None  # type: ignore[arg-type]
+        return new_p, new_s, ((kp, vp) if prefix is not None else None)  # type: ignore[return-value]

@@ -1,0 +1,243 @@
+"""The VLA network on CPU with the tiny preset: mask layout, flow matching, losses, cached sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cotrain.errors import ConfigError
+from cotrain.model.attention import attention_mask, positions
+from cotrain.model.config import get_preset, with_overrides
+from cotrain.model.factory import build_vla, count_parameters
+from cotrain.model.flow_matching import euler_sample, interpolate, sample_time, velocity_target
+from cotrain.model.inputs import ModelInputs, build_inputs
+from cotrain.model.losses import combine_losses, masked_flow_loss
+from cotrain.model.text import KIND_ACTION, KIND_NONE, KIND_TEXT, TextLayout, build_byte_tokenizer
+
+SIZES = {"image_size": 32, "max_cameras": 2, "horizon": 4, "action_dim": 3, "state_dim": 4}
+
+
+def tiny(**updates: object):
+    tok = build_byte_tokenizer()
+    cfg = with_overrides(get_preset("tiny"), **{**SIZES, **updates})
+    model, cfg = build_vla(cfg, seed=0, tokenizer=tok)
+    layout = TextLayout(tok, cfg.backbone_config["text_config"]["vocab_size"], cfg.action_vocab_size,
+                        cfg.action_token_skip, cfg.max_text_tokens)
+    return model, cfg, layout
+
+
+def batch(seed: int = 0) -> dict:
+    """Four samples: robot (2 cams), robot with padded dims/steps (1 cam), VL caption, action tokens."""
+    g = torch.Generator().manual_seed(seed)
+    b = 4
+    return {
+        "images": torch.randint(0, 256, (b, 2, 3, 32, 32), dtype=torch.uint8, generator=g),
+        "camera_mask": torch.tensor([[1, 1], [1, 0], [1, 0], [1, 1]], dtype=torch.bool),
+        "state": torch.randn(b, 4, generator=g) * torch.tensor([[1.0], [1.0], [0.0], [1.0]]),
+        "state_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool),
+        "actions": torch.randn(b, 4, 3, generator=g).clamp(-1, 1),
+        "action_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool),
+        "actions_valid": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool),
+        "source": torch.tensor([0, 0, 1, 2]),
+        "instruction": ["pick the cube", "place it", None, "go"],
+        "prompt": [None, None, "caption en", None],
+        "target": [None, None, "a red cube", None],
+        "conversation": [None] * 4,
+        "key": ["a", "b", "c", "d"],
+        "action_tokens": torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 0], [5, 7, 1000]]),
+        "action_tokens_mask": torch.tensor([[0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 1, 1]], dtype=torch.bool),
+    }
+
+
+# ---- attention layout ---------------------------------------------------------------------------------------
+
+def test_mask_layout_exact() -> None:
+    # prefix: img img | prompt prompt | target target | pad ; suffix: state act act
+    pv = torch.tensor([[1, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    resp = torch.tensor([[0, 0, 0, 0, 1, 1, 0]], dtype=torch.bool)
+    sv = torch.ones(1, 3, dtype=torch.bool)
+    sar = torch.tensor([[1, 1, 0]])
+    m = attention_mask(pv, resp.long(), resp, sv, sar)[0].int()
+    expected = torch.tensor([
+        # i0 i1 p0 p1 t0 t1 pad st a0 a1
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # image 0: bidirectional over images + prompt
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # prompt
+        [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0, 0],  # target 0: causal
+        [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],  # target 1
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # padding attends nothing, nothing attends it
+        [1, 1, 1, 1, 0, 0, 0, 1, 0, 0],  # state: prefix context (never the response) + itself
+        [1, 1, 1, 1, 0, 0, 0, 1, 1, 1],  # actions: context, state, each other
+        [1, 1, 1, 1, 0, 0, 0, 1, 1, 1],
+    ])
+    assert torch.equal(m, expected)
+    assert positions(torch.cat([pv, sv], 1)).tolist() == [[0, 1, 2, 3, 4, 5, 5, 6, 7, 8]]
+
+
+def test_prefix_never_sees_suffix_and_padding_is_invisible() -> None:
+    model, _, layout = tiny()
+    inputs, _ = build_inputs(batch(), layout)
+    g = torch.Generator().manual_seed(1)
+    noise, t = torch.randn(4, 4, 3, generator=g), sample_time(4, g)
+    model.eval()
+    with torch.no_grad():
+        hp1, _ = model._joint(inputs, interpolate(inputs.actions, noise, t), t, False)
+        hp2, _ = model._joint(inputs, interpolate(inputs.actions, noise * 3, t * 0.5), t * 0.5, False)
+        _, valid, _, _ = model.embed_prefix(inputs)
+        assert torch.equal(hp1[valid], hp2[valid])  # valid prefix outputs never depend on the suffix
+        # sample 1 alone (no second camera, shorter text) gives the same losses as inside the batch
+        full = model(inputs, noise, t)
+        one = model(inputs.select(slice(1, 2)), noise[1:2], t[1:2])
+    assert torch.allclose(full["flow"][1], one["flow"][0], atol=1e-5)
+
+
+# ---- flow matching --------------------------------------------------------------------------------------------
+
+def test_time_distribution_and_determinism() -> None:
+    t = sample_time(200_000, torch.Generator().manual_seed(0))
+    assert t.min() >= 0.001 and t.max() <= 1.0
+    assert abs(t.mean().item() - (0.6 * 0.999 + 0.001)) < 3e-3  # Beta(1.5, 1) mean 0.6
+    assert abs((t > 0.5).float().mean().item() - (1 - ((0.5 - 0.001) / 0.999) ** 1.5)) < 3e-3
+    assert torch.equal(sample_time(8, torch.Generator().manual_seed(3)), sample_time(8, torch.Generator().manual_seed(3)))
+    general = sample_time(100_000, torch.Generator().manual_seed(0), alpha=2.0, beta=3.0)
+    assert abs(general.mean().item() - (0.4 * 0.999 + 0.001)) < 3e-3
+
+
+def test_interpolation_convention_and_euler_exact_on_straight_path() -> None:
+    a, eps = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    assert torch.allclose(interpolate(a, eps, torch.ones(2)), eps)  # t = 1 is noise
+    assert torch.allclose(interpolate(a, eps, torch.zeros(2)), a)  # t = 0 is data
+    u = velocity_target(a, eps)
+    out = euler_sample(lambda x, t: u, eps, steps=10)
+    assert torch.allclose(out, a, atol=1e-6)
+
+
+# ---- losses ---------------------------------------------------------------------------------------------------
+
+def test_flow_loss_ignores_padded_steps_and_dims() -> None:
+    pred, target = torch.zeros(2, 3, 2), torch.ones(2, 3, 2)
+    valid = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    dims = torch.tensor([[1, 0], [1, 1]], dtype=torch.bool)
+    loss, count = masked_flow_loss(pred, target, valid, dims)
+    assert count.tolist() == [2.0, 6.0] and loss.tolist() == [1.0, 1.0]
+    pred[0, 2] = 100.0  # invalid step
+    pred[0, :, 1] = 100.0  # padded dimension
+    assert masked_flow_loss(pred, target, valid, dims)[0].tolist() == [1.0, 1.0]
+    terms = {"flow": torch.tensor([1.0, 2.0]), "text": torch.tensor([0.0, 4.0]), "action_tokens": torch.zeros(2)}
+    total = combine_losses(terms, torch.tensor([1.0, 0.5]), {"flow": 1.0, "text": 0.5, "action_tokens": 1.0}, 4)
+    assert total.item() == pytest.approx((1.0 + 0.5 * (2.0 + 2.0)) / 4)
+
+
+def test_text_layout_ids_kinds_and_truncation() -> None:
+    tok = build_byte_tokenizer()
+    layout = TextLayout(tok, 1283, 1024, 0, 12)
+    ids, kinds, cut = layout.encode({"prompt": "hi", "target": "ok"})
+    assert ids == [tok.bos_id, *tok.encode("hi"), *tok.encode("\n"), *tok.encode("ok"), tok.eos_id]
+    assert kinds == [KIND_NONE] * 4 + [KIND_TEXT] * 3 and not cut
+    assert tok.decode(ids) == "hi\nok"
+    ids, kinds, _ = layout.encode({"instruction": "go", "action_tokens": [0, 5]})
+    assert ids[-3:] == [1282, 1277, tok.eos_id] and kinds[-3:] == [KIND_ACTION] * 3
+    ids, kinds, cut = layout.encode({"prompt": "a long prompt here", "target": "yes"})
+    assert cut and len(ids) == 12 and ids[-4:] == [*tok.encode("yes"), tok.eos_id]
+    conv = '[{"role": "user", "content": "what?"}, {"role": "assistant", "content": "cube"}]'
+    ids, kinds, _ = TextLayout(tok, 1283, 0, 0, 48).encode({"conversation": conv})
+    assert tok.decode([i for i, k in zip(ids, kinds) if k == KIND_TEXT]) == "cube"
+    with pytest.raises(Exception, match="outside the model's action vocabulary"):
+        layout.encode({"instruction": "go", "action_tokens": [1024]})
+
+
+# ---- the network ----------------------------------------------------------------------------------------------
+
+def test_tiny_preset_size_and_unknown_preset() -> None:
+    model, cfg, _ = tiny()
+    assert count_parameters(model)["total"] < 5_000_000
+    assert cfg.backbone_config["vision_config"]["image_size"] == 32
+    with pytest.raises(ConfigError, match=r"unknown model preset 'tiyn' \(did you mean 'tiny'\?\)"):
+        get_preset("tiyn")
+
+
+@pytest.mark.parametrize("backbone", ["gemma", "gemma2"])
+def test_cached_sampling_equals_uncached(backbone: str) -> None:
+    model, _, layout = tiny(backbone=backbone)
+    model.eval()
+    inputs, _ = build_inputs(batch(), layout)
+    noise = torch.randn(4, 4, 3, generator=torch.Generator().manual_seed(2))
+    cached = model.sample_actions(inputs, noise, steps=5, use_cache=True)
+    uncached = model.sample_actions(inputs, noise, steps=5, use_cache=False)
+    assert torch.allclose(cached, uncached, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cached, noise)
+
+
+def test_knowledge_insulation_same_values_no_flow_gradient_into_backbone() -> None:
+    model, _, layout = tiny()
+    inputs, _ = build_inputs(batch(), layout)
+    g = torch.Generator().manual_seed(4)
+    noise, t = torch.randn(4, 4, 3, generator=g), sample_time(4, g)
+    plain = model(inputs, noise, t)
+    plain["flow"].sum().backward()
+    assert model.blocks[0].backbone.self_attn.k_proj.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    ki_model, _, _ = tiny(knowledge_insulation=True)
+    ki = ki_model(inputs, noise, t)
+    assert torch.allclose(ki["flow"], plain["flow"], atol=1e-6)
+    ki["flow"].sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for b in ki_model.blocks for p in b.backbone.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in ki_model.vision_tower.parameters())
+    assert ki_model.blocks[0].expert.self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_loss_falls_on_a_fixed_batch() -> None:
+    model, cfg, layout = tiny()
+    inputs, _ = build_inputs(batch(), layout)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    weights = {"flow": 1.0, "text": 1.0, "action_tokens": 1.0}
+    g = torch.Generator().manual_seed(0)
+    noise, t = torch.randn(4, 4, 3, generator=g), sample_time(4, g)  # fixed: the loss must fall
+    history = []
+    for _ in range(50):
+        terms = model(inputs, noise, t)
+        loss = combine_losses(terms, torch.ones(4), weights, 4)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append({k: v.detach().clone() for k, v in terms.items()} | {"total": loss.item()})
+    assert history[-1]["total"] < 0.2 * history[0]["total"]
+    assert history[-1]["text"][2] < 0.2 * history[0]["text"][2]
+    assert history[-1]["action_tokens"][3] < 0.2 * history[0]["action_tokens"][3]
+    assert history[-1]["flow"][0] < 0.5 * history[0]["flow"][0]
+    assert math.isfinite(history[-1]["total"])
+
+
+def test_lora_and_freeze_choose_trainable_parameters() -> None:
+    model, _, _ = tiny(freeze="vision")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("vision_tower.", "projector.")) for n in names)
+    assert any(n.startswith("blocks.0.backbone.") for n in names)
+    model, _, _ = tiny(freeze="backbone")
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("vision_tower.", "embed_tokens.", "blocks.0.backbone.")) for n in names)
+    assert "blocks.0.expert.self_attn.q_proj.weight" in names and "action_out_proj.weight" in names
+    model, _, layout = tiny(lora_rank=4)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    lora = {n for n in names if "lora_" in n}
+    assert "blocks.1.backbone.mlp.down_proj.lora_A.default.weight" in lora
+    assert all(".backbone." in n for n in lora) and len(lora) == 2 * 7 * 2
+    assert not any(".backbone." in n and "lora_" not in n for n in names)
+    inputs, _ = build_inputs(batch(), layout)
+    g = torch.Generator().manual_seed(0)
+    terms = model(inputs, torch.randn(4, 4, 3, generator=g), sample_time(4, g))
+    terms["text"].sum().backward()
+    assert model.blocks[0].backbone.self_attn.q_proj.lora_B.default.weight.grad.abs().sum() > 0
+
+
+def test_model_inputs_shapes_from_batch() -> None:
+    _, cfg, layout = tiny()
+    inputs, truncated = build_inputs(batch(), layout)
+    assert isinstance(inputs, ModelInputs) and truncated == 0
+    assert inputs.state_valid.tolist() == [True, True, False, True]
+    assert inputs.text_kind[2].tolist().count(KIND_TEXT) == len("a red cube") + 1
+    assert inputs.text_kind[3].tolist().count(KIND_ACTION) == 4
+    assert inputs.text_ids[3][inputs.text_kind[3] == KIND_ACTION].tolist()[:3] == [1282 - 5, 1282 - 7, 1282 - 1000]
