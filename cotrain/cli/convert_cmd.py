@@ -68,7 +68,7 @@ class _LazyConvertGroup(TyperGroup):
             CONVERTERS.get(cmd_name)
         except ImportError as exc:  # a plugin with a missing dependency must not break the others
             return click.Command(cmd_name, help=f"(unavailable: {exc})", callback=_unavailable(cmd_name, exc))
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(cmd_name, help=CONVERTERS.get(cmd_name).summary)(_make_command(cmd_name))
         return typer.main.get_command(single)
 

@@ -73,7 +73,7 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
     info = conv.describe(src, options, units)
     plan_doc = {
         "converter": converter,
-        "name": options.name or src.resolve().name,
+        "name": options.name or (src.resolve().stem if src.is_file() else src.resolve().name),
         "info": json.loads(json.dumps(asdict(info))),
         "arguments": options.model_dump(mode="json"),
         "fingerprint": fingerprint_source(src),
