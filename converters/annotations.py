@@ -47,6 +47,7 @@ from cotrain.manifest import Manifest, load_manifest
 from cotrain.primitives import DimMap, PrimitiveRules, chunk_primitive, detect_dims, parse_dims, trajectory_primitives
 from cotrain.shards import decode_npy, encode_json, iter_samples
 from cotrain.stats import EpisodeLowdim
+from cotrain.jsonl import iter_jsonl
 
 PERSISTENT_STYLES = ("subtask", "plan", "memory", "motion", "task_aug")
 EVENT_STYLES = ("interjection", "vqa", "trace")
@@ -79,17 +80,7 @@ def _int(value: Any) -> bool:
 
 
 def read_jsonl(path: Path) -> list[Segment]:
-    segments = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"line {n}: not valid JSON ({exc.msg})") from None
-            segments.append(_jsonl_segment(obj, path, n))
-    return segments
+    return [_jsonl_segment(obj, path, n) for n, obj in iter_jsonl(path)]
 
 
 def _jsonl_segment(obj: Any, path: Path, n: int) -> Segment:

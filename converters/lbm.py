@@ -39,6 +39,7 @@ from cotrain.errors import ConfigError, DataError, suggest
 from cotrain.imaging import parse_size, to_jpeg
 from cotrain.shards import encode_json, encode_npy, iter_samples
 from cotrain.stats import EpisodeLowdim
+from cotrain.jsonl import iter_jsonl
 
 MANIFEST = "manifest.jsonl"
 SOURCE_STATS = "stats.json"
@@ -158,14 +159,11 @@ def _read_manifest(src: Path) -> list[tuple[str, int]]:
     if not path.is_file():
         raise DataError(src, f"no {MANIFEST}: expected a VLA Foundry dataset folder ({MANIFEST} + tar shards)")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in iter_jsonl(path):
         try:
-            row = json.loads(line)
             out.append((str(row["shard"]), int(row["num_sequences"])))
         except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(path, f"line {n}: expected {{\"shard\": ..., \"num_sequences\": N}}, got {line[:80]!r} "
+            raise DataError(path, f"line {n}: expected {{\"shard\": ..., \"num_sequences\": N}}, got {row!r:.80} "
                                   f"({type(exc).__name__})") from None
     return out
 

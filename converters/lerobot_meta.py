@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cotrain.errors import DataError, suggest
+from cotrain.jsonl import iter_jsonl
 
 SUPPORTED_VERSIONS = ("v2.1", "v3.0")
 INFO_PATH = "meta/info.json"
@@ -148,18 +149,7 @@ def _template(meta: LeRobotMeta, name: str, default: str, **values: object) -> s
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(path, "missing (required by LeRobotDataset v2.1)")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"line {n}: invalid JSON: {exc}") from None
-        if not isinstance(row, dict):
-            raise DataError(path, f"line {n}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path)]
 
 
 def _int_field(row: Mapping[str, Any], name: str, path: Path, where: str) -> int:

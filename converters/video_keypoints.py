@@ -17,7 +17,6 @@ frame. `--captions-only` writes one caption sample per segment (needs segments o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -30,6 +29,7 @@ from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
 from cotrain.errors import DataError
 from cotrain.video import iter_video_frames, video_info
+from cotrain.jsonl import iter_jsonl
 from cotrain_converters.hand_pose import future_steps
 from cotrain_converters.human_caption import (
     HumanVideoOptions,
@@ -131,11 +131,8 @@ def load_segments(video: Path, frames: int | None) -> list[tuple[int, int, str]]
     if not path.is_file():
         return []
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in iter_jsonl(path):
         try:
-            row = json.loads(line)
             start, end, text = int(row["start_frame"]), int(row["end_frame"]), str(row["text"]).strip()
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(path, f"line {n}: expected {{\"start_frame\", \"end_frame\", \"text\"}} "

@@ -224,7 +224,7 @@ def test_agibot_task_info(robot: Path, tmp_path: Path) -> None:
     ('{"episode": "episode_0", "start": 0.5, "end": 3, "text": "a"}',
      "line 2: 'start' and 'end' must be integer frames"),
     ('{"episode": "episode_0", "text": "a"}', "line 2: needs 'start'/'end' (frames) or 'start_s'/'end_s' (seconds)"),
-    ("{not json", "bad.jsonl: line 2: not valid JSON"),
+    ("{not json", "bad.jsonl: line 2: invalid JSON"),
 ])
 def test_malformed_jsonl_names_line(robot: Path, tmp_path: Path, line: str, fragment: str) -> None:
     path = tmp_path / "bad.jsonl"
