@@ -32,7 +32,7 @@ from cotrain.inspect import stat_rows, summarise
 from cotrain.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, load_manifest
 from cotrain.preview import choose_samples, render_preview
 from cotrain.shards import ShardWriter, encode_json, encode_npy, index_shard, iter_samples
-from cotrain.validate import Problem, validate
+from cotrain.validate import validate
 from tests.fixtures.aloha import scene, write_aloha
 
 ROOT = Path(__file__).resolve().parents[1]
