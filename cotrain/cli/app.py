@@ -12,6 +12,7 @@ from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
 from cotrain.cli.mix_cmd import mix_app
 from cotrain.cli.tokenizer_cmd import tokenizer_app
+from cotrain.cli.train_cmd import eval_cmd, train_cmd
 from cotrain.errors import CotrainError
 
 app = typer.Typer(
@@ -28,6 +29,8 @@ app.add_typer(mix_app, name="mix")
 app.command("inspect")(inspect_cmd)
 app.command("validate")(validate_cmd)
 app.command("preview")(preview_cmd)
+app.command("train")(train_cmd)
+app.command("eval")(eval_cmd)
 
 
 def main() -> None:

@@ -1,0 +1,10 @@
+"""Training: `train(TrainConfig) -> TrainResult` with checkpoints, metrics, DDP and FSDP2.
+
+Modules: config.py (TrainConfig), compat.py (preset vs mixture checks), setup.py (building a run),
+loop.py (the loop), checkpoint.py (atomic safetensors checkpoints), optim.py (AdamW + schedule),
+metrics.py (JSONL + TensorBoard), parallel.py (FSDP2 wrapping).
+"""
+
+from cotrain.train.config import TrainConfig, make_train_config
+
+__all__ = ["TrainConfig", "make_train_config"]

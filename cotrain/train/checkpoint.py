@@ -1,0 +1,187 @@
+"""Atomic checkpoints: model and optimizer as safetensors, everything else as JSON. No pickle.
+
+Layout of `RUN/checkpoints/step_00001000/`:
+
+    model.safetensors              full (unsharded) weights, names as in VLA.state_dict()
+    optimizer.safetensors          AdamW moments/steps, keys "<param name>::<exp_avg|exp_avg_sq|step>"
+    optimizer.json                 param groups (hyper-parameters and parameter names)
+    trainer_state.json             step, world size, global batch
+    loader_rank<r>.json            each rank's MixtureLoader.state_dict()
+    rng_rank<r>.safetensors        each rank's torch RNG state (CPU, and CUDA when used)
+    model_config.json train_config.json norm_stats.json tokenizer.json   copied from the run
+
+Ranks write into `.tmp_step_...`; after a barrier rank 0 renames it to its final name (one atomic
+`rename`), then rewrites `LATEST` atomically and prunes old checkpoints. A run killed at any
+moment leaves either the previous checkpoint or the new one, never a partial one under a final name.
+Model and optimizer state go through torch.distributed.checkpoint's state-dict API with
+`full_state_dict`, so DDP, FSDP2 and single-process runs write the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cotrain.atomic import write_text_atomic
+from cotrain.dist import DistInfo
+from cotrain.errors import ConfigError
+
+__all__ = ["latest_checkpoint", "load_checkpoint", "load_model_weights", "save_checkpoint"]
+
+CHECKPOINTS = "checkpoints"
+LATEST = "LATEST"
+ASSETS = ("model_config.json", "train_config.json", "norm_stats.json", "tokenizer.json")
+
+
+def _options(**kw: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.is_distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step_{step:08d}"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint named by LATEST (or, if that file is gone, the highest complete step directory)."""
+    root = Path(run_dir) / CHECKPOINTS
+    latest = root / LATEST
+    if latest.is_file():
+        path = root / json.loads(latest.read_text(encoding="utf-8"))["dir"]
+        if path.is_dir():
+            return path
+    steps = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
+    return steps[-1] if steps else None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _optimizer_files(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+    tensors = {f"{name}::{key}": torch.as_tensor(value) for name, st in osd.get("state", {}).items()
+               for key, value in st.items()}
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd.get("param_groups", [])]
+    return tensors, {"param_groups": groups}
+
+
+def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    loader_state: dict[str, Any], info: DistInfo, keep: int, extra: dict[str, Any]) -> Path:
+    """Write the checkpoint of `step` (all ranks call this; `model` is the unwrapped module)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    final, tmp = step_dir(run_dir, step), run_dir / CHECKPOINTS / f".tmp_step_{step:08d}"
+    if info.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(info)
+    write_text_atomic(tmp / f"loader_rank{info.rank}.json", json.dumps(loader_state, sort_keys=True))
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    _save_tensors(tmp / f"rng_rank{info.rank}.safetensors", rng)
+    weights = get_model_state_dict(model, options=_options(cpu_offload=True))  # collective under FSDP
+    opt_tensors, opt_meta = _optimizer_files(model, optimizer)
+    if info.is_main:
+        _save_tensors(tmp / "model.safetensors", weights, {"format": "pt", "step": str(step)})
+        _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+        write_text_atomic(tmp / "optimizer.json", json.dumps(opt_meta, sort_keys=True))
+        state = {"step": step, "world_size": info.world_size, **extra}
+        write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=1, sort_keys=True))
+        for name in ASSETS:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, tmp / name)
+    _barrier(info)
+    if info.is_main:
+        _commit(run_dir, tmp, final, keep)
+    _barrier(info)
+    return final
+
+
+def _commit(run_dir: Path, tmp: Path, final: Path, keep: int) -> None:
+    _fsync_dir(tmp)
+    if final.exists():  # the same step saved again (e.g. a resumed run that ends where it resumed)
+        trash = final.with_name(final.name + ".old")
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(final, trash)
+        shutil.rmtree(trash)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    write_text_atomic(final.parent / LATEST, json.dumps({"dir": final.name}) + "\n")
+    done = sorted(p for p in final.parent.glob("step_*") if p.is_dir() and not p.name.endswith(".old"))
+    for old in done[: max(0, len(done) - keep)]:
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+    """Load `path/model.safetensors` into `model` (strict; every rank reads the full file)."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    file = path / "model.safetensors"
+    if not file.is_file():
+        raise ConfigError(f"{path}: no model.safetensors (not a cotrain checkpoint?)")
+    result = set_model_state_dict(model, load_file(str(file)), options=_options(strict=False))
+    missing = [k for k in result.missing_keys if "rotary" not in k]
+    if missing or result.unexpected_keys:
+        bad = (missing or result.unexpected_keys)[0]
+        raise ConfigError(f"{file}: weights do not match the model ({'missing' if missing else 'unexpected'} "
+                          f"{bad!r}); was it trained with another preset, LoRA rank or size?")
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    info: DistInfo) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's RNG; returns trainer state + this rank's loader state."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    load_model_weights(path, model)
+    tensors = load_file(str(path / "optimizer.safetensors"))
+    meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, stat = key.rsplit("::", 1)
+        state.setdefault(name, {})[stat] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=_options())
+    rng_file = path / f"rng_rank{info.rank}.safetensors"
+    if rng_file.is_file():
+        rng = load_file(str(rng_file))
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+    trainer = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    loader_file = path / f"loader_rank{info.rank}.json"
+    if not loader_file.is_file():  # a different world size: every rank's plan position is the same
+        loader_file = path / "loader_rank0.json"
+    trainer["loader"] = json.loads(loader_file.read_text(encoding="utf-8"))
+    return trainer

@@ -1,0 +1,93 @@
+"""TrainConfig: everything a run needs, frozen and validated; stored in the run directory.
+
+The CLI builds one from flags (`cotrain train MIX.yaml --model tiny --steps 100 --out runs/x`); tests
+build one directly and call `train(cfg)`. On `--resume` the stored config must match the new one
+except for the fields in `RESUMABLE_CHANGES` (logging, workers, checkpoint cadence).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cotrain.errors import ConfigError
+
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
+
+RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_checkpoints", "log_every", "tensorboard",
+                               "progress", "out"})
+
+
+class TrainConfig(BaseModel):
+    """A training run (see module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mixture: str = Field(..., description="Mixture YAML.")
+    model: str = Field("tiny", description="Model preset: tiny, small, paligemma, paligemma2.")
+    steps: int = Field(..., ge=1, description="Optimiser steps of the whole run.")
+    out: str = Field(..., description="Run directory.")
+    resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.")
+    init_from: str | None = Field(None, description="Local Hugging Face PaliGemma checkpoint directory.")
+    freeze: Literal["none", "vision", "backbone"] = "none"
+    lora_rank: int = Field(0, ge=0)
+    knowledge_insulation: bool = False
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step (splits the rank's batch).")
+    fsdp: bool = Field(False, description="FSDP2 (per-layer sharding) instead of DDP when distributed.")
+    activation_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(1e-10, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    clip_grad: float = Field(1.0, gt=0)
+    seed: int | None = Field(None, description="Default: the mixture's seed.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    save_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    tensorboard: bool = True
+    progress: bool = True
+    peak_tflops: float | None = Field(None, gt=0, description="Accelerator peak for MFU (default: known GPUs).")
+    horizon: int | None = Field(None, ge=1)
+    action_dim: int | None = Field(None, ge=1)
+    state_dim: int | None = Field(None, ge=1)
+    max_text_tokens: int | None = Field(None, ge=4)
+    action_vocab_size: int | None = Field(None, ge=0)
+    flow_steps: int | None = Field(None, ge=1)
+    flow_loss_weight: float | None = Field(None, ge=0)
+    text_loss_weight: float | None = Field(None, ge=0)
+    action_token_loss_weight: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        if self.lora_rank and self.freeze == "vision":
+            raise ValueError("--lora-rank already freezes the vision tower and the backbone's base weights; "
+                             "drop --freeze vision")
+        if self.fsdp and self.lora_rank:
+            raise ValueError("--fsdp with --lora-rank is not supported; LoRA runs fit with DDP")
+        return self
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Fields that override the preset's ModelConfig (None: keep the preset's)."""
+        names = ("horizon", "action_dim", "state_dim", "max_text_tokens", "action_vocab_size", "flow_steps",
+                 "flow_loss_weight", "text_loss_weight", "action_token_loss_weight")
+        out = {n: getattr(self, n) for n in names}
+        out.update(freeze=self.freeze, lora_rank=self.lora_rank, knowledge_insulation=self.knowledge_insulation,
+                   activation_checkpointing=self.activation_checkpointing)
+        return out
+
+
+def make_train_config(**fields: Any) -> TrainConfig:
+    """TrainConfig from keyword fields, pydantic errors turned into one-line ConfigErrors."""
+    try:
+        return TrainConfig(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"train config: {where + ': ' if where else ''}{msg}") from None

@@ -1,0 +1,207 @@
+"""`train(cfg) -> TrainResult`: the training loop (single process, DDP or FSDP2 under torchrun).
+
+Each optimiser step takes one global batch from the mixture loader (this rank's slice), tokenises
+its text, splits it into `grad_accum` micro-batches and accumulates per-sample losses (losses.py).
+Flow noise and times for step s are drawn for the whole global batch from a generator seeded by
+(seed, s) and each rank takes its rows, so a sample's noise does not depend on the number of
+ranks or micro-batches, and a resumed run draws exactly what the uninterrupted run drew. On CPU
+`torch.use_deterministic_algorithms(True)` is on for the run, which makes the loss sequence of a
+killed-and-resumed run equal, float for float, to the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cotrain import keys
+from cotrain.errors import CotrainError
+from cotrain.model.flow_matching import sample_time
+from cotrain.model.inputs import ModelInputs, build_inputs
+from cotrain.model.losses import TERMS, combine_losses
+from cotrain.train.checkpoint import save_checkpoint
+from cotrain.train.config import TrainConfig
+from cotrain.train.metrics import MetricsLogger, flops_per_step, peak_tflops, summarise_step
+from cotrain.train.setup import Run, prepare_run
+
+log = logging.getLogger(__name__)
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a run did (rank 0 holds the metric rows; other ranks an empty list)."""
+
+    run_dir: Path
+    start_step: int
+    end_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+    parameters: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) the run described by `cfg`; every rank calls this under torchrun."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    run = prepare_run(cfg)
+    try:
+        if run.device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        return _loop(run)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        if run.info.is_distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _noise(run: Run, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of the global batch's noise [B, H, Da] and times [B] for `step`."""
+    global_b = run.mixture.spec.batch_size
+    seed = int(np.random.SeedSequence([run.seed, step, 0xF10]).generate_state(1, dtype=np.uint64)[0])
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((global_b, *shape[1:]), generator=gen)
+    t = sample_time(global_b, gen, *run.model_cfg.time_beta)
+    rows = slice(run.info.rank * shape[0], (run.info.rank + 1) * shape[0])
+    return noise[rows], t[rows]
+
+
+def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
+    """Skip the gradient all-reduce on all but the last micro-batch."""
+    if last or not run.info.is_distributed or run.cfg.fsdp:  # FSDP2: set_requires_gradient_sync in _step
+        return contextlib.nullcontext()
+    return run.wrapped.no_sync()  # type: ignore[operator]
+
+
+def _sample_rows(terms: dict[str, torch.Tensor], batch: dict[str, Any], rows: slice, inputs: ModelInputs,
+                 image_tokens: int) -> torch.Tensor:
+    """[b, 10] per-sample facts for metrics (see metrics.summarise_step) plus the sample's valid tokens."""
+    modality = torch.tensor([keys.MODALITIES.index(m) if m in keys.MODALITIES else -1
+                             for m in batch["modality"][rows]], dtype=torch.float32)
+    cols = [batch["source"][rows].float(), modality]
+    for name in TERMS:
+        cols += [terms[name].detach().float().cpu(), terms[f"{name}_count"].detach().float().cpu()]
+    cols.append(batch["loss_weight"][rows].float())
+    suffix = inputs.actions.shape[1] + inputs.state_valid.float()
+    cols.append(inputs.text_valid.sum(1).float() + inputs.camera_mask.sum(1).float() * image_tokens + suffix)
+    return torch.stack(cols, dim=1)
+
+
+def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
+          weights: dict[str, float]) -> tuple[torch.Tensor, float, float]:
+    cfg, k_total = run.cfg, run.cfg.grad_accum
+    b = inputs.batch_size
+    micro = b // k_total
+    lr = run.schedule.apply(run.optimizer, step)
+    noise, t = _noise(run, step, tuple(inputs.actions.shape))
+    amp = torch.autocast("cuda", dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+    rows = []
+    for k in range(k_total):
+        sl = slice(k * micro, (k + 1) * micro)
+        sub = inputs.select(sl).to(run.device)
+        if cfg.fsdp and run.info.is_distributed:
+            run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]
+        with _sync(run, k == k_total - 1), amp:
+            terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
+            loss = combine_losses(terms, batch["loss_weight"][sl].to(run.device), weights, b)
+        loss.backward()
+        rows.append(_sample_rows(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return torch.cat(rows), float(norm), lr
+
+
+def _gather(run: Run, rows: torch.Tensor) -> torch.Tensor:
+    if not run.info.is_distributed:
+        return rows
+    import torch.distributed as dist
+
+    local = rows.to(run.device)
+    out = [torch.empty_like(local) for _ in range(run.info.world_size)]
+    dist.all_gather(out, local)
+    return torch.cat(out).cpu()
+
+
+def _row(run: Run, step: int, rows: torch.Tensor, weights: dict[str, float], timing: dict[str, float],
+         inputs: ModelInputs) -> dict[str, Any]:
+    summary = summarise_step(rows[:, :9], weights, run.mixture.names, list(keys.MODALITIES))
+    dt = timing["step"]
+    global_b = run.mixture.spec.batch_size
+    cams = int(inputs.camera_mask.sum()) * run.info.world_size
+    tokens = float(rows[:, 9].sum())
+    row = {"step": step, **summary, "lr": timing["lr"], "grad_norm": timing["grad_norm"], "step_time_s": dt,
+           "samples_per_s": global_b / dt, "tokens_per_s": tokens / dt, "data_wait": timing["data"] / dt,
+           "truncated": int(timing["truncated"])}
+    peak = peak_tflops(run.cfg.peak_tflops) if run.device.type == "cuda" else None
+    if peak:
+        prefix = run.model.image_tokens * inputs.camera_mask.shape[1] + inputs.text_ids.shape[1]
+        flops = flops_per_step(run.model, cams, prefix, int(inputs.actions.shape[1]) + 1, global_b)
+        row["mfu"] = flops / dt / (peak * 1e12 * run.info.world_size)
+    return row
+
+
+def _progress(run: Run) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                        TimeRemainingColumn(), disable=not (run.cfg.progress and run.info.is_main))
+    progress.start()
+    return progress
+
+
+def _loop(run: Run) -> TrainResult:
+    cfg, mc = run.cfg, run.model_cfg
+    weights = {"flow": mc.flow_loss_weight, "text": mc.text_loss_weight, "action_tokens": mc.action_token_loss_weight}
+    logger = MetricsLogger(run.run_dir, run.start_step, enabled=run.info.is_main, tensorboard=cfg.tensorboard)
+    result = TrainResult(run.run_dir, run.start_step, run.start_step,
+                         parameters={"total": sum(p.numel() for p in run.model.parameters()),
+                                     "trainable": sum(p.numel() for p in run.model.parameters() if p.requires_grad)},
+                         rank=run.info.rank)
+    progress = _progress(run)
+    task = progress.add_task("", total=cfg.steps, completed=run.start_step)
+    step, batches = run.start_step, iter(run.loader)
+    run.wrapped.train()
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            inputs, truncated = build_inputs(batch, run.layout)
+            t_data = time.perf_counter() - t0
+            rows, grad_norm, lr = _step(run, inputs, batch, step, weights)
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
+            timing = {"step": time.perf_counter() - t0, "data": t_data, "lr": lr, "grad_norm": grad_norm,
+                      "truncated": truncated}
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                row = _row(run, step, _gather(run, rows), weights, timing, inputs)
+                if not math.isfinite(row["loss"]):
+                    raise CotrainError(f"loss is {row['loss']} at step {step} (flow {row['flow']}, text "
+                                       f"{row['text']}, action tokens {row['action_tokens']}); lower --lr?")
+                logger.log(row)
+                if run.info.is_main:
+                    result.history.append(row)
+                progress.update(task, description=f"loss {row['loss']:.4f}")
+            step += 1
+            progress.update(task, completed=step)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                result.last_checkpoint = save_checkpoint(run.run_dir, step, run.model, run.optimizer,
+                                                         run.loader.state_dict(), run.info, cfg.keep_checkpoints,
+                                                         {"global_batch": run.mixture.spec.batch_size})
+            result.end_step = step
+    finally:
+        progress.stop()
+        logger.close()
+    return result

@@ -1,0 +1,128 @@
+"""Training metrics: per-step rows gathered over ranks, written as JSONL and TensorBoard scalars.
+
+A row (rank 0 writes `RUN/metrics.jsonl`, one JSON object per logged step):
+`step`, `loss` (the optimised objective: mean over the global batch of loss_weight x weighted terms),
+`flow`, `text`, `action_tokens` (each the mean over the samples that have that term),
+`loss_source` / `loss_modality` (mean per-sample loss, unweighted by loss_weight, per source and
+modality present in the step), `proportions` (realised share of each source in the global batch),
+`lr`, `grad_norm`, `step_time_s`, `samples_per_s`, `tokens_per_s`, `data_wait` (fraction of the step
+spent waiting for the loader and tokenising), `truncated` (samples whose text was cut) and, on GPU,
+`mfu` (model FLOPs utilisation, an estimate: 6 x parameters x tokens for each stream plus attention).
+On resume, rows at or after the restored step are dropped first, so the file reads as one run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cotrain.model.losses import TERMS
+
+__all__ = ["MetricsLogger", "PEAK_TFLOPS", "flops_per_step", "peak_tflops", "summarise_step"]
+
+METRICS_FILE = "metrics.jsonl"
+# Dense bf16 peak (no sparsity) by device-name fragment, for the MFU estimate.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0, "A10G": 125.0,
+               "4090": 165.0, "3090": 71.0}
+
+
+def peak_tflops(override: float | None) -> float | None:
+    if override is not None:
+        return override
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def summarise_step(rows: torch.Tensor, weights: dict[str, float], source_names: list[str],
+                   modality_names: list[str]) -> dict[str, Any]:
+    """Aggregate per-sample rows [N, 9] (source, modality, flow, n, text, n, action_tokens, n, loss_weight)."""
+    source, modality = rows[:, 0].long(), rows[:, 1].long()
+    terms = {name: rows[:, 2 + 2 * i] for i, name in enumerate(TERMS)}
+    counts = {name: rows[:, 3 + 2 * i] for i, name in enumerate(TERMS)}
+    per_sample = sum(weights[name] * terms[name] for name in TERMS)
+    out: dict[str, Any] = {"loss": float((rows[:, 8] * per_sample).mean())}
+    for name in TERMS:
+        has = counts[name] > 0
+        out[name] = float(terms[name][has].mean()) if bool(has.any()) else None
+    out["loss_source"] = {n: float(per_sample[source == i].mean()) for i, n in enumerate(source_names)
+                          if bool((source == i).any())}
+    out["loss_modality"] = {n: float(per_sample[modality == i].mean()) for i, n in enumerate(modality_names)
+                            if bool((modality == i).any())}
+    out["proportions"] = {n: float((source == i).float().mean()) for i, n in enumerate(source_names)}
+    return out
+
+
+def flops_per_step(model: torch.nn.Module, images: int, prefix_tokens: int, suffix_tokens: int, batch: int) -> float:
+    """Training FLOPs of one step: 6 x params x tokens per stream, plus 12 x layers x width x seq^2 attention."""
+    vision = sum(p.numel() for p in model.vision_tower.parameters()) + sum(p.numel() for p in model.projector.parameters())
+    backbone = sum(p.numel() for b in model.blocks for p in b.backbone.parameters())
+    expert = sum(p.numel() for b in model.blocks for p in b.expert.parameters())
+    attn = model.blocks[0].backbone.self_attn
+    width = attn.q_proj.out_features if hasattr(attn.q_proj, "out_features") else attn.head_dim
+    seq = prefix_tokens + suffix_tokens
+    dense = 6.0 * (vision * images * model.image_tokens + backbone * prefix_tokens * batch
+                   + expert * suffix_tokens * batch)
+    return dense + 12.0 * len(model.blocks) * width * seq * seq * batch
+
+
+class MetricsLogger:
+    """JSONL (+ TensorBoard) writer of rank 0; other ranks get a logger that writes nothing."""
+
+    def __init__(self, run_dir: Path, start_step: int, *, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / METRICS_FILE
+        self._writer: Any = None
+        if not enabled:
+            return
+        if self.path.is_file():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] < start_step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._fh.write(json.dumps(_clean(row), sort_keys=True, allow_nan=False) + "\n")
+        self._fh.flush()
+        if self._writer is not None:
+            for key, value in _flatten(row):
+                self._writer.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self._fh.close()
+            if self._writer is not None:
+                self._writer.close()
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    for key, value in row.items():
+        if key == "step":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flatten(value, name + "/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out.append((name, float(value)))
+    return out

@@ -1,0 +1,171 @@
+"""Everything before the first step: device, mixture, model, wrapping, optimizer, loader, run directory.
+
+Fails before any training with a one-line ConfigError on a bad configuration (via compat.py) or on
+a run directory that already holds a different run. Resuming restores the model, optimizer, RNG
+and loader position from the latest checkpoint; the model is rebuilt from the run's stored
+`model_config.json` and `tokenizer.json`, not from the preset, so a resumed run is the same network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cotrain.dist import DistInfo, init_process_group
+from cotrain.errors import ConfigError
+from cotrain.mix.loader import MixtureLoader
+from cotrain.mix.resolve import Mixture, load_mixture
+from cotrain.model.config import ModelConfig
+from cotrain.model.factory import build_vla, load_tokenizer_for
+from cotrain.model.text import TextLayout, TextTokenizer
+from cotrain.model.vla import VLA
+from cotrain.train.checkpoint import latest_checkpoint, load_checkpoint
+from cotrain.train.compat import collator_for, norm_stats_record, resolve_model_config, write_json
+from cotrain.train.config import RESUMABLE_CHANGES, TrainConfig
+from cotrain.train.optim import CosineSchedule, build_optimizer
+
+log = logging.getLogger(__name__)
+__all__ = ["Run", "prepare_run"]
+
+
+@dataclass
+class Run:
+    """A prepared run: what the loop needs, nothing else."""
+
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    seed: int
+    mixture: Mixture
+    model_cfg: ModelConfig
+    layout: TextLayout
+    model: VLA
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: CosineSchedule
+    loader: MixtureLoader
+    run_dir: Path
+    start_step: int
+
+
+def _device(cfg: TrainConfig, info: DistInfo) -> tuple[torch.device, torch.dtype | None]:
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("--device cuda: no CUDA device is visible")
+    device = torch.device(f"cuda:{info.local_rank}") if cfg.device != "cpu" and cuda else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.precision == "bf16" and device.type != "cuda":
+        raise ConfigError("--precision bf16 needs a GPU (bf16 autocast is GPU-only; CPU runs in fp32)")
+    amp = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else None
+    return device, amp
+
+
+def _check_batch(cfg: TrainConfig, mixture: Mixture, info: DistInfo) -> None:
+    b = mixture.spec.batch_size
+    if b % info.world_size:
+        raise ConfigError(f"{mixture.path}: batch_size {b} does not divide over {info.world_size} ranks")
+    per_rank = b // info.world_size
+    if per_rank % cfg.grad_accum:
+        raise ConfigError(f"--grad-accum {cfg.grad_accum} does not divide the per-rank batch of {per_rank} "
+                          f"(batch_size {b} / {info.world_size} ranks)")
+
+
+def _stored_run(cfg: TrainConfig, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, after checking the run directory against `cfg`."""
+    stored = run_dir / "train_config.json"
+    if not stored.is_file():
+        if cfg.resume:
+            log.info("no run in %s yet; starting from step 0", run_dir)
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"--out {run_dir}: directory exists and is not empty; choose a new --out")
+        return None
+    if not cfg.resume:
+        raise ConfigError(f"--out {run_dir} already holds a run; pass --resume to continue it or choose a new --out")
+    old = json.loads(stored.read_text(encoding="utf-8"))
+    new = cfg.model_dump(mode="json")
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            raise ConfigError(f"--resume: {key} was {old.get(key)!r} in {stored}, now {new.get(key)!r}; exact "
+                              f"resume needs the same configuration")
+    return latest_checkpoint(run_dir)
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.is_distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, amp: torch.dtype | None) -> Any:
+    if not info.is_distributed:
+        if cfg.fsdp:
+            raise ConfigError("--fsdp needs a distributed launch (torchrun --nproc-per-node K -m cotrain train ...)")
+        return model
+    if cfg.fsdp:
+        from cotrain.train.parallel import apply_fsdp
+
+        return apply_fsdp(model, amp)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=False, broadcast_buffers=False)
+
+
+def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
+                         resuming: bool) -> tuple[ModelConfig, TextTokenizer]:
+    if resuming:
+        model_cfg = ModelConfig.model_validate_json((run_dir / "model_config.json").read_text(encoding="utf-8"))
+        return model_cfg, TextTokenizer.load(run_dir / "tokenizer.json")
+    model_cfg = resolve_model_config(cfg, mixture)
+    return model_cfg, load_tokenizer_for(model_cfg, cfg.init_from)
+
+
+def prepare_run(cfg: TrainConfig) -> Run:
+    """Set up a run (see module docstring); every rank calls this."""
+    info = init_process_group()
+    device, amp = _device(cfg, info)
+    mixture = load_mixture(cfg.mixture)
+    _check_batch(cfg, mixture, info)
+    run_dir = Path(cfg.out)
+    resume_from = _stored_run(cfg, run_dir)
+    resuming = (run_dir / "model_config.json").is_file() and cfg.resume
+    _barrier(info)  # every rank has looked at the run directory before rank 0 writes into it
+    if resuming:
+        resolve_model_config(cfg, mixture)  # the mixture must still fit the model
+    model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming)
+    seed = mixture.spec.seed if cfg.seed is None else cfg.seed
+    init = cfg.init_from if model_cfg.backbone_config is None else None
+    model, model_cfg = build_vla(model_cfg, seed=seed, tokenizer=tokenizer, init_from=init)
+    model.to(device)
+    wrapped = _wrap(model, cfg, info, device, amp)
+    optimizer = build_optimizer(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                weight_decay=cfg.weight_decay)
+    loader = MixtureLoader(mixture, rank=info.rank, world_size=info.world_size, num_workers=cfg.num_workers,
+                           end_step=cfg.steps, collator=collator_for(model_cfg))
+    if info.is_main and not resuming:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "model_config.json", model_cfg.model_dump(mode="json"))
+        write_json(run_dir / "norm_stats.json", norm_stats_record(mixture))
+        tokenizer.save(run_dir)
+        write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
+    _barrier(info)
+    start = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, info)
+        loader.load_state_dict(state["loader"])
+        start = int(state["step"])
+        log.info("resumed %s at step %d", resume_from, start)
+    lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+    layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
+                        model_cfg.max_text_tokens)
+    schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    return Run(cfg, info, device, amp, seed, mixture, model_cfg, layout, model, wrapped, optimizer, schedule,
+               loader, run_dir, start)

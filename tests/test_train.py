@@ -1,0 +1,143 @@
+"""The trainer on CPU with the tiny preset over real mixture shards: run layout, resume, bad configs, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cotrain import keys
+from cotrain.errors import ConfigError
+from cotrain.train.config import TrainConfig
+from cotrain.train.loop import train
+from tests.conftest import ROOT, run_cli
+from tests.fixtures.cotrain_data import write_dataset
+
+FAST = {"progress": False, "tensorboard": False, "warmup_steps": 2, "lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("traindata")
+    write_dataset(root / "robot", samples=40, state_dim=4, action_dim=3, horizon=4, cameras=("front", "wrist"))
+    write_dataset(root / "other", samples=24, state_dim=2, action_dim=2, horizon=3, tag=2, embodiment="arm2")
+    write_dataset(root / "vl", samples=24, modality=keys.VISION_LANGUAGE, cameras=("image",))
+    return root
+
+
+def write_mix(root: Path, name: str = "mix.yaml", **overrides: object) -> Path:
+    doc: dict[str, object] = {
+        "name": "train-test", "seed": 3, "batch_size": 8, "image_size": 32,
+        "sources": {"robot": {"path": "robot"}, "other": {"path": "other"}, "vl": {"path": "vl", "loss_weight": 0.5}},
+        "phases": [{"name": "a", "steps": 100, "weights": {"robot": 0.5, "other": 0.25, "vl": 0.25}}],
+    }
+    doc.update(overrides)
+    path = root / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def config(data: Path, out: Path, **fields: object) -> TrainConfig:
+    return TrainConfig(**{"mixture": str(write_mix(data)), "model": "tiny", "steps": 6, "out": str(out),
+                          "save_every": 3, **FAST, **fields})
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_checkpoints_and_metrics(data: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    result = train(config(data, tmp_path / "run", keep_checkpoints=1, tensorboard=True))
+    run = tmp_path / "run"
+    assert (result.start_step, result.end_step) == (0, 6) and result.parameters["total"] < 5_000_000
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_00000006"]  # keep_checkpoints=1 pruned step 3
+    assert json.loads((run / "checkpoints" / "LATEST").read_text()) == {"dir": "step_00000006"}
+    ckpt = run / "checkpoints" / "step_00000006"
+    for name in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "trainer_state.json",
+                 "loader_rank0.json", "rng_rank0.safetensors", "norm_stats.json", "tokenizer.json",
+                 "model_config.json", "train_config.json"):
+        assert (ckpt / name).is_file(), name
+    assert not list((run / "checkpoints").glob(".tmp*"))
+    weights = load_file(str(ckpt / "model.safetensors"))
+    assert "blocks.0.expert.self_attn.q_proj.weight" in weights and "action_out_proj.weight" in weights
+    opt = load_file(str(ckpt / "optimizer.safetensors"))
+    assert opt["action_out_proj.weight::exp_avg"].shape == weights["action_out_proj.weight"].shape
+    assert float(opt["action_out_proj.weight::step"]) == 6.0
+    assert json.loads((ckpt / "loader_rank0.json").read_text())["step"] == 6
+    stats = json.loads((run / "norm_stats.json").read_text())
+    assert stats["sources"]["robot"]["embodiment"] == "bot" and stats["normalization"] == "quantile"
+    assert stats["sources"]["vl"]["actions"] is None
+    logged = rows(run)
+    assert [r["step"] for r in logged] == list(range(6)) and logged == result.history
+    first = logged[0]
+    assert sum(first["proportions"].values()) == pytest.approx(1.0)
+    assert set(first["loss_source"]) <= {"robot", "other", "vl"} and first["flow"] > 0 and first["text"] > 0
+    assert first["loss_modality"].keys() <= {"robot", "vision_language"} and "mfu" not in first  # CPU: no MFU
+    assert 0 <= first["data_wait"] < 1 and first["samples_per_s"] > 0 and first["lr"] == pytest.approx(5e-4)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_after_kill_equals_uninterrupted(data: Path, tmp_path: Path) -> None:
+    mix = write_mix(data)
+    common = [str(mix), "--model", "tiny", "--steps", "24", "--save-every", "4", "--warmup-steps", "2",
+              "--lr", "1e-3", "--set", "progress=false", "--set", "tensorboard=false"]
+    whole = run_cli("train", *common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "cotrain", "train", *common, "--out", str(killed)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step_00000008").is_dir() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert len(rows(killed)) < 24
+    resumed = run_cli("train", *common, "--out", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = rows(tmp_path / "whole"), rows(killed)
+    assert [r["step"] for r in b] == list(range(24))
+    for key in ("loss", "flow", "text", "grad_norm", "lr", "proportions", "loss_source"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+
+
+def test_grad_accum_gives_the_same_steps(data: Path, tmp_path: Path) -> None:
+    one = train(config(data, tmp_path / "one", steps=3))
+    two = train(config(data, tmp_path / "two", steps=3, grad_accum=2))
+    for r1, r2 in zip(one.history, two.history):
+        assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+        assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
+
+
+def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> None:
+    def err(**fields: object) -> str:
+        with pytest.raises(ConfigError) as info:
+            train(config(data, tmp_path / "bad", **fields))
+        assert not (tmp_path / "bad").exists()
+        return str(info.value)
+
+    assert "unknown model preset 'tinyy' (did you mean 'tiny'?)" in err(model="tinyy")
+    assert "source 'robot' (robot): 3 action dims do not fit the model's 2" in err(action_dim=2)
+    assert "source 'vl' (vision_language): contributes no loss (text loss weight is 0)" in err(text_loss_weight=0)
+    assert "--grad-accum 3 does not divide the per-rank batch of 8" in err(grad_accum=3)
+    assert "--precision bf16 needs a GPU" in err(precision="bf16")
+    assert "preset 'paligemma' loads pretrained weights: pass --init-from DIR" in err(model="paligemma")
+    train(config(data, tmp_path / "done", steps=1))
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(config(data, tmp_path / "done", steps=1))
+    with pytest.raises(ConfigError, match=r"--resume: lr was 0.001 in .*, now 0.002"):
+        train(config(data, tmp_path / "done", steps=1, resume=True, lr=2e-3))
+    cli = run_cli("train", str(write_mix(data)), "--model", "pali", "--steps", "1", "--out", str(tmp_path / "x"))
+    assert cli.returncode == 1
+    assert cli.stderr.strip().splitlines() == ["error: unknown model preset 'pali' (did you mean 'paligemma'?); "
+                                               "valid: paligemma, paligemma2, small, tiny"]
