@@ -1,0 +1,153 @@
+"""The gym-style tabletop environment and the deterministic episode samplers behind it.
+
+`TabletopEnv(embodiment).reset(seed=s, options={"split": ..., "index": k})` returns `(obs, info)`
+and `step(action)` returns `(obs, reward, terminated, truncated, info)`, as in Gymnasium; `obs` is
+`{"images": {"top": uint8 [H, W, 3]}, "state": float32 [D], "instruction": str}`. Reward is 1 on the
+step that completes the task (which also terminates the episode), else 0; `max_steps` truncates.
+
+Episodes are pure functions of (seed, split or role, index): every generator comes from
+`np.random.SeedSequence([seed, stream, index, attempt])`. Layouts the expert cannot solve with the
+embodiment in question (a neighbour in the push path, say) are redrawn with the next `attempt`, so
+every evaluation episode is solvable and the expert's success rate measures the benchmark, not luck.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cotrain.sim.embodiments import Embodiment, get_embodiment
+from cotrain.sim.expert import ExpertParams, expert_action
+from cotrain.sim.render import SHIFTS, Condition, Renderer, sample_condition
+from cotrain.sim.scene import (
+    EVAL_SPLITS,
+    ROLES,
+    UNSEEN_GROUPS,
+    Scene,
+    demo_tasks,
+    palette,
+    sample_scene,
+    sample_task,
+    unseen_tasks,
+)
+from cotrain.sim.world import World
+
+CAMERA = "top"
+DEFAULT_MAX_STEPS = 60
+_EVAL_STREAM = 1000  # eval streams never meet the demo streams (role index 0..3)
+_MAX_ATTEMPTS = 50
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything that fixes an episode: layout and task, rendering condition, and where it came from."""
+
+    scene: Scene
+    condition: Condition
+    split: str
+    group: str
+    seed: int
+    index: int
+
+
+def episode_rng(seed: int, stream: int, index: int, attempt: int = 0) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, index, attempt]))
+
+
+def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = ExpertParams(),
+             max_steps: int = DEFAULT_MAX_STEPS) -> int:
+    """Steps the expert needs to solve the scene with this embodiment (0: it cannot within max_steps)."""
+    world = World.start(scene, embodiment)
+    for step in range(1, max_steps + 1):
+        world.step(expert_action(world, params))
+        if world.success():
+            return step
+    return 0
+
+
+def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment,
+                        max_steps: int = DEFAULT_MAX_STEPS) -> tuple[EpisodeSpec, ExpertParams]:
+    """Demonstration `index` of a role (normal conditions), with the expert style that solves it."""
+    tasks, pal = demo_tasks(role), palette(role)
+    for attempt in range(_MAX_ATTEMPTS):
+        rng = episode_rng(seed, ROLES.index(role), index, attempt)
+        scene = sample_scene(sample_task(tasks, rng), rng, pal)
+        params = ExpertParams.sample(rng)
+        if solvable(scene, embodiment, params, max_steps):
+            return EpisodeSpec(scene, sample_condition("normal", rng), role, role, seed, index), params
+    raise RuntimeError(f"no solvable {role} episode {index} in {_MAX_ATTEMPTS} attempts")
+
+
+def sample_eval_episode(split: str, index: int, seed: int, embodiment: Embodiment,
+                        max_steps: int = DEFAULT_MAX_STEPS) -> EpisodeSpec:
+    """Evaluation episode `index` of a split: unseen cycles its groups, shifted splits cycle SHIFTS."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(EVAL_SPLITS)}")
+    groups = list(UNSEEN_GROUPS)
+    unseen = split.startswith("unseen")
+    group = groups[index % len(groups)] if unseen else "seen"
+    tasks = unseen_tasks(group) if unseen else demo_tasks("target")
+    shift = SHIFTS[(index // len(groups) if unseen else index) % len(SHIFTS)] if split.endswith("shift") else "normal"
+    for attempt in range(_MAX_ATTEMPTS):
+        rng = episode_rng(seed, _EVAL_STREAM + EVAL_SPLITS.index(split), index, attempt)
+        scene = sample_scene(sample_task(tasks, rng), rng, palette("target"))
+        if solvable(scene, embodiment, ExpertParams(), max_steps):
+            return EpisodeSpec(scene, sample_condition(shift, rng), split, group, seed, index)
+    raise RuntimeError(f"no solvable {split} episode {index} in {_MAX_ATTEMPTS} attempts")
+
+
+class TabletopEnv:
+    """Gym-style environment for one embodiment.
+
+    Args:
+        embodiment: `sim_arm` or `sim_gripper` (or `human_hand`, used to render human videos).
+        image_size: square image side in pixels (even, >= 32).
+        max_steps: steps before truncation.
+    """
+
+    def __init__(self, embodiment: str = "sim_arm", image_size: int = 64, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+        self.embodiment = get_embodiment(embodiment)
+        self.renderer = Renderer(image_size)
+        self.max_steps = max_steps
+        self.spec: EpisodeSpec | None = None
+        self.world: World | None = None
+
+    @property
+    def action_dim(self) -> int:
+        return self.embodiment.action_dim
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict]:
+        """Start an episode: `options["episode"]` (an EpisodeSpec), or evaluation episode
+        `options["index"]` (default 0) of `options["split"]` (default seen) drawn with `seed` (default 0)."""
+        options = options or {}
+        spec = options.get("episode")
+        if spec is None:
+            spec = sample_eval_episode(options.get("split", "seen"), int(options.get("index", 0)), int(seed or 0),
+                                       self.embodiment, self.max_steps)
+        self.spec = spec
+        self.world = World.start(spec.scene, self.embodiment)
+        return self._obs(), self._info(False)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:
+        if self.world is None:
+            raise RuntimeError("call reset() before step()")
+        self.world.step(action)
+        success = self.world.success()
+        truncated = not success and self.world.steps >= self.max_steps
+        return self._obs(), float(success), success, truncated, self._info(success)
+
+    def render(self) -> np.ndarray:
+        assert self.world is not None and self.spec is not None  # noqa: S101  (internal: after reset)
+        return self.renderer.render(self.world, self.spec.condition)
+
+    def _obs(self) -> dict[str, Any]:
+        assert self.world is not None and self.spec is not None  # noqa: S101
+        return {"images": {CAMERA: self.render()}, "state": self.world.state(),
+                "instruction": self.spec.scene.task.instruction}
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        assert self.world is not None and self.spec is not None  # noqa: S101
+        return {"success": success, "steps": self.world.steps, "split": self.spec.split, "group": self.spec.group,
+                "condition": self.spec.condition.name, "instruction": self.spec.scene.task.instruction}
