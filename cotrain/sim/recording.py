@@ -1,0 +1,68 @@
+"""Rolling the expert out into recorded demonstrations (frames, state, actions, instruction).
+
+Frame t holds the observation BEFORE action t, as LeRobot records (`observation.*` and `action` on
+the same row); an episode ends at the step that completes its task, so its last action is the one
+that succeeds. Human demonstrations also keep the effector position and gripper closure per frame,
+from which `egodex_writer` builds hand poses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cotrain.sim.embodiments import Embodiment
+from cotrain.sim.env import CAMERA, DEFAULT_MAX_STEPS, EpisodeSpec
+from cotrain.sim.expert import ExpertParams, expert_action
+from cotrain.sim.render import Renderer
+from cotrain.sim.world import World
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One demonstration.
+
+    Args:
+        spec: the episode it records.
+        images: camera name -> uint8 [T, H, W, 3].
+        state: float32 [T, state_dim].
+        action: float32 [T, action_dim].
+        effector: float64 [T, 3] effector position (x, y, height) at each frame.
+        closure: float64 [T] measured gripper closure at each frame.
+    """
+
+    spec: EpisodeSpec
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    action: np.ndarray
+    effector: np.ndarray
+    closure: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def instruction(self) -> str:
+        return self.spec.scene.task.instruction
+
+
+def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment, renderer: Renderer,
+                max_steps: int = DEFAULT_MAX_STEPS) -> Recording:
+    """Run the expert from the episode's start until success; a failure is a RuntimeError (the
+    samplers only hand out solvable episodes, so this means a bug)."""
+    world = World.start(spec.scene, embodiment)
+    frames, states, actions, effector, closure = [], [], [], [], []
+    for _ in range(max_steps):
+        frames.append(renderer.render(world, spec.condition))
+        states.append(world.state())
+        effector.append(world.ee.copy())
+        closure.append(world.closure)
+        action = expert_action(world, params)
+        actions.append(action)
+        world.step(action)
+        if world.success():
+            return Recording(spec, {CAMERA: np.stack(frames)}, np.stack(states), np.stack(actions),
+                             np.stack(effector), np.asarray(closure))
+    raise RuntimeError(f"the expert did not solve {spec.split} episode {spec.index} ({spec.scene.task.instruction})")
