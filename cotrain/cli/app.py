@@ -11,6 +11,7 @@ from cotrain.cli.annotate_cmd import annotate_cmd
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
 from cotrain.cli.mix_cmd import mix_app
+from cotrain.cli.sim_cmd import sim_app
 from cotrain.cli.tokenizer_cmd import tokenizer_app
 from cotrain.cli.train_cmd import eval_cmd, train_cmd
 from cotrain.errors import CotrainError
@@ -26,6 +27,7 @@ app.command("merge-manifests")(merge_manifests)
 app.command("annotate")(annotate_cmd)
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(mix_app, name="mix")
+app.add_typer(sim_app, name="sim")
 app.command("inspect")(inspect_cmd)
 app.command("validate")(validate_cmd)
 app.command("preview")(preview_cmd)

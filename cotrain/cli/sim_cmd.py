@@ -1,0 +1,113 @@
+"""`cotrain sim generate|eval|splits`: the simulated tabletop benchmark (see docs/sim.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cotrain.cli.output import print_json, print_table
+from cotrain.errors import ConfigError
+
+sim_app = typer.Typer(help="Simulated tabletop benchmark: generate a co-training corpus, evaluate policies.",
+                      no_args_is_help=True)
+
+
+@sim_app.command("generate")
+def generate_cmd(
+    out: Path = typer.Argument(..., help="Output folder for the raw corpus (source formats + corpus.json)."),
+    episodes: int = typer.Option(64, "--episodes", help="Demonstrations of the target robot."),
+    other_episodes: int = typer.Option(64, "--other-episodes", help="Demonstrations of the other robot."),
+    human_episodes: int = typer.Option(32, "--human-episodes", help="Human hand demonstrations."),
+    vl_images: int = typer.Option(256, "--vl-images", help="Rendered scenes with captions and questions."),
+    questions: int = typer.Option(3, "--questions", help="Question-answer rows per scene."),
+    image_size: int = typer.Option(64, "--image-size", help="Square image side in pixels (even, >= 32)."),
+    target: str = typer.Option("sim_arm", "--target", help="The evaluated robot: sim_arm or sim_gripper."),
+    seed: int = typer.Option(0, "--seed", help="Root seed of every episode and scene."),
+    convert_to: Optional[Path] = typer.Option(None, "--convert", help="Also convert every source into this folder."),
+    workers: int = typer.Option(1, "--workers", help="Conversion worker processes (with --convert)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing corpus (and conversions)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write demonstrations (LeRobot v3.0 per robot, EgoDex human video) and vision-language data."""
+    from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus
+
+    cfg = CorpusConfig(episodes=episodes, other_episodes=other_episodes, human_episodes=human_episodes,
+                       vl_images=vl_images, questions_per_image=questions, image_size=image_size, target=target,
+                       seed=seed)
+    report = generate_corpus(out, cfg, overwrite=overwrite)
+    if convert_to is not None:
+        report["converted"] = convert_corpus(out, convert_to, workers=workers, overwrite=overwrite)
+    if json_output:
+        print_json(report)
+        return
+    rows = [(s["name"], f"{s['converter']} <- {out / s['path']} ({s['role']})") for s in report["sources"]]
+    rows += [(f"converted {c['name']}", f"{c['samples']} samples -> {c['out']}") for c in report.get("converted", [])]
+    print_table(f"sim corpus ({report['seconds']} s)", rows)
+
+
+@sim_app.command("eval")
+def eval_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Trained run directory (omit with --policy)."),
+    policy: Optional[str] = typer.Option(None, "--policy", help="Baseline instead of a run: expert or random."),
+    episodes: int = typer.Option(50, "--episodes", help="Total episodes, spread round-robin over the splits."),
+    splits: str = typer.Option("seen,unseen,seen_shift,unseen_shift", "--splits", help="Comma-separated splits."),
+    embodiment: str = typer.Option("sim_arm", "--embodiment", help="Robot to drive: sim_arm or sim_gripper."),
+    replan_steps: int = typer.Option(8, "--replan-steps", help="Actions executed per chunk before replanning."),
+    image_size: int = typer.Option(64, "--image-size", help="Camera image side (as generated for training)."),
+    seed: int = typer.Option(0, "--seed", help="Evaluation seed (same seed: same episodes for every policy)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Closed-loop success rate per split (seen, unseen, seen_shift, unseen_shift) and unseen group."""
+    from cotrain.sim.evaluate import EvalConfig, evaluate_policy
+
+    cfg = EvalConfig(episodes=episodes, splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
+                     embodiment=embodiment, replan_steps=replan_steps, image_size=image_size, seed=seed)
+    factory, name = _policy(run_dir, policy, cfg)
+    result = evaluate_policy(factory, cfg, name=name)
+    if out is not None:
+        import json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+    print_json(result) if json_output else print_table(f"sim eval: {name} ({result['seconds']} s)", _rows(result))
+
+
+def _policy(run_dir: Path | None, policy: str | None, cfg: Any) -> tuple[Any, str]:  # noqa: ANN401
+    from cotrain.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy
+
+    if (run_dir is None) == (policy is None):
+        raise ConfigError("give either RUN_DIR (a trained run) or --policy expert|random, not both or neither")
+    if policy is not None:
+        if policy not in BASELINES:
+            raise ConfigError(f"--policy {policy!r}: choose from {', '.join(BASELINES)}")
+        return (expert_policy if policy == "expert" else random_policy)(cfg), policy
+    if not run_dir.is_dir():  # type: ignore[union-attr]
+        raise ConfigError(f"run directory {run_dir} not found")
+    return load_run_policy(run_dir, cfg.embodiment), str(run_dir)  # type: ignore[arg-type]
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    def fmt(s: dict[str, Any]) -> str:
+        return f"{s['success_rate']:.3f} ({s['successes']}/{s['episodes']}, 95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f})"
+
+    rows = [(split, fmt(s)) for split, s in result["splits"].items()]
+    rows += [(f"  {split} / {g}", fmt(s)) for split, groups in result["groups"].items() for g, s in groups.items()]
+    rows.append(("overall", fmt(result["overall"])))
+    return rows
+
+
+@sim_app.command("splits")
+def splits_cmd(json_output: bool = typer.Option(False, "--json", help="Print the table as JSON.")) -> None:
+    """Which colours and shapes each data role shows (the split design of docs/sim.md)."""
+    from cotrain.sim.scene import HELD_OUT_COMBOS, split_table
+
+    table = split_table()
+    if json_output:
+        print_json({"concepts": table, "held_out_combos": [list(c) for c in HELD_OUT_COMBOS]})
+        return
+    rows = [(r["concept"], r["shown_by"]) for r in table]
+    rows += [("held out (all demos)", "; ".join(" ".join(c) for c in HELD_OUT_COMBOS))]
+    print_table("sim split design", rows)
