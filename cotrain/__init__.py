@@ -8,4 +8,13 @@ from cotrain.errors import ConfigError, CotrainError, DataError
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "CotrainError", "DataError", "__version__"]
+__all__ = ["ConfigError", "CotrainError", "DataError", "Policy", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # `cotrain.Policy` without importing torch at `import cotrain` (the CLI must start fast).
+    if name == "Policy":
+        from cotrain.model.policy import Policy
+
+        return Policy
+    raise AttributeError(f"module 'cotrain' has no attribute {name!r}")

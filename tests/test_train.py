@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -141,3 +142,115 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
     assert cli.returncode == 1
     assert cli.stderr.strip().splitlines() == ["error: unknown model preset 'pali' (did you mean 'paligemma'?); "
                                                "valid: paligemma, paligemma2, small, tiny"]
+
+
+@pytest.fixture(scope="module")
+def tokens(data: Path) -> Path:
+    """An action-token dataset made the real way: fit a bins tokenizer, run the tokens converter."""
+    from cotrain.convert.pipeline import convert
+    from cotrain.tokenizers import fit_tokenizer
+    from cotrain_converters.tokens import TokensOptions
+
+    fit_tokenizer([data / "robot"], data / "bins", kind="bins")
+    convert("tokens", data / "robot", data / "tok", TokensOptions(tokenizer=str(data / "bins"), name="tok"))
+    return data / "tok"
+
+
+def test_policy_predict_matches_the_loader_path(data: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    import cotrain
+    from cotrain.mix.reader import SourceReader
+    from cotrain.mix.transform import SampleTransform
+    from cotrain.model.policy import load_run
+    from cotrain.manifest import load_manifest
+
+    train(config(data, tmp_path / "run", steps=3))
+    policy = cotrain.Policy.load(tmp_path / "run")
+    manifest = load_manifest(data / "robot")
+    raw = SourceReader(str(data / "robot"), manifest).read(5)
+    images = {cam: raw[f"{cam}.jpg"] for cam in manifest.cameras}  # JPEG bytes, as stored
+    chunk = policy.predict(images, raw["state.npy"], raw["instruction.txt"], "bot", seed=7)
+    assert chunk.shape == (4, 3) and chunk.dtype == np.float32
+    # the same computation through the training transform and collator
+    run = load_run(tmp_path / "run")
+    spec = policy.run.norm
+    transform = SampleTransform.build(0, "robot", manifest, image_size=32, horizon=4, loss_weight=1.0,
+                                      normalization=spec["normalization"], floor=spec["floor"], clip=spec["clip"])
+    inputs = run.inputs([transform(raw)])
+    noise = torch.randn((1, 4, 3), generator=torch.Generator().manual_seed(7))
+    expected = transform.action_norm.inverse(run.model.sample_actions(inputs, noise)[0].numpy())
+    np.testing.assert_allclose(chunk, expected, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(chunk, policy.predict(images, raw["state.npy"], raw["instruction.txt"], "robot", seed=7))
+    with pytest.raises(ConfigError, match="unknown embodiment 'nope'; the run knows: arm2, bot, other, robot, vl"):
+        policy.predict(images, raw["state.npy"], "x", "nope")
+    with pytest.raises(ConfigError, match="state has 2 values; 'robot' has 4"):
+        policy.predict(images, [0.0, 1.0], "x", "bot")
+    with pytest.raises(ConfigError, match="camera 'top' is not one of this embodiment's: front, wrist"):
+        policy.predict({"top": raw["front.jpg"]}, raw["state.npy"], "x", "bot")
+
+
+def test_checkpoint_weights_round_trip_and_mismatch(data: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from cotrain.model.policy import load_run
+    from cotrain.train.checkpoint import load_model_weights
+
+    result = train(config(data, tmp_path / "run", steps=2))
+    saved = load_file(str(result.last_checkpoint / "model.safetensors"))
+    loaded = load_run(tmp_path / "run").model.state_dict()
+    assert saved.keys() == {k for k in loaded if "rotary" not in k}
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    other = load_run(tmp_path / "run").model
+    other.action_out_proj = torch.nn.Linear(other.expert_width, 5)
+    with pytest.raises(ConfigError, match="weights do not match the model"):
+        load_model_weights(result.last_checkpoint, other)
+
+
+def test_action_tokens_train_and_eval(data: Path, tokens: Path, tmp_path: Path) -> None:
+    mix = write_mix(data, "tokmix.yaml", sources={"robot": {"path": "robot"}, "tok": {"path": "tok"},
+                                                  "vl": {"path": "vl"}},
+                    phases=[{"name": "a", "steps": 100, "weights": {"robot": 0.25, "tok": 0.5, "vl": 0.25}}])
+    cfg = TrainConfig(mixture=str(mix), model="tiny", steps=25, out=str(tmp_path / "run"), save_every=25,
+                      **{**FAST, "lr": 3e-3})
+    result = train(cfg)
+    first, last = result.history[0], result.history[-1]
+    assert first["action_tokens"] > 4.0 and last["action_tokens"] < 0.7 * first["action_tokens"]
+    assert last["loss_modality"].keys() >= {"action_tokens"}
+    report = json.loads(run_cli("eval", str(tmp_path / "run"), "--data", str(tokens), "--data", str(data / "vl"),
+                                "--max-samples", "8", "--json", check=True).stdout)
+    tok, vl = report["datasets"]["tok"], report["datasets"]["vl"]
+    assert report["step"] == 25 and tok["modality"] == "action_tokens" and tok["samples"] == 8
+    assert tok["action_tokens"]["tokens"] == 8 * (4 * 3 + 1)  # bins: H x D ids + <eos> per sample
+    assert 0.0 <= tok["action_tokens"]["accuracy"] <= 1.0 and tok["actions"]["cells"] > 0
+    assert vl["text"]["tokens"] == sum(len(f"caption {i}") + 1 for i in (0, 3, 7, 10, 13, 16, 20, 23))
+    assert "actions" not in vl and vl["text"]["perplexity"] == pytest.approx(math.exp(vl["text"]["ce"]))
+    from cotrain.evaluate import evaluate_run
+
+    with pytest.raises(ConfigError, match="the run has no norm stats for embodiment 'arm2' with 2 action dims; "
+                                          "it knows: bot"):
+        evaluate_run(tmp_path / "run", [data / "other"], max_samples=2)
+    bad = write_mix(data, "bad.yaml", sources={"tok": {"path": "tok"}},
+                    phases=[{"name": "a", "steps": 1, "weights": {"tok": 1}}])
+    with pytest.raises(ConfigError, match=r"source 'tok' \(action_tokens\): its tokenizer has 256 ids, the model "
+                                          r"takes 100 \(raise --action-vocab-size\)"):
+        train(TrainConfig(mixture=str(bad), steps=1, out=str(tmp_path / "bad"), action_vocab_size=100, **FAST))
+
+
+def test_eval_text_ce_falls_with_training(data: Path, tmp_path: Path) -> None:
+    mix = write_mix(data, "vl.yaml", sources={"vl": {"path": "vl"}},
+                    phases=[{"name": "a", "steps": 100, "weights": {"vl": 1}}])
+    for steps in (1, 30):
+        train(TrainConfig(mixture=str(mix), steps=steps, out=str(tmp_path / f"run{steps}"), save_every=100,
+                          **{**FAST, "lr": 3e-3}))
+    from cotrain.evaluate import evaluate_run
+
+    early = evaluate_run(tmp_path / "run1", [data / "vl"], max_samples=12)
+    late = evaluate_run(tmp_path / "run30" / "checkpoints" / "step_00000030", [data / "vl"], max_samples=12)
+    assert (early["step"], late["step"]) == (1, 30)
+    assert late["datasets"]["vl"]["text"]["ce"] < 0.5 * early["datasets"]["vl"]["text"]["ce"]
+    assert late["datasets"]["vl"]["text"]["accuracy"] > early["datasets"]["vl"]["text"]["accuracy"]
+    with pytest.raises(ConfigError, match="robot: 3 action dims; the model takes 1"):
+        evaluate_run(tmp_path / "run30", [data / "robot"], max_samples=2)

@@ -195,6 +195,18 @@ class VLA(nn.Module):
         return PrefixCache(kvs, masks, self._rope(pre, pos[:, p:]), inputs.state_valid)
 
     @torch.no_grad()
+    def prefix_hidden(self, inputs: ModelInputs) -> torch.Tensor:
+        """Final normed backbone states [B, P, d] of the prefix alone (the suffix cannot change them)."""
+        pre, pvalid, par, presp = self.embed_prefix(inputs)
+        b = pre.shape[0]
+        empty = torch.zeros(b, 0, dtype=torch.bool, device=pre.device)
+        masks = Masks(prefix=attention_mask(pvalid, par, presp, empty, empty.long()))
+        rope_p = self._rope(pre, positions(pvalid))
+        for block in self.blocks:
+            pre, _, _ = block(pre, None, rope_p, None, masks)
+        return self.backbone_norm(pre)
+
+    @torch.no_grad()
     def denoise(self, cache: PrefixCache, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The velocity at (x_t, t): only the expert runs, against the cached prefix."""
         suf, _, _ = self.embed_suffix(state, cache.state_valid, x_t, t)

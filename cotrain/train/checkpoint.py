@@ -150,7 +150,12 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     file = path / "model.safetensors"
     if not file.is_file():
         raise ConfigError(f"{path}: no model.safetensors (not a cotrain checkpoint?)")
-    result = set_model_state_dict(model, load_file(str(file)), options=_options(strict=False))
+    try:
+        result = set_model_state_dict(model, load_file(str(file)), options=_options(strict=False))
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc))
+        raise ConfigError(f"{file}: weights do not match the model ({detail}); was it trained with another "
+                          f"preset, LoRA rank or size?") from None
     missing = [k for k in result.missing_keys if "rotary" not in k]
     if missing or result.unexpected_keys:
         bad = (missing or result.unexpected_keys)[0]

@@ -103,7 +103,7 @@ def norm_stats_record(mixture: Mixture) -> dict[str, Any]:
     for i, src in enumerate(mixture.sources):
         m = src.manifest
         sources[src.name] = {
-            "index": i, "modality": m.modality, "embodiment": m.embodiment, "cameras": list(m.cameras),
+            "index": i, "url": src.url, "modality": m.modality, "embodiment": m.embodiment, "cameras": list(m.cameras),
             "state_names": list(m.state_names), "action_names": list(m.action_names), "horizon": m.horizon,
             "state": m.stats.state.model_dump(mode="json") if m.stats.state else None,
             "actions": m.stats.actions.model_dump(mode="json", exclude={"per_timestep"}) if m.stats.actions else None,
