@@ -8,7 +8,9 @@ Two robots with different action spaces, plus the human hand of the "human video
 | `sim_gripper` | [dx, dy, gripper]       | [x, y, gripper]             | the table plane |
 | `human_hand`  | (poses, see generate)   | (poses)                     | 3-D      |
 
-Deltas are metres per step (the table is 1 m square), clipped to `max_step`; `gripper` in the
+Robots step at 10 Hz; the hand is recorded at 30 Hz, as EgoDex records people (the converter's
+`--fps 10` resamples it to the robots' clock). Deltas are metres per step (the table is 1 m square),
+clipped to `max_step` = `max_speed_m_s / rate_hz`; `gripper` in the
 action is a command (>= 0.5 closes), in the state the measured closure: 0 open, 1 closed on nothing,
 `HOLD_CLOSURE` closed on an object, as a real parallel gripper's width reports a grasp. The planar
 gripper has no height: it grasps wherever it closes and carries objects just above the table.
@@ -32,7 +34,8 @@ class Embodiment:
         action_names: names of the action dimensions, in order.
         state_names: names of the state dimensions, in order.
         has_z: whether it moves vertically (grasps need z < GRASP_Z, picks need z >= LIFT_Z).
-        max_step: largest move per step in metres (per axis group, by vector norm).
+        rate_hz: control (and recording) rate in steps per second.
+        max_speed_m_s: fastest effector speed; moves are clipped to max_speed_m_s / rate_hz per step.
         start_z: height at the start of an episode.
         look: how the renderer draws it: "arm", "gripper" or "hand".
     """
@@ -41,9 +44,17 @@ class Embodiment:
     action_names: tuple[str, ...]
     state_names: tuple[str, ...]
     has_z: bool
-    max_step: float
+    rate_hz: int
+    max_speed_m_s: float
     start_z: float
     look: str
+
+    @property
+    def max_step(self) -> float:
+        return self.max_speed_m_s / self.rate_hz
+
+    def steps_for(self, seconds: float) -> int:
+        return int(round(seconds * self.rate_hz))
 
     @property
     def action_dim(self) -> int:
@@ -76,11 +87,11 @@ class Embodiment:
 
 EMBODIMENTS: dict[str, Embodiment] = {
     "sim_arm": Embodiment("sim_arm", ("dx", "dy", "dz", "gripper"), ("x", "y", "z", "gripper"),
-                          has_z=True, max_step=0.05, start_z=0.2, look="arm"),
+                          has_z=True, rate_hz=10, max_speed_m_s=0.5, start_z=0.2, look="arm"),
     "sim_gripper": Embodiment("sim_gripper", ("dx", "dy", "gripper"), ("x", "y", "gripper"),
-                              has_z=False, max_step=0.05, start_z=0.0, look="gripper"),
+                              has_z=False, rate_hz=10, max_speed_m_s=0.5, start_z=0.0, look="gripper"),
     "human_hand": Embodiment("human_hand", ("dx", "dy", "dz", "grip"), ("x", "y", "z", "grip"),
-                             has_z=True, max_step=0.05, start_z=0.2, look="hand"),
+                             has_z=True, rate_hz=30, max_speed_m_s=0.5, start_z=0.2, look="hand"),
 }
 ROBOTS = ("sim_arm", "sim_gripper")
 DEFAULT_TARGET = "sim_arm"

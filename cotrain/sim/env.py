@@ -3,7 +3,8 @@
 `TabletopEnv(embodiment).reset(seed=s, options={"split": ..., "index": k})` returns `(obs, info)`
 and `step(action)` returns `(obs, reward, terminated, truncated, info)`, as in Gymnasium; `obs` is
 `{"images": {"top": uint8 [H, W, 3]}, "state": float32 [D], "instruction": str}`. Reward is 1 on the
-step that completes the task (which also terminates the episode), else 0; `max_steps` truncates.
+step that completes the task (which also terminates the episode), else 0; episodes are truncated
+after `EPISODE_SECONDS` (60 steps at the robots' 10 Hz).
 
 Episodes are pure functions of (seed, split or role, index): every generator comes from
 `np.random.SeedSequence([seed, stream, index, attempt])`. Layouts the expert cannot solve with the
@@ -35,7 +36,7 @@ from cotrain.sim.scene import (
 from cotrain.sim.world import World
 
 CAMERA = "top"
-DEFAULT_MAX_STEPS = 60
+EPISODE_SECONDS = 6.0
 _EVAL_STREAM = 1000  # eval streams never meet the demo streams (role index 0..3)
 _MAX_ATTEMPTS = 50
 
@@ -57,10 +58,11 @@ def episode_rng(seed: int, stream: int, index: int, attempt: int = 0) -> np.rand
 
 
 def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = ExpertParams(),
-             max_steps: int = DEFAULT_MAX_STEPS) -> int:
-    """Steps the expert needs to solve the scene with this embodiment (0: it cannot within max_steps)."""
+             max_steps: int | None = None) -> int:
+    """Steps the expert needs to solve the scene with this embodiment (0: it cannot within max_steps,
+    default EPISODE_SECONDS)."""
     world = World.start(scene, embodiment)
-    for step in range(1, max_steps + 1):
+    for step in range(1, (max_steps or embodiment.steps_for(EPISODE_SECONDS)) + 1):
         world.step(expert_action(world, params))
         if world.success():
             return step
@@ -68,7 +70,7 @@ def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = Expert
 
 
 def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment,
-                        max_steps: int = DEFAULT_MAX_STEPS) -> tuple[EpisodeSpec, ExpertParams]:
+                        max_steps: int | None = None) -> tuple[EpisodeSpec, ExpertParams]:
     """Demonstration `index` of a role (normal conditions), with the expert style that solves it."""
     tasks, pal = demo_tasks(role), palette(role)
     for attempt in range(_MAX_ATTEMPTS):
@@ -81,7 +83,7 @@ def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment
 
 
 def sample_eval_episode(split: str, index: int, seed: int, embodiment: Embodiment,
-                        max_steps: int = DEFAULT_MAX_STEPS) -> EpisodeSpec:
+                        max_steps: int | None = None) -> EpisodeSpec:
     """Evaluation episode `index` of a split: unseen cycles its groups, shifted splits cycle SHIFTS."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(EVAL_SPLITS)}")
@@ -104,13 +106,13 @@ class TabletopEnv:
     Args:
         embodiment: `sim_arm` or `sim_gripper` (or `human_hand`, used to render human videos).
         image_size: square image side in pixels (even, >= 32).
-        max_steps: steps before truncation.
+        max_steps: steps before truncation (default: EPISODE_SECONDS at the embodiment's rate).
     """
 
-    def __init__(self, embodiment: str = "sim_arm", image_size: int = 64, max_steps: int = DEFAULT_MAX_STEPS) -> None:
+    def __init__(self, embodiment: str = "sim_arm", image_size: int = 64, max_steps: int | None = None) -> None:
         self.embodiment = get_embodiment(embodiment)
         self.renderer = Renderer(image_size)
-        self.max_steps = max_steps
+        self.max_steps = max_steps or self.embodiment.steps_for(EPISODE_SECONDS)
         self.spec: EpisodeSpec | None = None
         self.world: World | None = None
 

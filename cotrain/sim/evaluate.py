@@ -24,7 +24,7 @@ import numpy as np
 
 from cotrain.errors import ConfigError
 from cotrain.sim.embodiments import DEFAULT_TARGET, ROBOTS
-from cotrain.sim.env import DEFAULT_MAX_STEPS, TabletopEnv, episode_rng, sample_eval_episode
+from cotrain.sim.env import TabletopEnv, episode_rng, sample_eval_episode
 from cotrain.sim.expert import ExpertParams, expert_chunk
 from cotrain.sim.scene import EVAL_SPLITS
 
@@ -44,7 +44,7 @@ class EvalConfig:
         embodiment: the robot the policy drives.
         replan_steps: actions executed from each chunk before the policy is asked again.
         horizon: chunk length the baselines produce.
-        max_steps: steps before an episode counts as failed.
+        max_steps: steps before an episode counts as failed (default: 6 s at the robot's rate).
         image_size: camera image side in pixels (the size the policy was trained on).
         seed: evaluation seed (independent of the generation seed's streams).
     """
@@ -54,7 +54,7 @@ class EvalConfig:
     embodiment: str = DEFAULT_TARGET
     replan_steps: int = 8
     horizon: int = 16
-    max_steps: int = DEFAULT_MAX_STEPS
+    max_steps: int | None = None
     image_size: int = 64
     seed: int = 0
 

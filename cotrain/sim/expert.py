@@ -1,7 +1,7 @@
 """The scripted expert: a stateless function of the world, so it can replan from any state.
 
 Per step it picks a waypoint (x, y, z) and a gripper command from the world alone, then moves towards
-the waypoint at `speed` metres per step. Phases (each read off the state, never remembered):
+the waypoint at `speed_m_s` (metres per second, so per step it is speed / the embodiment's rate). Phases (each read off the state, never remembered):
 - pick:  hover above the object -> descend -> close -> lift to `carry_z` (planar: close = done);
 - place: pick, carry above the goal -> open (the object drops onto it);
 - push:  open, hover behind the object (on the far side from the goal) -> descend -> close -> drive
@@ -29,18 +29,18 @@ class ExpertParams:
     """Style of one demonstration.
 
     Args:
-        speed: metres per step (at most the embodiment's max_step).
+        speed_m_s: effector speed in metres per second (capped by the embodiment's).
         hover_z: height of moves above objects.
         carry_z: height of carrying (>= LIFT_Z, so a pick succeeds once reached).
     """
 
-    speed: float = 0.045
+    speed_m_s: float = 0.45
     hover_z: float = 0.1
     carry_z: float = 0.14
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> ExpertParams:
-        return cls(speed=float(rng.uniform(0.035, 0.05)), hover_z=float(rng.uniform(0.08, 0.12)),
+        return cls(speed_m_s=float(rng.uniform(0.35, 0.5)), hover_z=float(rng.uniform(0.08, 0.12)),
                    carry_z=float(rng.uniform(LIFT_Z + 0.01, 0.17)))
 
 
@@ -55,7 +55,7 @@ def expert_action(world: World, params: ExpertParams = ExpertParams()) -> np.nda
         waypoint[2] = 0.0
     delta = waypoint - world.ee
     norm = float(np.linalg.norm(delta))
-    speed = min(params.speed, world.embodiment.max_step)
+    speed = min(params.speed_m_s / world.embodiment.rate_hz, world.embodiment.max_step)
     if norm > speed:
         delta *= speed / norm
     return world.embodiment.make_action(delta, grip)

@@ -51,7 +51,6 @@ class CorpusConfig:
         vl_images: rendered scenes with captions and questions.
         questions_per_image: question-answer rows per scene.
         image_size: square image side in pixels.
-        fps: recording rate of demonstrations (steps per second).
         seed: root of every generator.
         target: the evaluated robot (`sim_arm` or `sim_gripper`).
     """
@@ -62,7 +61,6 @@ class CorpusConfig:
     vl_images: int = 256
     questions_per_image: int = 3
     image_size: int = 64
-    fps: int = 10
     seed: int = 0
     target: str = DEFAULT_TARGET
 
@@ -78,7 +76,8 @@ class CorpusConfig:
             raise ConfigError(f"--image-size {self.image_size}: must be an even number >= 32")
 
 
-def _demos(role: str, embodiment: str, count: int, cfg: CorpusConfig, renderer: Renderer) -> list[Recording]:
+def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, renderer: Renderer) -> list[Recording]:
+    """Demonstrations 0..count-1 of a role, performed by `embodiment`."""
     emb = get_embodiment(embodiment)
     out = []
     for i in range(count):
@@ -87,15 +86,16 @@ def _demos(role: str, embodiment: str, count: int, cfg: CorpusConfig, renderer: 
     return out
 
 
-def _write_robot(root: Path, recordings: list[Recording], embodiment: str, fps: int) -> None:
+def _write_robot(root: Path, recordings: list[Recording], embodiment: str) -> None:
     emb = get_embodiment(embodiment)
     episodes = [LeRobotEpisode({f"observation.images.{CAMERA}": r.images[CAMERA]}, r.state, r.action, r.instruction)
                 for r in recordings]
-    write_lerobot_v30(root, episodes, fps=fps, robot_type=embodiment, state_names=emb.state_names,
+    write_lerobot_v30(root, episodes, fps=emb.rate_hz, robot_type=embodiment, state_names=emb.state_names,
                       action_names=emb.action_names)
 
 
-def _write_human(root: Path, recordings: list[Recording], fps: int) -> None:
+def _write_human(root: Path, recordings: list[Recording]) -> None:
+    fps = get_embodiment("human_hand").rate_hz
     counters: dict[str, int] = {}
     for rec in recordings:
         verb = rec.spec.scene.task.verb
@@ -130,8 +130,10 @@ def _sources(cfg: CorpusConfig, other: str) -> list[dict[str, Any]]:
          "modality": "robot", "options": {"embodiment": cfg.target}, "episodes": cfg.episodes},
         {"name": other, "role": "cross_embodiment", "converter": "lerobot", "path": f"robot/{other}",
          "modality": "robot", "options": {"embodiment": other}, "episodes": cfg.other_episodes},
-        {"name": "human_hand", "role": "human", "converter": "egodex", "path": "human",
-         "modality": "human_video", "options": {"cameras": f"ego={CAMERA}"}, "episodes": cfg.human_episodes},
+        # Human video is recorded at 30 Hz; converting at the robots' rate gives chunks of the same duration.
+        {"name": "human_hand", "role": "human", "converter": "egodex", "path": "human", "modality": "human_video",
+         "options": {"cameras": f"ego={CAMERA}", "fps": get_embodiment(cfg.target).rate_hz},
+         "episodes": cfg.human_episodes},
         {"name": "sim_captions", "role": "vision_language", "converter": "coco", "path": "vl/captions",
          "modality": "vision_language", "options": {"captions": "all"}, "images": cfg.vl_images},
         {"name": "sim_qa", "role": "vision_language", "converter": "hf-parquet", "path": "vl/qa",
@@ -150,11 +152,11 @@ def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, over
         shutil.rmtree(out)
     start = time.perf_counter()
     renderer, other = Renderer(cfg.image_size), other_robot(cfg.target)
-    _write_robot(out / "robot" / cfg.target, _demos("target", cfg.target, cfg.episodes, cfg, renderer),
-                 cfg.target, cfg.fps)
-    _write_robot(out / "robot" / other, _demos("cross_embodiment", other, cfg.other_episodes, cfg, renderer),
-                 other, cfg.fps)
-    _write_human(out / "human", _demos("human", "human_hand", cfg.human_episodes, cfg, renderer), cfg.fps)
+    _write_robot(out / "robot" / cfg.target, record_role("target", cfg.target, cfg.episodes, cfg, renderer),
+                 cfg.target)
+    _write_robot(out / "robot" / other, record_role("cross_embodiment", other, cfg.other_episodes, cfg, renderer),
+                 other)
+    _write_human(out / "human", record_role("human", "human_hand", cfg.human_episodes, cfg, renderer))
     _write_vl(out / "vl", cfg, renderer)
     corpus = {"config": asdict(cfg), "sources": _sources(cfg, other), "splits": split_summary(cfg.target)}
     (out / CORPUS_FILE).write_text(json.dumps(corpus, indent=1))

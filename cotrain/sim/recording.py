@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cotrain.sim.embodiments import Embodiment
-from cotrain.sim.env import CAMERA, DEFAULT_MAX_STEPS, EpisodeSpec
+from cotrain.sim.env import CAMERA, EPISODE_SECONDS, EpisodeSpec
 from cotrain.sim.expert import ExpertParams, expert_action
 from cotrain.sim.render import Renderer
 from cotrain.sim.world import World
@@ -49,12 +49,12 @@ class Recording:
 
 
 def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment, renderer: Renderer,
-                max_steps: int = DEFAULT_MAX_STEPS) -> Recording:
+                max_steps: int | None = None) -> Recording:
     """Run the expert from the episode's start until success; a failure is a RuntimeError (the
     samplers only hand out solvable episodes, so this means a bug)."""
     world = World.start(spec.scene, embodiment)
     frames, states, actions, effector, closure = [], [], [], [], []
-    for _ in range(max_steps):
+    for _ in range(max_steps or embodiment.steps_for(EPISODE_SECONDS)):
         frames.append(renderer.render(world, spec.condition))
         states.append(world.state())
         effector.append(world.ee.copy())

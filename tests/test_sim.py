@@ -1,0 +1,363 @@
+"""The simulated tabletop benchmark: physics rules, determinism, the split design, expert and random
+baselines, and the generated corpus going through the real converters (exact values round-tripped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cotrain.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
+from cotrain.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
+from cotrain.sim.evaluate import EvalConfig, evaluate_policy, expert_policy, load_run_policy, random_policy
+from cotrain.sim.expert import ExpertParams, expert_action
+from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
+from cotrain.sim.render import Renderer, sample_condition
+from cotrain.sim.scene import (
+    BASE_COLOURS,
+    BASE_SHAPES,
+    EXCLUSIVE,
+    HELD_OUT_COMBOS,
+    ROLES,
+    UNSEEN_GROUPS,
+    Item,
+    Scene,
+    TaskSpec,
+    concepts_of_scene,
+    demo_tasks,
+    palette,
+    sample_scene,
+    sample_task,
+    unseen_tasks,
+)
+from cotrain.sim.world import CONTACT_RADIUS, World
+from tests.conftest import episodes_of, run_cli
+
+
+def _scene(task: TaskSpec, obj: tuple[float, float] = (0.5, 0.5), goal: tuple[float, float] = (0.8, 0.5)) -> Scene:
+    objects = (Item(task.colour, task.shape, obj), Item("blue", "ball", (0.2, 0.2)), Item("green", "ring", (0.2, 0.8)))
+    goals = (Item(task.goal_colour or "red", task.goal_kind or "plate", goal), Item("yellow", "mat", (0.8, 0.15)))
+    return Scene(task, objects, goals, start=(0.5, 0.9))
+
+
+# --- physics -------------------------------------------------------------------------------------------
+
+def test_grasp_needs_closing_low_and_near() -> None:
+    world = World.start(_scene(TaskSpec("pick", "red", "cube")), get_embodiment("sim_arm"))
+    world.ee[:] = (0.5, 0.5, 0.2)
+    world.step(np.array([0, 0, 0, 1.0]))  # closing high above the object grasps nothing
+    assert world.held == -1 and world.closure == 1.0
+    world.step(np.array([0, 0, -0.05, 0.0]))
+    world.step(np.array([0, 0, -0.05, 0.0]))
+    world.step(np.array([0, 0, -0.05, 0.0]))
+    world.step(np.array([0, 0, -0.05, 0.0]))
+    assert world.ee[2] == pytest.approx(0.0)
+    world.step(np.array([0.0, 0.0, 0.0, 1.0]))
+    assert world.held == 0 and world.closure == HOLD_CLOSURE and not world.success()  # not lifted yet
+    for _ in range(3):
+        world.step(np.array([0.0, 0.0, 0.05, 1.0]))
+    assert world.success() and np.allclose(world.objects[0], world.ee)
+
+
+def test_open_gripper_passes_over_closed_gripper_pushes() -> None:
+    world = World.start(_scene(TaskSpec("push", "red", "cube", "red", "plate")), get_embodiment("sim_gripper"))
+    world.ee[:] = (0.35, 0.5, 0.0)
+    for _ in range(6):
+        world.step(np.array([0.05, 0.0, 0.0]))  # open: slides across the object's centre line
+    assert np.allclose(world.objects[0, :2], (0.5, 0.5))
+    world.ee[:] = (0.35, 0.5, 0.0)
+    world.step(np.array([0.0, 0.0, 1.0]))  # close 0.15 away: nothing within grasp radius
+    assert world.held == -1
+    for _ in range(2):
+        world.step(np.array([0.05, 0.0, 1.0]))
+    assert world.ee[0] == pytest.approx(0.45)
+    assert world.objects[0, 0] == pytest.approx(0.45 + CONTACT_RADIUS) and world.objects[0, 1] == pytest.approx(0.5)
+
+
+def test_push_and_place_success_tell_grasped_from_pushed() -> None:
+    push = World.start(_scene(TaskSpec("push", "red", "cube", "red", "plate")), get_embodiment("sim_gripper"))
+    push.objects[0, :2] = (0.78, 0.5)  # on the goal, never grasped
+    assert push.success()
+    place = World.start(_scene(TaskSpec("place", "red", "cube", "red", "plate")), get_embodiment("sim_gripper"))
+    place.objects[0, :2] = (0.78, 0.5)
+    assert not place.success()  # pushed there: not a place
+    place.grasped[0] = True
+    assert place.success()
+
+
+def test_actions_are_checked_and_clipped() -> None:
+    world = World.start(_scene(TaskSpec("pick", "red", "cube")), get_embodiment("sim_arm"))
+    with pytest.raises(ValueError, match="sim_arm: action has 3 values, expected 4"):
+        world.step(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        world.step(np.array([np.nan, 0, 0, 0]))
+    start = world.ee.copy()
+    world.step(np.array([1.0, 0.0, 0.0, 0.0]))
+    assert world.ee[0] - start[0] == pytest.approx(0.05)
+
+
+# --- split design ----------------------------------------------------------------------------------------
+
+def test_each_exclusive_concept_is_shown_by_exactly_one_role() -> None:
+    for concept, role in EXCLUSIVE.items():
+        showing = [r for r in ROLES if concept in palette(r).colours + palette(r).shapes]
+        assert showing == [role]
+    assert palette("target").colours == BASE_COLOURS and palette("target").shapes == BASE_SHAPES
+
+
+def test_demo_tasks_leave_out_exclusive_concepts_and_held_out_combos() -> None:
+    for role in ("target", "cross_embodiment", "human"):
+        tasks = demo_tasks(role)
+        allowed = set(palette(role).colours + palette(role).shapes)
+        assert all({t.colour, t.shape, t.goal_colour or "red"} <= allowed for t in tasks)
+        assert not {(t.verb, t.colour, t.shape) for t in tasks} & set(HELD_OUT_COMBOS)
+    target = set(demo_tasks("target"))
+    for group, concept in UNSEEN_GROUPS.items():
+        tasks = unseen_tasks(group)
+        assert tasks and not set(tasks) & target
+        if concept is not None:
+            assert all(concept in t.concepts for t in tasks)
+            role = EXCLUSIVE[concept]
+            if role != "vision_language":  # demonstrations of its role do perform tasks with it
+                assert any(concept in t.concepts for t in demo_tasks(role))
+    assert {(t.verb, t.colour, t.shape) for t in unseen_tasks("combo")} == set(HELD_OUT_COMBOS)
+
+
+def test_sampled_scenes_stay_inside_their_role_palette() -> None:
+    for role in ("target", "cross_embodiment", "human"):
+        pal = palette(role)
+        for i in range(60):
+            rng = episode_rng(0, 9, i)
+            scene = sample_scene(sample_task(demo_tasks(role), rng), rng, pal)
+            shown = concepts_of_scene(scene) - {"pick", "push", "place", "plate", "mat"}
+            assert shown <= set(pal.colours + pal.shapes), (role, shown)
+
+
+def test_eval_splits_draw_the_designed_tasks() -> None:
+    arm = get_embodiment("sim_arm")
+    seen = [sample_eval_episode("seen", i, 0, arm) for i in range(8)]
+    assert all(s.scene.task in set(demo_tasks("target")) and s.condition.name == "normal" for s in seen)
+    unseen = [sample_eval_episode("unseen_shift", i, 0, arm) for i in range(12)]
+    assert [s.group for s in unseen[:4]] == list(UNSEEN_GROUPS)
+    assert {s.condition.name for s in unseen} == {"lighting", "background", "colour"}
+    for spec in unseen:  # distractors stay base: only the task's object is new
+        assert all(o.colour in BASE_COLOURS and o.shape in BASE_SHAPES for o in spec.scene.objects[1:])
+
+
+# --- determinism, expert and random -------------------------------------------------------------------
+
+def _rollout(env: TabletopEnv, seed: int, split: str, index: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    obs, _ = env.reset(seed=seed, options={"split": split, "index": index})
+    frames, actions, done = [obs["images"]["top"]], [], False
+    while not done:
+        action = expert_action(env.world)  # type: ignore[arg-type]
+        obs, _, terminated, truncated, _ = env.step(action)
+        frames.append(obs["images"]["top"])
+        actions.append(action)
+        done = terminated or truncated
+    return frames, actions
+
+
+def test_same_seed_same_frames_and_actions() -> None:
+    a, b = TabletopEnv("sim_arm"), TabletopEnv("sim_arm")
+    frames_a, actions_a = _rollout(a, 7, "seen_shift", 2)
+    frames_b, actions_b = _rollout(b, 7, "seen_shift", 2)
+    assert len(frames_a) == len(frames_b) > 5
+    assert all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b))
+    assert all(np.array_equal(x, y) for x, y in zip(actions_a, actions_b))
+    other, _ = _rollout(a, 8, "seen_shift", 2)
+    assert not np.array_equal(other[0], frames_a[0])
+    obs, _ = a.reset(seed=7, options={"split": "seen_shift", "index": 2})
+    assert obs["state"].dtype == np.float32 and obs["images"]["top"].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("embodiment", ["sim_arm", "sim_gripper", "human_hand"])
+def test_expert_solves_raw_scenes_of_every_role(embodiment: str) -> None:
+    """Without the samplers' redraws: the expert itself succeeds on >= 98% of raw layouts."""
+    emb = get_embodiment(embodiment)
+    solved = total = 0
+    for role in ("target", "cross_embodiment", "human"):
+        for i in range(40):
+            rng = episode_rng(3, 7, i)
+            scene = sample_scene(sample_task(demo_tasks(role), rng), rng, palette(role))
+            solved += bool(solvable(scene, emb, ExpertParams.sample(rng)))
+            total += 1
+    assert solved / total >= 0.98
+
+
+@pytest.mark.parametrize("embodiment", ["sim_arm", "sim_gripper"])
+def test_expert_succeeds_and_random_fails_on_every_split(embodiment: str) -> None:
+    cfg = EvalConfig(episodes=24, embodiment=embodiment)
+    expert = evaluate_policy(expert_policy(cfg), cfg, name="expert")
+    rand = evaluate_policy(random_policy(cfg), cfg, name="random")
+    assert {s: v["success_rate"] for s, v in expert["splits"].items()} == dict.fromkeys(cfg.splits, 1.0)
+    assert rand["overall"]["success_rate"] <= 0.1
+    assert [e["instruction"] for e in expert["episodes"]] == [e["instruction"] for e in rand["episodes"]]
+
+
+def test_eval_result_schema_and_determinism() -> None:
+    cfg = EvalConfig(episodes=10, replan_steps=4)
+    result = evaluate_policy(random_policy(cfg), cfg, name="random")
+    again = evaluate_policy(random_policy(cfg), cfg, name="random")
+    assert result["episodes"] == again["episodes"]
+    assert set(result) == {"policy", "config", "overall", "splits", "groups", "conditions", "episodes", "seconds"}
+    assert [result["splits"][s]["episodes"] for s in cfg.splits] == [3, 3, 2, 2]
+    assert set(result["groups"]) == {"unseen", "unseen_shift"}
+    assert set(result["groups"]["unseen"]) == {"vision_language", "cross_embodiment", "human"}
+    assert set(result["conditions"]["seen_shift"]) == {"lighting", "background"}
+    assert set(result["splits"]["seen"]) == {"episodes", "successes", "success_rate", "ci95", "mean_steps_success"}
+    json.dumps(result)
+
+
+def test_bad_chunk_shape_is_an_error() -> None:
+    cfg = EvalConfig(episodes=1)
+    with pytest.raises(ValueError, match=r"action chunk of shape \(4,\); expected \[H, 4\]"):
+        evaluate_policy(lambda env: (lambda obs: np.zeros(4)), cfg)
+
+
+def test_run_policy_adapter_passes_observations(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cotrain.model.policy as policy_module
+
+    calls: list[tuple[Any, ...]] = []
+
+    class FakePolicy:
+        @classmethod
+        def load(cls, run_dir: Any) -> FakePolicy:
+            calls.append(("load", str(run_dir)))
+            return cls()
+
+        def predict(self, images: dict, state: np.ndarray, instruction: str, embodiment: str) -> np.ndarray:
+            calls.append((sorted(images), state.shape, instruction, embodiment))
+            return np.zeros((16, 4), np.float32)
+
+    monkeypatch.setattr(policy_module, "Policy", FakePolicy)
+    cfg = EvalConfig(episodes=1, splits=("seen",), replan_steps=16)
+    result = evaluate_policy(load_run_policy("runs/x", "sim_arm"), cfg)
+    assert calls[0] == ("load", "runs/x")
+    instruction = result["episodes"][0]["instruction"]
+    assert calls[1] == (["top"], (4,), instruction, "sim_arm") and len(calls) == 1 + 4  # 60 steps / 16 per chunk
+    assert result["overall"]["success_rate"] == 0.0
+
+
+def test_shift_conditions_change_the_image_not_the_scene() -> None:
+    renderer, rng = Renderer(64), np.random.default_rng(0)
+    spec, _ = sample_demo_episode("target", 0, 0, get_embodiment("sim_arm"))
+    world = World.start(spec.scene, get_embodiment("sim_arm"))
+    normal = renderer.render(world, sample_condition("normal", rng)).astype(float)
+    for kind in ("lighting", "background", "colour"):
+        shifted = renderer.render(world, sample_condition(kind, rng)).astype(float)
+        assert np.abs(shifted - normal).mean() > 3.0, kind
+    frames = 200
+    import time
+
+    start = time.perf_counter()
+    for _ in range(frames):
+        renderer.render(world, spec.condition)
+    assert (time.perf_counter() - start) / frames < 0.003  # ~0.3 ms expected; generous for shared CPUs
+
+
+# --- generated corpus through the real converters ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, CorpusConfig]:
+    root = tmp_path_factory.mktemp("sim")
+    cfg = CorpusConfig(episodes=3, other_episodes=2, human_episodes=2, vl_images=4, questions_per_image=2)
+    generate_corpus(root / "raw", cfg)
+    convert_corpus(root / "raw", root / "converted")
+    return root / "raw", root / "converted", cfg
+
+
+def test_every_generated_source_converts_and_validates(corpus: tuple[Path, Path, CorpusConfig]) -> None:
+    from cotrain.manifest import load_manifest
+    from cotrain.validate import validate
+
+    raw, converted, _ = corpus
+    sources = json.loads((raw / "corpus.json").read_text())["sources"]
+    assert [s["converter"] for s in sources] == ["lerobot", "lerobot", "egodex", "coco", "hf-parquet"]
+    info = json.loads((raw / "robot/sim_arm/meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["features"]["action"]["names"] == ["dx", "dy", "dz", "gripper"]
+    for source in sources:
+        assert validate(converted / source["name"]).ok, source["name"]
+        manifest = load_manifest(converted / source["name"])
+        assert (manifest.modality, manifest.embodiment) == (source["modality"], source["options"].get(
+            "embodiment", "human_hand" if source["role"] == "human" else None))
+
+
+def test_robot_demos_round_trip_exactly(corpus: tuple[Path, Path, CorpusConfig]) -> None:
+    from cotrain.dataset import Dataset
+    from cotrain.imaging import decode_image
+
+    _, converted, cfg = corpus
+    for role, embodiment, count in (("target", "sim_arm", 3), ("cross_embodiment", "sim_gripper", 2)):
+        recs = record_role(role, embodiment, count, cfg, Renderer(cfg.image_size))
+        episodes = episodes_of(Dataset.open(converted / embodiment))
+        assert sorted(episodes) == [str(i) for i in range(count)]
+        for i, rec in enumerate(recs):
+            samples = episodes[str(i)]
+            assert len(samples) == rec.length
+            np.testing.assert_array_equal(np.stack([s["state.npy"] for s in samples]), rec.state)
+            np.testing.assert_array_equal(np.stack([s["actions.npy"][0] for s in samples]), rec.action)
+            assert samples[0]["instruction.txt"] == rec.instruction
+            assert samples[0]["meta.json"]["embodiment"] == embodiment
+            decoded = decode_image(samples[3]["top.jpg"]).astype(float)
+            assert np.abs(decoded - rec.images["top"][3]).mean() < 6.0  # h264 then JPEG
+
+
+def test_human_demos_become_hand_poses_in_the_camera_frame(corpus: tuple[Path, Path, CorpusConfig]) -> None:
+    from cotrain.dataset import Dataset
+    from cotrain.sim.embodiments import hand_keypoints
+
+    _, converted, cfg = corpus
+    recs = record_role("human", "human_hand", 2, cfg, Renderer(cfg.image_size))
+    episodes = episodes_of(Dataset.open(converted / "human_hand"))
+    samples = episodes[f"train/{recs[0].spec.scene.task.verb}/0"]
+    assert samples[0]["instruction.txt"] == recs[0].instruction
+    # recorded at 30 Hz, converted at 10 Hz: sample k holds source frame 3k
+    assert [s["meta.json"]["source_frame_index"] for s in samples] == list(range(0, recs[0].length, 3))
+    for sample in (samples[0], samples[-1]):
+        t = sample["meta.json"]["source_frame_index"]
+        keys = hand_keypoints(recs[0].effector[t], recs[0].closure[t])
+        wrist = keys["wrist"]
+        right = sample["state.npy"][10:]
+        # camera 1 m above the table centre looking down: x right, y = -table y, z = height - 1
+        np.testing.assert_allclose(right[:3], [wrist[0] - 0.5, 0.5 - wrist[1], wrist[2] - 1.0], atol=1e-5)
+        np.testing.assert_allclose(right[9], np.linalg.norm(keys["thumb"] - keys["index"]), atol=1e-5)
+    assert "top.jpg" in samples[0]
+
+
+def test_vision_language_text_round_trips_and_carries_purple(corpus: tuple[Path, Path, CorpusConfig]) -> None:
+    from cotrain.dataset import Dataset
+
+    raw, converted, cfg = corpus
+    doc = json.loads((raw / "vl/captions/annotations/captions_train2017.json").read_text())
+    captions = [s["target.txt"] for s in Dataset.open(converted / "sim_captions").iter_decoded()]
+    assert captions == [a["caption"] for a in sorted(doc["annotations"], key=lambda a: (a["image_id"], a["id"]))]
+    assert len(captions) == 3 * cfg.vl_images
+    qa = [s["conversation.json"] for s in Dataset.open(converted / "sim_qa").iter_decoded()]
+    assert len(qa) == cfg.questions_per_image * cfg.vl_images
+    assert all(turns[0]["role"] == "user" and "<image>" not in turns[0]["content"] for turns in qa)
+    vl_text = " ".join(captions + [t["content"] for turns in qa for t in turns])
+    assert "purple" in vl_text and "star" not in vl_text and "triangle" not in vl_text
+    robot_text = " ".join(s["instruction.txt"] for name in ("sim_arm", "sim_gripper", "human_hand")
+                          for s in Dataset.open(converted / name).iter_decoded())
+    assert "purple" not in robot_text
+
+
+def test_cli_generate_refuses_to_overwrite_and_eval_baselines(tmp_path: Path) -> None:
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    proc = run_cli("sim", "generate", str(out), "--episodes", "1")
+    assert proc.returncode == 1 and "exists and is not empty; choose another OUT or pass --overwrite" in proc.stderr
+    proc = run_cli("sim", "eval", "--episodes", "4", "--json")
+    assert proc.returncode == 1 and "give either RUN_DIR" in proc.stderr
+    proc = run_cli("sim", "eval", "--policy", "expert", "--episodes", "4", "--splits", "seen,unseen", "--json",
+                   check=True)
+    result = json.loads(proc.stdout)
+    assert result["policy"] == "expert" and result["splits"]["seen"] == {
+        "episodes": 2, "successes": 2, "success_rate": 1.0, "ci95": result["splits"]["seen"]["ci95"],
+        "mean_steps_success": result["splits"]["seen"]["mean_steps_success"]}
+    assert set(EMBODIMENTS) >= {"sim_arm", "sim_gripper"}
