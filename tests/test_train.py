@@ -254,3 +254,40 @@ def test_eval_text_ce_falls_with_training(data: Path, tmp_path: Path) -> None:
     assert late["datasets"]["vl"]["text"]["accuracy"] > early["datasets"]["vl"]["text"]["accuracy"]
     with pytest.raises(ConfigError, match="robot: 3 action dims; the model takes 1"):
         evaluate_run(tmp_path / "run30", [data / "robot"], max_samples=2)
+
+
+def _torchrun(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(port), "-m", "cotrain", "train", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_process_gloo_ddp_and_fsdp_match_one_process(data: Path, tmp_path: Path) -> None:
+    mix = write_mix(data)
+    reference = train(config(data, tmp_path / "one", steps=6)).history
+    common = [str(mix), "--steps", "6", "--save-every", "3", "--warmup-steps", "2", "--lr", "1e-3",
+              "--set", "progress=false", "--set", "tensorboard=false"]
+    _torchrun(29541, *common, "--out", str(tmp_path / "ddp"))
+    ddp = rows(tmp_path / "ddp")
+    assert [r["proportions"] for r in ddp] == [r["proportions"] for r in reference]
+    for a, b in zip(ddp, reference):  # noise is drawn per global batch, so ranks change nothing but sums
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    ckpt = tmp_path / "ddp" / "checkpoints" / "step_00000006"
+    assert {p.name for p in ckpt.glob("loader_rank*.json")} == {"loader_rank0.json", "loader_rank1.json"}
+    # elastic resume: the 2-rank checkpoint of step 3, continued by one process, gives the same steps 3..5
+    import shutil
+
+    shutil.rmtree(ckpt)
+    (tmp_path / "ddp" / "checkpoints" / "LATEST").write_text('{"dir": "step_00000003"}\n')
+    resumed = train(config(data, tmp_path / "ddp", steps=6, resume=True))
+    assert resumed.start_step == 3 and [r["step"] for r in rows(tmp_path / "ddp")] == list(range(6))
+    for a, b in zip(rows(tmp_path / "ddp")[3:], reference[3:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # FSDP2 (one unit per MoT block and SigLIP layer) on CPU/gloo: same first steps (warmup: lr independent of length)
+    _torchrun(29542, *[c if c != "6" else "2" for c in common], "--fsdp", "--out", str(tmp_path / "fsdp"))
+    for a, b in zip(rows(tmp_path / "fsdp"), reference[:2]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    assert (tmp_path / "fsdp" / "checkpoints" / "step_00000002" / "model.safetensors").is_file()

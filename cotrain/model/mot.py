@@ -126,7 +126,7 @@ class MoTBlock(nn.Module):
     def forward(self, prefix: torch.Tensor | None, suffix: torch.Tensor | None, rope_prefix: Rope | None,
                 rope_suffix: Rope | None, masks: Masks, past: KV | None = None,
                 insulate: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None, KV | None]:
-        """Returns (prefix out, suffix out, prefix (k, v) after RoPE when the prefix was given)."""
+        """Returns (prefix out, suffix out, prefix (k, v) after RoPE in prefix-only mode, for the cache)."""
         qp = kp = vp = qs = ks = vs = None
         if prefix is not None:
             qp, kp, vp = _qkv(self.backbone, prefix, rope_prefix)  # type: ignore[arg-type]
@@ -146,4 +146,5 @@ class MoTBlock(nn.Module):
                 out_s = attend(qs, k, v, masks.additive("suffix", qs.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
         new_p = _finish(self.backbone, prefix, out_p) if prefix is not None else None  # type: ignore[arg-type]
         new_s = _finish(self.expert, suffix, out_s) if suffix is not None else None  # type: ignore[arg-type]
-        return new_p, new_s, ((kp, vp) if prefix is not None else None)  # type: ignore[return-value]
+        # K/V only in prefix-only mode: training outputs stay non-views (FSDP2 hooks the outputs' grads)
+        return new_p, new_s, ((kp, vp) if suffix is None else None)  # type: ignore[return-value]

@@ -116,7 +116,7 @@ def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, am
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=False, broadcast_buffers=False)
+                                   find_unused_parameters=False)
 
 
 def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
