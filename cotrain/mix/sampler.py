@@ -69,6 +69,9 @@ class Allocator:
         self.num_sources = num_sources
         self.every = checkpoint_every
         self._points = [_Carry(0, [0.0] * num_sources, [0] * num_sources)]
+        # The state after the latest `counts` call: a loader asks for steps in order, and without it
+        # every step would replay up to `checkpoint_every` steps from the last checkpoint (O(k) per step).
+        self._last: _Carry | None = None
 
     def _advance(self, carry: _Carry) -> list[int]:
         weights = self.schedule.weights_at(carry.step)
@@ -89,6 +92,9 @@ class Allocator:
                 self._advance(carry)
             self._points.append(carry)
         base = self._points[step // self.every]
+        if self._last is not None and base.step <= self._last.step <= step:
+            # Same checkpoint, same sequence of advances: continuing from it gives identical floats.
+            base = self._last
         carry = _Carry(base.step, list(base.error), list(base.drawn))
         while carry.step < step:
             self._advance(carry)
@@ -98,7 +104,9 @@ class Allocator:
         """(counts per source at `step`, draws per source before `step`)."""
         carry = self._carry_at(step)
         drawn = list(carry.drawn)
-        return self._advance(carry), drawn
+        counts = self._advance(carry)
+        self._last = carry  # a fresh copy owned here: the state before step + 1
+        return counts, drawn
 
 
 def source_seed(seed: int, name: str) -> int:
