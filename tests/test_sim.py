@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from cotrain.errors import ConfigError
 from cotrain.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
 from cotrain.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
 from cotrain.sim.evaluate import EvalConfig, evaluate_policy, expert_policy, load_run_policy, random_policy
@@ -361,3 +362,15 @@ def test_cli_generate_refuses_to_overwrite_and_eval_baselines(tmp_path: Path) ->
         "episodes": 2, "successes": 2, "success_rate": 1.0, "ci95": result["splits"]["seen"]["ci95"],
         "mean_steps_success": result["splits"]["seen"]["mean_steps_success"]}
     assert set(EMBODIMENTS) >= {"sim_arm", "sim_gripper"}
+
+
+def test_pick_only_variant_restricts_demos_and_evaluation() -> None:
+    cfg = CorpusConfig(verbs=("pick",))
+    recs = record_role("target", "sim_arm", 4, cfg, Renderer(cfg.image_size))
+    assert all(r.instruction.startswith("pick up the ") for r in recs)
+    ev = EvalConfig(episodes=8, verbs=("pick",))
+    result = evaluate_policy(expert_policy(ev), ev, name="expert")
+    assert all(e["instruction"].startswith("pick up the ") for e in result["episodes"])
+    assert result["overall"]["success_rate"] == 1.0
+    with pytest.raises(ConfigError, match="--verbs: verbs must be a non-empty subset of pick, push, place, got lift"):
+        EvalConfig(verbs=("lift",))

@@ -25,6 +25,7 @@ def generate_cmd(
     image_size: int = typer.Option(64, "--image-size", help="Square image side in pixels (even, >= 32)."),
     target: str = typer.Option("sim_arm", "--target", help="The evaluated robot: sim_arm or sim_gripper."),
     seed: int = typer.Option(0, "--seed", help="Root seed of every episode and scene."),
+    verbs: str = typer.Option("pick,push,place", "--verbs", help="Demonstrated task verbs (pick alone: easy variant)."),
     convert_to: Optional[Path] = typer.Option(None, "--convert", help="Also convert every source into this folder."),
     workers: int = typer.Option(1, "--workers", help="Conversion worker processes (with --convert)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing corpus (and conversions)."),
@@ -35,7 +36,7 @@ def generate_cmd(
 
     cfg = CorpusConfig(episodes=episodes, other_episodes=other_episodes, human_episodes=human_episodes,
                        vl_images=vl_images, questions_per_image=questions, image_size=image_size, target=target,
-                       seed=seed)
+                       seed=seed, verbs=_split_list(verbs))
     report = generate_corpus(out, cfg, overwrite=overwrite)
     if convert_to is not None:
         report["converted"] = convert_corpus(out, convert_to, workers=workers, overwrite=overwrite)
@@ -57,14 +58,15 @@ def eval_cmd(
     replan_steps: int = typer.Option(8, "--replan-steps", help="Actions executed per chunk before replanning."),
     image_size: int = typer.Option(64, "--image-size", help="Camera image side (as generated for training)."),
     seed: int = typer.Option(0, "--seed", help="Evaluation seed (same seed: same episodes for every policy)."),
+    verbs: str = typer.Option("pick,push,place", "--verbs", help="Task verbs to evaluate (as generated)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Closed-loop success rate per split (seen, unseen, seen_shift, unseen_shift) and unseen group."""
     from cotrain.sim.evaluate import EvalConfig, evaluate_policy
 
-    cfg = EvalConfig(episodes=episodes, splits=tuple(s.strip() for s in splits.split(",") if s.strip()),
-                     embodiment=embodiment, replan_steps=replan_steps, image_size=image_size, seed=seed)
+    cfg = EvalConfig(episodes=episodes, splits=_split_list(splits), embodiment=embodiment, replan_steps=replan_steps,
+                     image_size=image_size, seed=seed, verbs=_split_list(verbs))
     factory, name = _policy(run_dir, policy, cfg)
     result = evaluate_policy(factory, cfg, name=name)
     if out is not None:
@@ -73,6 +75,10 @@ def eval_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1))
     print_json(result) if json_output else print_table(f"sim eval: {name} ({result['seconds']} s)", _rows(result))
+
+
+def _split_list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _policy(run_dir: Path | None, policy: str | None, cfg: Any) -> tuple[Any, str]:  # noqa: ANN401

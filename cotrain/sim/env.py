@@ -14,6 +14,7 @@ every evaluation episode is solvable and the expert's success rate measures the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from cotrain.sim.scene import (
     EVAL_SPLITS,
     ROLES,
     UNSEEN_GROUPS,
+    VERBS,
     Scene,
     demo_tasks,
     palette,
@@ -69,10 +71,10 @@ def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = Expert
     return 0
 
 
-def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment,
-                        max_steps: int | None = None) -> tuple[EpisodeSpec, ExpertParams]:
+def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment, max_steps: int | None = None,
+                        verbs: Sequence[str] = VERBS) -> tuple[EpisodeSpec, ExpertParams]:
     """Demonstration `index` of a role (normal conditions), with the expert style that solves it."""
-    tasks, pal = demo_tasks(role), palette(role)
+    tasks, pal = demo_tasks(role, verbs), palette(role)
     for attempt in range(_MAX_ATTEMPTS):
         rng = episode_rng(seed, ROLES.index(role), index, attempt)
         scene = sample_scene(sample_task(tasks, rng), rng, pal)
@@ -82,15 +84,16 @@ def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment
     raise RuntimeError(f"no solvable {role} episode {index} in {_MAX_ATTEMPTS} attempts")
 
 
-def sample_eval_episode(split: str, index: int, seed: int, embodiment: Embodiment,
-                        max_steps: int | None = None) -> EpisodeSpec:
-    """Evaluation episode `index` of a split: unseen cycles its groups, shifted splits cycle SHIFTS."""
+def sample_eval_episode(split: str, index: int, seed: int, embodiment: Embodiment, max_steps: int | None = None,
+                        verbs: Sequence[str] = VERBS) -> EpisodeSpec:
+    """Evaluation episode `index` of a split: unseen cycles its groups (those with tasks of `verbs`),
+    shifted splits cycle SHIFTS."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; splits: {', '.join(EVAL_SPLITS)}")
-    groups = list(UNSEEN_GROUPS)
+    groups = [g for g in UNSEEN_GROUPS if unseen_tasks(g, verbs)]
     unseen = split.startswith("unseen")
     group = groups[index % len(groups)] if unseen else "seen"
-    tasks = unseen_tasks(group) if unseen else demo_tasks("target")
+    tasks = unseen_tasks(group, verbs) if unseen else demo_tasks("target", verbs)
     shift = SHIFTS[(index // len(groups) if unseen else index) % len(SHIFTS)] if split.endswith("shift") else "normal"
     for attempt in range(_MAX_ATTEMPTS):
         rng = episode_rng(seed, _EVAL_STREAM + EVAL_SPLITS.index(split), index, attempt)

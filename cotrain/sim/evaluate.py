@@ -26,7 +26,7 @@ from cotrain.errors import ConfigError
 from cotrain.sim.embodiments import DEFAULT_TARGET, ROBOTS
 from cotrain.sim.env import TabletopEnv, episode_rng, sample_eval_episode
 from cotrain.sim.expert import ExpertParams, expert_chunk
-from cotrain.sim.scene import EVAL_SPLITS
+from cotrain.sim.scene import EVAL_SPLITS, VERBS, check_verbs
 
 Policy = Callable[[dict[str, Any]], np.ndarray]
 PolicyFactory = Callable[[TabletopEnv], Policy]
@@ -47,6 +47,7 @@ class EvalConfig:
         max_steps: steps before an episode counts as failed (default: 6 s at the robot's rate).
         image_size: camera image side in pixels (the size the policy was trained on).
         seed: evaluation seed (independent of the generation seed's streams).
+        verbs: task verbs to evaluate (those the corpus was generated with).
     """
 
     episodes: int = 50
@@ -57,8 +58,13 @@ class EvalConfig:
     max_steps: int | None = None
     image_size: int = 64
     seed: int = 0
+    verbs: tuple[str, ...] = VERBS
 
     def __post_init__(self) -> None:
+        try:
+            check_verbs(self.verbs)
+        except ValueError as exc:
+            raise ConfigError(f"--verbs: {exc}") from None
         unknown = [s for s in self.splits if s not in EVAL_SPLITS]
         if unknown or not self.splits:
             raise ConfigError(f"--splits {','.join(self.splits)!r}: choose from {', '.join(EVAL_SPLITS)}")
@@ -167,7 +173,7 @@ def evaluate_policy(make_policy: PolicyFactory, cfg: EvalConfig = EvalConfig(), 
     records = []
     for i in range(cfg.episodes):
         split, index = cfg.splits[i % len(cfg.splits)], i // len(cfg.splits)
-        spec = sample_eval_episode(split, index, cfg.seed, env.embodiment, cfg.max_steps)
+        spec = sample_eval_episode(split, index, cfg.seed, env.embodiment, cfg.max_steps, cfg.verbs)
         records.append(run_episode(env, make_policy, {"episode": spec}, cfg.replan_steps))
         if progress:
             progress(i + 1, cfg.episodes)
@@ -175,6 +181,6 @@ def evaluate_policy(make_policy: PolicyFactory, cfg: EvalConfig = EvalConfig(), 
     groups = {s: _grouped([r for r in records if r["split"] == s], "group") for s in cfg.splits if "unseen" in s}
     conditions = {s: _grouped([r for r in records if r["split"] == s], "condition")
                   for s in cfg.splits if s.endswith("shift")}
-    return {"policy": name, "config": {**asdict(cfg), "splits": list(cfg.splits)}, "overall": summarise(records),
+    return {"policy": name, "config": {**asdict(cfg), "splits": list(cfg.splits), "verbs": list(cfg.verbs)}, "overall": summarise(records),
             "splits": splits, "groups": groups, "conditions": conditions, "episodes": records,
             "seconds": round(time.perf_counter() - start, 2)}

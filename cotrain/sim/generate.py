@@ -32,7 +32,7 @@ from cotrain.sim.env import CAMERA, episode_rng, sample_demo_episode
 from cotrain.sim.lerobot_writer import LeRobotEpisode, write_lerobot_v30
 from cotrain.sim.recording import Recording, record_demo
 from cotrain.sim.render import Renderer, sample_condition
-from cotrain.sim.scene import ROLES, TaskSpec, demo_tasks, palette, sample_scene, sample_task
+from cotrain.sim.scene import ROLES, VERBS, TaskSpec, check_verbs, demo_tasks, palette, sample_scene, sample_task
 from cotrain.sim.vl_data import scene_captions, scene_questions, write_coco_captions, write_hf_conversations
 from cotrain.sim.world import World
 
@@ -53,6 +53,7 @@ class CorpusConfig:
         image_size: square image side in pixels.
         seed: root of every generator.
         target: the evaluated robot (`sim_arm` or `sim_gripper`).
+        verbs: the task verbs demonstrated (a subset of pick, push, place; pick alone is the easy variant).
     """
 
     episodes: int = 64
@@ -63,8 +64,13 @@ class CorpusConfig:
     image_size: int = 64
     seed: int = 0
     target: str = DEFAULT_TARGET
+    verbs: tuple[str, ...] = VERBS
 
     def __post_init__(self) -> None:
+        try:
+            check_verbs(self.verbs)
+        except ValueError as exc:
+            raise ConfigError(f"--verbs: {exc}") from None
         if self.target not in ROBOTS:
             raise ConfigError(f"--target {self.target!r}: must be one of {', '.join(ROBOTS)}")
         counts = {"--episodes": self.episodes, "--other-episodes": self.other_episodes,
@@ -81,7 +87,7 @@ def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, rende
     emb = get_embodiment(embodiment)
     out = []
     for i in range(count):
-        spec, params = sample_demo_episode(role, i, cfg.seed, emb)
+        spec, params = sample_demo_episode(role, i, cfg.seed, emb, verbs=cfg.verbs)
         out.append(record_demo(spec, params, emb, renderer))
     return out
 
@@ -158,19 +164,19 @@ def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, over
                  other)
     _write_human(out / "human", record_role("human", "human_hand", cfg.human_episodes, cfg, renderer))
     _write_vl(out / "vl", cfg, renderer)
-    corpus = {"config": asdict(cfg), "sources": _sources(cfg, other), "splits": split_summary(cfg.target)}
+    corpus = {"config": asdict(cfg), "sources": _sources(cfg, other), "splits": split_summary(cfg.target, cfg.verbs)}
     (out / CORPUS_FILE).write_text(json.dumps(corpus, indent=1))
     return {**corpus, "out": str(out), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def split_summary(target: str) -> dict[str, Any]:
+def split_summary(target: str, verbs: tuple[str, ...] = VERBS) -> dict[str, Any]:
     """Which colours and shapes each role shows, and how many demo tasks it has."""
     summary: dict[str, Any] = {"target": target}
     for role in ROLES:
         pal = palette(role)
         entry: dict[str, Any] = {"colours": list(pal.colours), "shapes": list(pal.shapes)}
         if role != "vision_language":
-            entry["tasks"] = len(demo_tasks(role))
+            entry["tasks"] = len(demo_tasks(role, verbs))
         summary[role] = entry
     return summary
 

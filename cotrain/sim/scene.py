@@ -101,31 +101,40 @@ class TaskSpec:
         return frozenset(c for c in (self.verb, self.colour, self.shape, self.goal_colour, self.goal_kind) if c)
 
 
-def demo_tasks(role: str) -> list[TaskSpec]:
+def check_verbs(verbs: Sequence[str]) -> tuple[str, ...]:
+    unknown = [v for v in verbs if v not in VERBS]
+    if unknown or not verbs:
+        raise ValueError(f"verbs must be a non-empty subset of {', '.join(VERBS)}, got {', '.join(verbs) or 'none'}")
+    return tuple(v for v in VERBS if v in verbs)
+
+
+def demo_tasks(role: str, verbs: Sequence[str] = VERBS) -> list[TaskSpec]:
     """All tasks a demonstration role may perform: its palette, minus the held-out combos."""
     if role == "vision_language":
         raise ValueError("the vision_language role has no demonstrations")
     pal = palette(role)
-    return [t for t in _all_tasks(pal.colours, pal.shapes, pal.colours)
+    return [t for t in _all_tasks(pal.colours, pal.shapes, pal.colours, check_verbs(verbs))
             if (t.verb, t.colour, t.shape) not in HELD_OUT_COMBOS]
 
 
-def unseen_tasks(group: str) -> list[TaskSpec]:
-    """The evaluation tasks of one unseen group (goals always in base colours)."""
+def unseen_tasks(group: str, verbs: Sequence[str] = VERBS) -> list[TaskSpec]:
+    """The evaluation tasks of one unseen group (goals always in base colours); empty when the
+    group's held-out combos use none of `verbs`."""
     if group not in UNSEEN_GROUPS:
         raise ValueError(f"unknown unseen group {group!r}; groups: {', '.join(UNSEEN_GROUPS)}")
     concept = UNSEEN_GROUPS[group]
     if concept is None:
-        return [t for t in _all_tasks(BASE_COLOURS, BASE_SHAPES, BASE_COLOURS)
+        return [t for t in _all_tasks(BASE_COLOURS, BASE_SHAPES, BASE_COLOURS, check_verbs(verbs))
                 if (t.verb, t.colour, t.shape) in HELD_OUT_COMBOS]
     colours = (concept,) if concept in COLOURS else BASE_COLOURS
     shapes = (concept,) if concept in SHAPES else BASE_SHAPES
-    return _all_tasks(colours, shapes, BASE_COLOURS)
+    return _all_tasks(colours, shapes, BASE_COLOURS, check_verbs(verbs))
 
 
-def _all_tasks(colours: Sequence[str], shapes: Sequence[str], goal_colours: Sequence[str]) -> list[TaskSpec]:
+def _all_tasks(colours: Sequence[str], shapes: Sequence[str], goal_colours: Sequence[str],
+               verbs: Sequence[str]) -> list[TaskSpec]:
     out = []
-    for verb in VERBS:
+    for verb in verbs:
         for colour in colours:
             for shape in shapes:
                 if verb == "pick":
