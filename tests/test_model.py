@@ -241,3 +241,131 @@ def test_model_inputs_shapes_from_batch() -> None:
     assert inputs.text_kind[2].tolist().count(KIND_TEXT) == len("a red cube") + 1
     assert inputs.text_kind[3].tolist().count(KIND_ACTION) == 4
     assert inputs.text_ids[3][inputs.text_kind[3] == KIND_ACTION].tolist()[:3] == [1282 - 5, 1282 - 7, 1282 - 1000]
+
+
+# ---- PaliGemma checkpoints ----------------------------------------------------------------------------------
+
+def write_paligemma(directory, backbone: str = "gemma") -> None:
+    """A tiny random PaliGemma (or PaliGemma 2) checkpoint, written by transformers' save_pretrained."""
+    import transformers
+
+    from cotrain.model.backbone import random_backbone_config
+
+    tok = build_byte_tokenizer()
+    cfg = with_overrides(get_preset("tiny"), image_size=32, backbone=backbone, action_vocab_size=2048,
+                         action_token_skip=128)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        transformers.PaliGemmaForConditionalGeneration(random_backbone_config(cfg, tok.vocab_size)).save_pretrained(
+            directory)
+    tok.save(directory)
+
+
+@pytest.fixture(scope="module")
+def paligemma_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("paligemma")
+    for backbone in ("gemma", "gemma2"):
+        write_paligemma(root / backbone, backbone)
+    return {"gemma": root / "gemma", "gemma2": root / "gemma2"}
+
+
+def _pretrained(directory, backbone: str):
+    from cotrain.model.text import TextTokenizer
+
+    preset = "paligemma2" if backbone == "gemma2" else "paligemma"
+    cfg = with_overrides(get_preset(preset), image_size=32, max_cameras=1, horizon=4, action_dim=3, state_dim=4,
+                         expert_width=32, expert_mlp=64)
+    return build_vla(cfg, seed=0, tokenizer=TextTokenizer.load(directory), init_from=directory)
+
+
+@pytest.mark.parametrize("backbone", ["gemma", "gemma2"])
+def test_embeddings_and_prefix_pass_match_transformers(paligemma_dirs: dict, backbone: str) -> None:
+    """Pins embedding scaling for the installed transformers (vla.md section 6) and our layers against its own."""
+    import transformers
+    from packaging.version import Version
+
+    model, cfg = _pretrained(paligemma_dirs[backbone], backbone)
+    model.eval()
+    hf = transformers.PaliGemmaForConditionalGeneration.from_pretrained(
+        paligemma_dirs[backbone], attn_implementation="eager").eval()
+    embed = hf.model.language_model.embed_tokens
+    ids = torch.tensor([[5, 77, 130]])
+    if Version(transformers.__version__) >= Version("5.4"):
+        # 5.4+: sqrt(width) lives inside embed_tokens, image features are no longer divided by it
+        assert torch.allclose(embed(ids), embed.weight[ids] * math.sqrt(64))
+        assert type(embed).__name__.endswith("ScaledWordEmbedding")
+    else:  # 4.x: a plain lookup; the language model multiplies, image features were divided by sqrt(width)
+        assert torch.equal(embed(ids), embed.weight[ids])
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8, generator=g)
+    text = torch.randint(3, 200, (2, 7), generator=g)
+    seen = {}
+
+    def capture(module: object, args: tuple, kwargs: dict) -> None:
+        seen["x"] = kwargs.get("hidden_states", args[0] if args else None)
+
+    hook = hf.model.language_model.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+    ids = torch.cat([torch.full((2, model.image_tokens), hf.config.image_token_index), text], 1)
+    with torch.no_grad():
+        out = hf(input_ids=ids, pixel_values=images[:, 0].float() / 127.5 - 1, token_type_ids=torch.zeros_like(ids),
+                 output_hidden_states=True)
+    hook.remove()
+    inputs = ModelInputs(images=images, camera_mask=torch.ones(2, 1, dtype=torch.bool), text_ids=text,
+                         text_valid=torch.ones_like(text, dtype=torch.bool), text_kind=torch.zeros_like(text),
+                         state=torch.zeros(2, 4), state_valid=torch.ones(2, dtype=torch.bool),
+                         actions=torch.zeros(2, 4, 3), actions_valid=torch.ones(2, 4, dtype=torch.bool),
+                         action_mask=torch.ones(2, 3, dtype=torch.bool))
+    with torch.no_grad():
+        ours, *_ = model.embed_prefix(inputs)
+        hidden = model.prefix_hidden(inputs)
+    assert torch.allclose(ours, seen["x"], atol=1e-6)  # what transformers feeds its first layer
+    assert torch.allclose(hidden, out.hidden_states[-1], atol=1e-5)  # whole prefix pass, soft-capping included
+    assert torch.equal(model.blocks[1].backbone.mlp.up_proj.weight, hf.model.language_model.layers[1].mlp.up_proj.weight)
+    assert cfg.backbone_config["text_config"]["model_type"] == backbone
+
+
+def test_checkpoint_directory_errors(paligemma_dirs: dict, tmp_path) -> None:
+    import json
+    import shutil
+
+    from cotrain.model.backbone import check_checkpoint_dir
+
+    def err(path, backbone: str = "gemma") -> str:
+        with pytest.raises(ConfigError) as info:
+            check_checkpoint_dir(path, backbone)
+        assert "\n" not in str(info.value)
+        return str(info.value)
+
+    assert "directory not found" in err(tmp_path / "nope")
+    assert "no config.json" in err(tmp_path)
+    assert "the text model is 'gemma' but the preset needs 'gemma2' (use --model paligemma)" in err(
+        paligemma_dirs["gemma"], "gemma2")
+    broken = tmp_path / "broken"
+    shutil.copytree(paligemma_dirs["gemma"], broken)
+    (broken / "tokenizer.json").unlink()
+    assert "no tokenizer.json" in err(broken)
+    weights = broken / "model.safetensors"
+    weights.rename(broken / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (broken / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert "incomplete checkpoint: model-00002-of-00002.safetensors (listed in model.safetensors.index.json) is " \
+           "missing" in err(broken)
+    (broken / "model.safetensors.index.json").unlink()
+    (broken / "pytorch_model.bin").write_bytes(b"x")
+    assert "only PyTorch .bin weights; cotrain loads safetensors only" in err(broken)
+    cfg = json.loads((paligemma_dirs["gemma"] / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**cfg, "model_type": "llava"}))
+    assert "model_type is 'llava', not 'paligemma'" in err(broken)
+
+
+def test_activation_checkpointing_gives_the_same_gradients() -> None:
+    grads = []
+    for ac in (False, True):
+        model, _, layout = tiny(activation_checkpointing=ac)
+        inputs, _ = build_inputs(batch(), layout)
+        g = torch.Generator().manual_seed(5)
+        terms = model(inputs, torch.randn(4, 4, 3, generator=g), sample_time(4, g))
+        (terms["flow"].sum() + terms["text"].sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

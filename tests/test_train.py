@@ -291,3 +291,42 @@ def test_two_process_gloo_ddp_and_fsdp_match_one_process(data: Path, tmp_path: P
     for a, b in zip(rows(tmp_path / "fsdp"), reference[:2]):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
     assert (tmp_path / "fsdp" / "checkpoints" / "step_00000002" / "model.safetensors").is_file()
+
+
+def test_paligemma_from_a_local_checkpoint_frozen_and_lora(data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    import cotrain
+    from tests.test_model import write_paligemma
+
+    pg = tmp_path / "pg"
+    write_paligemma(pg)
+    hf = load_file(str(pg / "model.safetensors"))  # hub layout: language_model.model.*, vision_tower.*
+    common = {"model": "paligemma", "init_from": str(pg), "expert_width": 32, "expert_mlp": 64, "horizon": 4,
+              "steps": 2}
+    with pytest.raises(ConfigError, match=r"image_size is 48 but the checkpoint .* takes 32x32 images"):
+        train(TrainConfig(mixture=str(write_mix(data, "m48.yaml", image_size=48)), out=str(tmp_path / "x"),
+                          **{**FAST, **common}))
+    frozen = train(config(data, tmp_path / "frozen", freeze="backbone", **common))
+    lora = train(config(data, tmp_path / "lora", lora_rank=4, **common))
+    # rank 4 on q,k,v,o,gate,up,down of 2 layers (64 wide, q 32, kv 16, mlp 128): 4 * (in + out) each
+    assert lora.parameters["trainable"] - frozen.parameters["trainable"] == 2 * 4 * (96 + 80 + 80 + 96 + 192 * 3)
+    for result in (frozen, lora):
+        saved = load_file(str(result.last_checkpoint / "model.safetensors"))
+        base = ".base_layer" if result is lora else ""
+        assert torch.equal(saved[f"blocks.1.backbone.self_attn.q_proj{base}.weight"],
+                           hf["language_model.model.layers.1.self_attn.q_proj.weight"])  # frozen: untouched
+        assert torch.equal(saved["vision_tower.encoder.layers.0.mlp.fc1.weight"],
+                           hf["vision_tower.encoder.layers.0.mlp.fc1.weight"])
+    saved = load_file(str(lora.last_checkpoint / "model.safetensors"))
+    assert saved["blocks.0.backbone.mlp.down_proj.lora_B.default.weight"].abs().sum() > 0  # adapters trained
+    model_cfg = json.loads((tmp_path / "lora" / "model_config.json").read_text())
+    assert model_cfg["pretrained"] and model_cfg["action_dim"] == 32 and model_cfg["lora_rank"] == 4
+    shutil.rmtree(pg)  # the run must be self-contained: Policy rebuilds from its stored config
+    policy = cotrain.Policy.load(tmp_path / "lora")
+    chunk = policy.predict([np.zeros((24, 32, 3), np.uint8)] * 2, np.zeros(4), "pick", "bot")
+    assert chunk.shape == (4, 3) and np.isfinite(chunk).all()
