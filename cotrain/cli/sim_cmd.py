@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from cotrain.cli.output import print_json, print_table
 from cotrain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cotrain.sim.evaluate import EvalConfig, PolicyFactory
 
 sim_app = typer.Typer(help="Simulated tabletop benchmark: generate a co-training corpus, evaluate policies.",
                       no_args_is_help=True)
@@ -81,23 +84,24 @@ def _split_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def _policy(run_dir: Path | None, policy: str | None, cfg: Any) -> tuple[Any, str]:  # noqa: ANN401
+def _policy(run_dir: Path | None, policy: str | None, cfg: EvalConfig) -> tuple[PolicyFactory, str]:
     from cotrain.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy
 
-    if (run_dir is None) == (policy is None):
-        raise ConfigError("give either RUN_DIR (a trained run) or --policy expert|random, not both or neither")
-    if policy is not None:
+    if policy is not None and run_dir is None:
         if policy not in BASELINES:
             raise ConfigError(f"--policy {policy!r}: choose from {', '.join(BASELINES)}")
         return (expert_policy if policy == "expert" else random_policy)(cfg), policy
-    if not run_dir.is_dir():  # type: ignore[union-attr]
+    if run_dir is None or policy is not None:
+        raise ConfigError("give either RUN_DIR (a trained run) or --policy expert|random, not both or neither")
+    if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} not found")
-    return load_run_policy(run_dir, cfg.embodiment), str(run_dir)  # type: ignore[arg-type]
+    return load_run_policy(run_dir, cfg.embodiment), str(run_dir)
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     def fmt(s: dict[str, Any]) -> str:
-        return f"{s['success_rate']:.3f} ({s['successes']}/{s['episodes']}, 95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f})"
+        lo, hi = s["ci95"]
+        return f"{s['success_rate']:.3f} ({s['successes']}/{s['episodes']}, 95% CI {lo:.2f}-{hi:.2f})"
 
     rows = [(split, fmt(s)) for split, s in result["splits"].items()]
     rows += [(f"  {split} / {g}", fmt(s)) for split, groups in result["groups"].items() for g, s in groups.items()]

@@ -135,24 +135,28 @@ class TabletopEnv:
         self.world = World.start(spec.scene, self.embodiment)
         return self._obs(), self._info(False)
 
+    def current(self) -> tuple[World, EpisodeSpec]:
+        """The running episode's world (privileged state, for the expert) and its spec."""
+        if self.world is None or self.spec is None:
+            raise RuntimeError("call reset() before step() or render()")
+        return self.world, self.spec
+
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict]:
-        if self.world is None:
-            raise RuntimeError("call reset() before step()")
-        self.world.step(action)
-        success = self.world.success()
-        truncated = not success and self.world.steps >= self.max_steps
+        world, _ = self.current()
+        world.step(action)
+        success = world.success()
+        truncated = not success and world.steps >= self.max_steps
         return self._obs(), float(success), success, truncated, self._info(success)
 
     def render(self) -> np.ndarray:
-        assert self.world is not None and self.spec is not None  # noqa: S101  (internal: after reset)
-        return self.renderer.render(self.world, self.spec.condition)
+        world, spec = self.current()
+        return self.renderer.render(world, spec.condition)
 
     def _obs(self) -> dict[str, Any]:
-        assert self.world is not None and self.spec is not None  # noqa: S101
-        return {"images": {CAMERA: self.render()}, "state": self.world.state(),
-                "instruction": self.spec.scene.task.instruction}
+        world, spec = self.current()
+        return {"images": {CAMERA: self.render()}, "state": world.state(), "instruction": spec.scene.task.instruction}
 
     def _info(self, success: bool) -> dict[str, Any]:
-        assert self.world is not None and self.spec is not None  # noqa: S101
-        return {"success": success, "steps": self.world.steps, "split": self.spec.split, "group": self.spec.group,
-                "condition": self.spec.condition.name, "instruction": self.spec.scene.task.instruction}
+        world, spec = self.current()
+        return {"success": success, "steps": world.steps, "split": spec.split, "group": spec.group,
+                "condition": spec.condition.name, "instruction": spec.scene.task.instruction}

@@ -77,7 +77,7 @@ class EvalConfig:
 def expert_policy(cfg: EvalConfig) -> PolicyFactory:
     """The scripted expert with default style, replanning from the env's true state (privileged)."""
     def make(env: TabletopEnv) -> Policy:
-        return lambda obs: expert_chunk(env.world, cfg.horizon, ExpertParams())  # type: ignore[arg-type]
+        return lambda obs: expert_chunk(env.current()[0], cfg.horizon, ExpertParams())
 
     return make
 
@@ -85,8 +85,8 @@ def expert_policy(cfg: EvalConfig) -> PolicyFactory:
 def random_policy(cfg: EvalConfig) -> PolicyFactory:
     """Uniform moves within the step limit and a random gripper command, seeded per episode."""
     def make(env: TabletopEnv) -> Policy:
-        spec = env.spec
-        rng = episode_rng(cfg.seed, _RANDOM_STREAM + EVAL_SPLITS.index(spec.split), spec.index)  # type: ignore[union-attr]
+        spec = env.current()[1]
+        rng = episode_rng(cfg.seed, _RANDOM_STREAM + EVAL_SPLITS.index(spec.split), spec.index)
         step, dims = env.embodiment.max_step, env.action_dim
 
         def act(obs: dict[str, Any]) -> np.ndarray:
@@ -181,6 +181,6 @@ def evaluate_policy(make_policy: PolicyFactory, cfg: EvalConfig = EvalConfig(), 
     groups = {s: _grouped([r for r in records if r["split"] == s], "group") for s in cfg.splits if "unseen" in s}
     conditions = {s: _grouped([r for r in records if r["split"] == s], "condition")
                   for s in cfg.splits if s.endswith("shift")}
-    return {"policy": name, "config": {**asdict(cfg), "splits": list(cfg.splits), "verbs": list(cfg.verbs)}, "overall": summarise(records),
-            "splits": splits, "groups": groups, "conditions": conditions, "episodes": records,
-            "seconds": round(time.perf_counter() - start, 2)}
+    config = {**asdict(cfg), "splits": list(cfg.splits), "verbs": list(cfg.verbs)}
+    return {"policy": name, "config": config, "overall": summarise(records), "splits": splits, "groups": groups,
+            "conditions": conditions, "episodes": records, "seconds": round(time.perf_counter() - start, 2)}

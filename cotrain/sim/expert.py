@@ -1,7 +1,8 @@
 """The scripted expert: a stateless function of the world, so it can replan from any state.
 
 Per step it picks a waypoint (x, y, z) and a gripper command from the world alone, then moves towards
-the waypoint at `speed_m_s` (metres per second, so per step it is speed / the embodiment's rate). Phases (each read off the state, never remembered):
+the waypoint at `speed_m_s` (per step: speed / the embodiment's rate). Phases (each read off the
+state, never remembered):
 - pick:  hover above the object -> descend -> close -> lift to `carry_z` (planar: close = done);
 - place: pick, carry above the goal -> open (the object drops onto it);
 - push:  open, hover behind the object (on the far side from the goal) -> descend -> close -> drive

@@ -153,7 +153,8 @@ def write_lerobot_v30(root: Path, episodes: Sequence[LeRobotEpisode], *, fps: in
     state = np.concatenate([ep.state for ep in episodes])
     action = np.concatenate([ep.action for ep in episodes])
     (root / "meta/stats.json").write_text(json.dumps({"observation.state": _stats(state), "action": _stats(action)}))
-    pq.write_table(pa.Table.from_pylist(_episode_rows(episodes, fps)), root / "meta/episodes/chunk-000/file-000.parquet")
+    episodes_file = root / "meta/episodes/chunk-000/file-000.parquet"
+    pq.write_table(pa.Table.from_pylist(_episode_rows(episodes, fps)), episodes_file)
     data = root / DATA_PATH.format(chunk_index=0, file_index=0)
     data.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(_frame_table(episodes, task_index, fps), data)
