@@ -112,8 +112,17 @@ _PALIGEMMA = ModelConfig(
     horizon=50, max_text_tokens=48, action_vocab_size=2048, action_token_skip=128,
 )
 _PALIGEMMA2 = _PALIGEMMA.model_copy(update={"preset": "paligemma2", "backbone": "gemma2"})
+# PaliGemma-3B-sized at random init (SigLIP So400m/14 at 224 + Gemma 2B + the 300M expert), for benchmarks
+# and smoke tests without a checkpoint. Its byte tokenizer keeps the embedding small (2,435 rows, not 257,216).
+_PALIGEMMA_RANDOM = ModelConfig(
+    preset="paligemma-random",
+    vision=VisionSpec(patch_size=14, width=1152, depth=27, mlp=4304, heads=16),
+    text=StreamSpec(width=2048, depth=18, mlp=16384, heads=8, kv_heads=1, head_dim=256),
+    expert_width=1024, expert_mlp=4096, image_size=224, action_dim=32, state_dim=32, horizon=50,
+    max_text_tokens=48, action_vocab_size=2048, action_token_skip=128,
+)
 
-PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _SMALL, _PALIGEMMA, _PALIGEMMA2)}
+PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _SMALL, _PALIGEMMA, _PALIGEMMA2, _PALIGEMMA_RANDOM)}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -67,8 +67,8 @@ class LoadedRun:
         return batch.to(self.device)
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory (its latest checkpoint) or one checkpoint directory."""
+def load_run(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> LoadedRun:
+    """Load a run directory (its latest checkpoint) or one checkpoint directory; `dtype` casts the weights."""
     from cotrain.model.factory import build_vla
     from cotrain.train.checkpoint import latest_checkpoint, load_model_weights
 
@@ -80,7 +80,9 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     tokenizer = TextTokenizer.load(ckpt / "tokenizer.json")
     model, cfg = build_vla(cfg, seed=0, tokenizer=tokenizer)
     load_model_weights(ckpt, model)
-    model.to(device).eval()
+    inv_freq = model.rotary.inv_freq.clone()
+    model.to(device=device, dtype=dtype).eval()
+    model.rotary.inv_freq = inv_freq.to(device)  # keep RoPE frequencies fp32 whatever the weight dtype
     state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     norm = json.loads((ckpt / "norm_stats.json").read_text(encoding="utf-8"))
     vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
@@ -111,8 +113,9 @@ class Policy:
         self.run = run
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> Policy:
-        return cls(load_run(run_dir, device))
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Policy:
+        """Load a run (or checkpoint) directory; e.g. `device="cuda", dtype=torch.bfloat16` for fast inference."""
+        return cls(load_run(run_dir, device, dtype))
 
     def _images(self, images: Mapping[str, Any] | Sequence[Any], cameras: list[str]) -> tuple[np.ndarray, np.ndarray]:
         from cotrain.imaging import encode_jpeg

@@ -114,8 +114,8 @@ class VLA(nn.Module):
     def embed_suffix(self, state: torch.Tensor, state_valid: torch.Tensor, x_t: torch.Tensor,
                      t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, h, _ = x_t.shape
-        st = self.state_proj(state)[:, None]
-        act = self.action_in_proj(x_t)
+        st = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # bf16 weights at inference
+        act = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))
         temb = sinusoidal_embedding(t, self.expert_width).to(act.dtype)[:, None].expand(b, h, -1)
         act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
         valid = torch.cat([state_valid[:, None], torch.ones(b, h, dtype=torch.bool, device=x_t.device)], 1)

@@ -49,6 +49,9 @@ def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ModelConfig:
 
 def _image_size(model: ModelConfig, cfg: TrainConfig, mixture_side: int, where: str) -> int:
     if not model.pretrained:
+        if model.image_size is not None and model.image_size != mixture_side:
+            raise ConfigError(f"{where}: image_size is {mixture_side} but preset {model.preset!r} takes "
+                              f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size}")
         return model.image_size or mixture_side
     if cfg.init_from is None:
         raise ConfigError(f"preset {model.preset!r} loads pretrained weights: pass --init-from DIR (a local "

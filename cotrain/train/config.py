@@ -16,7 +16,7 @@ from cotrain.errors import ConfigError
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
 
 RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_checkpoints", "log_every", "tensorboard",
-                               "progress", "out"})
+                               "progress", "out", "checkpoints"})
 
 
 class TrainConfig(BaseModel):
@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
     seed: int | None = Field(None, description="Default: the mixture's seed.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
     save_every: int = Field(1000, ge=1)
+    checkpoints: bool = Field(True, description="Write checkpoints (benchmarks turn this off).")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(1, ge=1)
     tensorboard: bool = True

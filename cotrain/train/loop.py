@@ -196,7 +196,7 @@ def _loop(run: Run) -> TrainResult:
                 progress.update(task, description=f"loss {row['loss']:.4f}")
             step += 1
             progress.update(task, completed=step)
-            if step % cfg.save_every == 0 or step == cfg.steps:
+            if cfg.checkpoints and (step % cfg.save_every == 0 or step == cfg.steps):
                 result.last_checkpoint = save_checkpoint(run.run_dir, step, run.model, run.optimizer,
                                                          run.loader.state_dict(), run.info, cfg.keep_checkpoints,
                                                          {"global_batch": run.mixture.spec.batch_size})
