@@ -12,8 +12,8 @@ lists them with the options to use, so scripts need not know this layout):
 
 Each role shows only its palette (scene.py), so concepts exclusive to one modality reach the target
 robot's evaluation only through co-training. Every episode and image is a pure function of
-(`seed`, role, index): regenerating with the same arguments gives identical files except for
-encoder-dependent video bytes.
+(`seed`, role, index): regenerating with the same arguments gives byte-identical files (with the
+same PyAV/libx264 and h5py builds; the videos' bytes depend on the encoder version).
 """
 
 from __future__ import annotations
