@@ -15,6 +15,7 @@ The expert and the action/state heads always train.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
         if cfg.backbone_config is None:
             cfg = cfg.model_copy(update={"backbone_config": vlm.config.to_dict()})
         _check_vocab(cfg, vlm.config.text_config.vocab_size, tokenizer)
+        _check_sequence(cfg, vlm.config)
         model = VLA(cfg, vlm, expert)
     if cfg.lora_rank:
         _add_lora(model, cfg)
@@ -66,6 +68,16 @@ def _check_vocab(cfg: ModelConfig, lm_vocab: int, tokenizer: TextTokenizer) -> N
     if tokenizer.vocab_size > lm_vocab:
         raise ConfigError(f"model {cfg.preset!r}: the tokenizer has {tokenizer.vocab_size} ids, the embedding "
                           f"only {lm_vocab}")
+
+
+def _check_sequence(cfg: ModelConfig, config: Any) -> None:
+    """Gemma 2 alternates sliding-window layers; our attention is global, so the sequence must fit the window."""
+    window = getattr(config.text_config, "sliding_window", None)
+    vc = config.vision_config
+    length = int(cfg.max_cameras) * (vc.image_size // vc.patch_size) ** 2 + cfg.max_text_tokens + 1 + int(cfg.horizon)  # type: ignore[arg-type]
+    if window and length > window:
+        raise ConfigError(f"model {cfg.preset!r}: sequences of up to {length} tokens exceed the backbone's "
+                          f"{window}-token sliding window; use fewer cameras or text tokens")
 
 
 def _add_lora(model: VLA, cfg: ModelConfig) -> None:
