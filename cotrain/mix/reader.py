@@ -17,7 +17,8 @@ from cotrain.manifest import Manifest
 from cotrain.mix.storage import RangeReader, join
 from cotrain.shards import MemberSpan, decode_sample, index_shard
 
-ShardIndex = list[tuple[str, dict[str, MemberSpan]]]
+# Per sample: key, member spans, and the byte range [start, end) holding all its members.
+ShardIndex = list[tuple[str, dict[str, MemberSpan], int, int]]
 
 
 class SourceReader:
@@ -60,19 +61,19 @@ class SourceReader:
                     index = index_shard(fh)
         except (OSError, EOFError) as exc:
             raise DataError(join(self.url, shard), f"unreadable shard: {exc}") from None
-        self._indices[shard] = index
+        rows = [(key, spans, min(m.offset for m in spans.values()), max(m.offset + m.size for m in spans.values()))
+                for key, spans in index]
+        self._indices[shard] = rows
         if len(self._indices) > self._max:
             self._indices.popitem(last=False)
-        return index
+        return rows
 
     def read_raw(self, index: int) -> dict[str, Any]:
         shard, local = self.locate(index)
         entries = self._index(shard)
         if local >= len(entries):
             raise DataError(join(self.url, shard), f"holds {len(entries)} samples, manifest says more (sample {local})")
-        key, spans = entries[local]
-        start = min(s.offset for s in spans.values())
-        end = max(s.offset + s.size for s in spans.values())
+        key, spans, start, end = entries[local]
         block = self._files.read(shard, start, end - start)
         raw: dict[str, Any] = {"__key__": key, "__shard__": shard}
         for ext, span in spans.items():

@@ -7,6 +7,8 @@ one ranged GET per sample and never a whole-shard download.
 from __future__ import annotations
 
 import json
+import os
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -50,28 +52,56 @@ def read_manifest(url: str) -> Manifest:
 
 
 class RangeReader:
-    """Reads byte ranges of files under one dataset URL, keeping a few handles open (per process)."""
+    """Reads byte ranges of files under one dataset URL, keeping a few handles open (per process).
+
+    Local datasets are read with one `os.pread` per range on a cached descriptor (no seek, no file
+    object layers): the loader reads one range per sample, so this is on its per-sample path.
+    """
 
     def __init__(self, url: str, max_open: int = 16) -> None:
         self.url = url
         self._fs, self._root = _fs(url)
         self._open = lru_cache(maxsize=max_open)(self._open_file)
+        self._max_open = max_open
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
+        self._local = protocol in ("file", "local")
 
     def _open_file(self, name: str) -> Any:
         return self._fs.open(join(self._root, name), "rb")
 
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            fd = os.open(join(self._root, name), os.O_RDONLY)
+            self._fds[name] = fd
+            if len(self._fds) > self._max_open:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(name)
+        return fd
+
     def read(self, name: str, offset: int, size: int) -> bytes:
-        fh = self._open(name)
-        fh.seek(offset)
-        data = fh.read(size)
+        if self._local:
+            data = os.pread(self._fd(name), size, offset)
+        else:
+            fh = self._open(name)
+            fh.seek(offset)
+            data = fh.read(size)
         if len(data) != size:
             raise DataError(join(self.url, name), f"truncated shard: wanted {size} bytes at offset {offset}, got {len(data)}")
         return data
 
     def local_path(self, name: str) -> str | None:
         """A filesystem path when the dataset is local (for the faster tarfile index scan)."""
-        protocol = self._fs.protocol if isinstance(self._fs.protocol, str) else self._fs.protocol[0]
-        return join(self._root, name) if protocol in ("file", "local") else None
+        return join(self._root, name) if self._local else None
 
     def open(self, name: str) -> Any:
         return self._fs.open(join(self._root, name), "rb")
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_fds", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
