@@ -2,7 +2,8 @@
 
 The CLI builds one from flags (`cotrain train MIX.yaml --model tiny --steps 100 --out runs/x`); tests
 build one directly and call `train(cfg)`. On `--resume` the stored config must match the new one
-except for the fields in `RESUMABLE_CHANGES` (logging, workers, checkpoint cadence).
+except for the fields in `RESUMABLE_CHANGES` (logging, workers, checkpoint cadence, DDP <-> FSDP2:
+checkpoints hold full state dicts either way).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from cotrain.errors import ConfigError
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
 
 RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_checkpoints", "log_every", "tensorboard",
-                               "progress", "out", "checkpoints"})
+                               "progress", "out", "checkpoints", "fsdp"})
 
 
 class TrainConfig(BaseModel):
