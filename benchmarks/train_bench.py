@@ -132,7 +132,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="GPU: small preset instead of the 3B-sized one")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: 40 CPU, 30 GPU)")
     parser.add_argument("--warmup", type=int, default=5, help="GPU: steps left out of the medians")
-    parser.add_argument("--batch", type=int, default=32, help="GPU: global batch size")
+    parser.add_argument("--batch", type=int, default=16, help="GPU: global batch size (32 needs activation "
+                        "checkpointing on 141 GB)")
     parser.add_argument("--workers", type=int, default=8, help="GPU: DataLoader workers")
     parser.add_argument("--out", default=None, help="result JSON path")
     args = parser.parse_args()

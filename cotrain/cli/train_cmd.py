@@ -72,13 +72,14 @@ def eval_cmd(
     batch_size: int = typer.Option(16, "--batch-size", help="Samples per forward pass."),
     flow_steps: Optional[int] = typer.Option(None, "--flow-steps", help="Euler steps (default: the model's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Per dataset: action error of sampled chunks, text CE on VL data, action-token accuracy."""
     from cotrain.evaluate import evaluate_run
 
     report = evaluate_run(run_dir, data, max_samples=max_samples, batch_size=batch_size, flow_steps=flow_steps,
-                          seed=seed)
+                          seed=seed, device=device)
     if json_output:
         print_json(report)
         return

@@ -34,6 +34,7 @@ from cotrain.model.attention import additive_mask
 __all__ = ["Masks", "MoTBlock", "attend"]
 
 KV = tuple[torch.Tensor, torch.Tensor]
+_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 Rope = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -71,9 +72,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
            softcap: float | None) -> torch.Tensor:
     """[B, Hq, Q, D] x [B, Hkv, K, D] -> [B, Hq, Q, D]; `mask` is additive [B, 1, Q, K]."""
     n_rep = q.shape[1] // k.shape[1]
-    k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
     if softcap is None:
+        if _GQA:  # grouped-query attention without materialising repeated K/V (torch >= 2.5)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=n_rep > 1)
+        k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
+    k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
     scores = torch.matmul(q, k.transpose(2, 3)) * scaling
     scores = torch.tanh(scores / softcap) * softcap + mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
