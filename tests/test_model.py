@@ -232,6 +232,7 @@ def test_lora_and_freeze_choose_trainable_parameters() -> None:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert not any(n.startswith(("vision_tower.", "embed_tokens.", "blocks.0.backbone.")) for n in names)
     assert "blocks.0.expert.self_attn.q_proj.weight" in names and "action_out_proj.weight" in names
+    pytest.importorskip("peft")
     model, _, layout = tiny(lora_rank=4)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     lora = {n for n in names if "lora_" in n}

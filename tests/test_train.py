@@ -69,7 +69,10 @@ def rows(run_dir: Path) -> list[dict]:
 def test_run_directory_checkpoints_and_metrics(data: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    result = train(config(data, tmp_path / "run", keep_checkpoints=1, tensorboard=True))
+    import importlib.util
+
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # not a declared dependency yet
+    result = train(config(data, tmp_path / "run", keep_checkpoints=1, tensorboard=tensorboard))
     run = tmp_path / "run"
     assert (result.start_step, result.end_step) == (0, 6) and result.parameters["total"] < 5_000_000
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
@@ -97,7 +100,7 @@ def test_run_directory_checkpoints_and_metrics(data: Path, tmp_path: Path) -> No
     assert set(first["loss_source"]) <= {"robot", "other", "vl"} and first["flow"] > 0 and first["text"] > 0
     assert first["loss_modality"].keys() <= {"robot", "vision_language"} and "mfu" not in first  # CPU: no MFU
     assert 0 <= first["data_wait"] < 1 and first["samples_per_s"] > 0 and first["lr"] == pytest.approx(5e-4)
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")) or not tensorboard
 
 
 def test_resume_after_kill_equals_uninterrupted(data: Path, tmp_path: Path) -> None:
@@ -330,6 +333,7 @@ def test_paligemma_from_a_local_checkpoint_frozen_and_lora(data: Path, tmp_path:
         train(TrainConfig(mixture=str(write_mix(data, "m48.yaml", image_size=48)), out=str(tmp_path / "x"),
                           **{**FAST, **common}))
     frozen = train(config(data, tmp_path / "frozen", freeze="backbone", **common))
+    pytest.importorskip("peft")
     lora = train(config(data, tmp_path / "lora", lora_rank=4, **common))
     # rank 4 on q,k,v,o,gate,up,down of 2 layers (64 wide, q 32, kv 16, mlp 128): 4 * (in + out) each
     assert lora.parameters["trainable"] - frozen.parameters["trainable"] == 2 * 4 * (96 + 80 + 80 + 96 + 192 * 3)

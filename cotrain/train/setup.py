@@ -67,6 +67,16 @@ def _device(cfg: TrainConfig, info: DistInfo) -> tuple[torch.device, torch.dtype
     return device, amp
 
 
+def _check_packages(cfg: TrainConfig) -> None:
+    import importlib.util
+
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("TensorBoard logging needs the tensorboard package (pip install tensorboard); "
+                          "or pass --set tensorboard=false")
+    if cfg.lora_rank and importlib.util.find_spec("peft") is None:
+        raise ConfigError("--lora-rank needs the peft package (pip install peft)")
+
+
 def _check_batch(cfg: TrainConfig, mixture: Mixture, info: DistInfo) -> None:
     b = mixture.spec.batch_size
     if b % info.world_size:
@@ -130,6 +140,7 @@ def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
 
 def prepare_run(cfg: TrainConfig) -> Run:
     """Set up a run (see module docstring); every rank calls this."""
+    _check_packages(cfg)
     info = init_process_group()
     device, amp = _device(cfg, info)
     mixture = load_mixture(cfg.mixture)
