@@ -277,14 +277,16 @@ def test_every_generated_source_converts_and_validates(corpus: tuple[Path, Path,
 
     raw, converted, _ = corpus
     sources = json.loads((raw / "corpus.json").read_text())["sources"]
-    assert [s["converter"] for s in sources] == ["lerobot", "lerobot", "egodex", "coco", "hf-parquet"]
+    assert [s["converter"] for s in sources] == ["lerobot", "lerobot", "egodex", "coco", "hf-parquet", "annotations",
+                                                 "annotations"]
     info = json.loads((raw / "robot/sim_arm/meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["features"]["action"]["names"] == ["dx", "dy", "dz", "gripper"]
     for source in sources:
         assert validate(converted / source["name"]).ok, source["name"]
         manifest = load_manifest(converted / source["name"])
-        assert (manifest.modality, manifest.embodiment) == (source["modality"], source["options"].get(
-            "embodiment", "human_hand" if source["role"] == "human" else None))
+        embodiment = source["options"].get("embodiment", source.get("annotates"))
+        assert (manifest.modality, manifest.embodiment) == (
+            source["modality"], "human_hand" if source["role"] == "human" else embodiment)
 
 
 def test_robot_demos_round_trip_exactly(corpus: tuple[Path, Path, CorpusConfig]) -> None:
@@ -383,7 +385,24 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> 
     generate_corpus(tmp_path / "a", cfg)
     generate_corpus(tmp_path / "b", cfg)
     first = tree_digest(tmp_path / "a")
-    assert first == tree_digest(tmp_path / "b") and len(first) == 19  # corpus.json, 2 x 6 LeRobot files, hdf5 + mp4, COCO json + 2 jpg, parquet
+    assert first == tree_digest(tmp_path / "b") and len(first) == 21  # corpus.json, 2 x (6 LeRobot files + subtasks), hdf5 + mp4, COCO json + 2 jpg, parquet
     generate_corpus(tmp_path / "c", CorpusConfig(episodes=2, other_episodes=1, human_episodes=1, vl_images=2, seed=1))
     changed = {k for k, v in tree_digest(tmp_path / "c").items() if first.get(k) != v}
     assert "robot/sim_arm/data/chunk-000/file-000.parquet" in changed
+
+
+def test_subtask_annotations_cover_every_frame_with_the_expert_phase(corpus: tuple[Path, Path, CorpusConfig]) -> None:
+    from cotrain.dataset import Dataset
+    from cotrain.manifest import load_manifest
+
+    _, converted, cfg = corpus
+    recs = record_role("target", "sim_arm", 3, cfg, Renderer(cfg.image_size))
+    report = load_manifest(converted / "sim_arm_subtasks").extra["annotation"]
+    assert (report["frames_uncovered"], report["problems_total"]) == (0, 0)
+    texts: dict[str, list[str]] = {}
+    for sample in Dataset.open(converted / "sim_arm_subtasks").iter_decoded():
+        texts.setdefault(sample["meta.json"]["episode"], []).append(sample["target.txt"])
+    assert [texts[str(i)] for i in range(3)] == [list(r.phases) for r in recs]
+    first = recs[0].phases
+    obj = recs[0].spec.scene.objects[0]
+    assert first[0] in (f"move to the {obj.colour} {obj.shape}", f"move behind the {obj.colour} {obj.shape}")

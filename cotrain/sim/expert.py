@@ -7,6 +7,8 @@ state, never remembered):
 - place: pick, carry above the goal -> open (the object drops onto it);
 - push:  open, hover behind the object (on the far side from the goal) -> descend -> close -> drive
   through to the point where the object's centre sits on the goal; drifting off the line re-aligns.
+Each step also names its phase ("move to the red cube", "grasp the red cube", "carry the red cube to
+the blue plate", ...), which becomes the demonstrations' dense subtask annotation.
 `ExpertParams` varies speed and heights per demonstration (drawn from the episode's generator), so
 demonstrations are not all alike. `expert_chunk` rolls a copy of the world forward for an action chunk.
 """
@@ -45,13 +47,14 @@ class ExpertParams:
                    carry_z=float(rng.uniform(LIFT_Z + 0.01, 0.17)))
 
 
-def expert_action(world: World, params: ExpertParams = ExpertParams()) -> np.ndarray:
-    """The expert's next action in the world's embodiment's action space."""
+def expert_step(world: World, params: ExpertParams = ExpertParams()) -> tuple[np.ndarray, str]:
+    """The expert's next action in the world's embodiment's action space, and its subtask phrase
+    ("move to the red cube", "grasp the red cube", ...: the dense annotation of this frame)."""
     verb = world.scene.task.verb
     if verb == "push":
-        waypoint, grip = _push(world, params)
+        waypoint, grip, phase = _push(world, params)
     else:
-        waypoint, grip = _pick_place(world, params, place=verb == "place")
+        waypoint, grip, phase = _pick_place(world, params, place=verb == "place")
     if not world.embodiment.has_z:
         waypoint[2] = 0.0
     delta = waypoint - world.ee
@@ -59,7 +62,12 @@ def expert_action(world: World, params: ExpertParams = ExpertParams()) -> np.nda
     speed = min(params.speed_m_s / world.embodiment.rate_hz, world.embodiment.max_step)
     if norm > speed:
         delta *= speed / norm
-    return world.embodiment.make_action(delta, grip)
+    return world.embodiment.make_action(delta, grip), phase
+
+
+def expert_action(world: World, params: ExpertParams = ExpertParams()) -> np.ndarray:
+    """The expert's next action (see `expert_step`)."""
+    return expert_step(world, params)[0]
 
 
 def expert_chunk(world: World, horizon: int, params: ExpertParams = ExpertParams()) -> np.ndarray:
@@ -77,52 +85,59 @@ def _xy_dist(world: World, point: np.ndarray) -> float:
     return float(np.linalg.norm(world.ee[:2] - point[:2]))
 
 
-def _approach(world: World, xy: np.ndarray, params: ExpertParams, low_z: float) -> tuple[np.ndarray, bool]:
-    """Waypoint towards `xy` at hover height, then down to `low_z`; True once down and aligned."""
+def _approach(world: World, xy: np.ndarray, params: ExpertParams, low_z: float) -> tuple[np.ndarray, str]:
+    """Waypoint towards `xy` at hover height, then down to `low_z`; the stage: move, lower or down."""
     if _xy_dist(world, xy) > _ALIGN:
         # Rise before travelling, so a low effector does not drag past neighbours (planar: no height).
         if world.embodiment.has_z and world.ee[2] < params.hover_z - 0.01:
-            return np.array([world.ee[0], world.ee[1], params.hover_z]), False
-        return np.array([xy[0], xy[1], params.hover_z]), False
+            return np.array([world.ee[0], world.ee[1], params.hover_z]), "move"
+        return np.array([xy[0], xy[1], params.hover_z]), "move"
     down = not world.embodiment.has_z or world.ee[2] <= low_z + 1e-6
-    return np.array([xy[0], xy[1], low_z]), down
+    return np.array([xy[0], xy[1], low_z]), "down" if down else "lower"
 
 
-def _pick_place(world: World, params: ExpertParams, *, place: bool) -> tuple[np.ndarray, float]:
-    target = 0
+def _names(world: World) -> tuple[str, str]:
+    obj, goal = world.scene.objects[0], world.scene.goals[0]
+    return f"the {obj.colour} {obj.shape}", f"the {goal.colour} {goal.shape}"
+
+
+def _pick_place(world: World, params: ExpertParams, *, place: bool) -> tuple[np.ndarray, float, str]:
+    target, (obj, goal_name) = 0, _names(world)
     if world.held >= 0 and world.held != target:
-        return world.ee.copy(), 0.0  # wrong object: let go
+        return world.ee.copy(), 0.0, "let go"  # wrong object
     if world.held == target:
         carry = np.array([world.ee[0], world.ee[1], params.carry_z])
-        if not place:
-            return carry, 1.0
-        if world.embodiment.has_z and world.ee[2] < LIFT_Z:
-            return carry, 1.0
+        if not place or (world.embodiment.has_z and world.ee[2] < LIFT_Z):
+            return carry, 1.0, f"lift {obj}"
         goal = np.asarray(world.scene.goals[0].pos)
         if _xy_dist(world, goal) > _ALIGN:
-            return np.array([goal[0], goal[1], params.carry_z]), 1.0
-        return world.ee.copy(), 0.0  # over the goal: release
+            return np.array([goal[0], goal[1], params.carry_z]), 1.0, f"carry {obj} to {goal_name}"
+        return world.ee.copy(), 0.0, f"release {obj} on {goal_name}"
     if world.closed:
-        return world.ee.copy(), 0.0  # closed on nothing: open before approaching
-    waypoint, down = _approach(world, world.objects[target], params, _LOW_Z)
-    return waypoint, 1.0 if down else 0.0
+        return world.ee.copy(), 0.0, "open the gripper"  # closed on nothing: open before approaching
+    waypoint, stage = _approach(world, world.objects[target], params, _LOW_Z)
+    phase = {"move": f"move to {obj}", "lower": f"lower the gripper to {obj}", "down": f"grasp {obj}"}[stage]
+    return waypoint, 1.0 if stage == "down" else 0.0, phase
 
 
-def _push(world: World, params: ExpertParams) -> tuple[np.ndarray, float]:
+def _push(world: World, params: ExpertParams) -> tuple[np.ndarray, float, str]:
+    obj_name, goal_name = _names(world)
     if world.held >= 0:
-        return world.ee.copy(), 0.0
+        return world.ee.copy(), 0.0, "let go"
     obj = world.objects[0, :2]
     goal = np.asarray(world.scene.goals[0].pos)
     line = goal - obj
     direction = line / max(float(np.linalg.norm(line)), 1e-9)
     if world.closed and _on_push_line(world, obj, direction):
         end = goal - direction * CONTACT_RADIUS
-        return np.array([end[0], end[1], _LOW_Z]), 1.0
-    behind = obj - direction * _BEHIND
+        return np.array([end[0], end[1], _LOW_Z]), 1.0, f"push {obj_name} to {goal_name}"
     if world.closed:
-        return world.ee.copy(), 0.0
-    waypoint, down = _approach(world, behind, params, _LOW_Z)
-    return waypoint, 1.0 if down and world.ee[2] < GRASP_Z else 0.0
+        return world.ee.copy(), 0.0, "open the gripper"
+    waypoint, stage = _approach(world, obj - direction * _BEHIND, params, _LOW_Z)
+    if stage == "down" and world.ee[2] < GRASP_Z:
+        return waypoint, 1.0, f"close the gripper behind {obj_name}"
+    phase = f"lower the gripper behind {obj_name}" if stage != "move" else f"move behind {obj_name}"
+    return waypoint, 0.0, phase
 
 
 def _on_push_line(world: World, obj: np.ndarray, direction: np.ndarray) -> bool:

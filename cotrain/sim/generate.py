@@ -92,12 +92,18 @@ def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, rende
     return out
 
 
-def _write_robot(root: Path, recordings: list[Recording], embodiment: str) -> None:
+def _write_robot(out: Path, recordings: list[Recording], embodiment: str) -> None:
+    """The LeRobot dataset `robot/<embodiment>` and its subtask segments `annotations/<embodiment>.jsonl`."""
     emb = get_embodiment(embodiment)
     episodes = [LeRobotEpisode({f"observation.images.{CAMERA}": r.images[CAMERA]}, r.state, r.action, r.instruction)
                 for r in recordings]
-    write_lerobot_v30(root, episodes, fps=emb.rate_hz, robot_type=embodiment, state_names=emb.state_names,
-                      action_names=emb.action_names)
+    write_lerobot_v30(out / "robot" / embodiment, episodes, fps=emb.rate_hz, robot_type=embodiment,
+                      state_names=emb.state_names, action_names=emb.action_names)
+    # Episode ids as the LeRobot converter names them (str(episode_index)); spans in source frames.
+    lines = [json.dumps({"episode": str(e), "start": start, "end": end, "text": text})
+             for e, rec in enumerate(recordings) for start, end, text in rec.segments()]
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    (out / "annotations" / f"{embodiment}.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
 def _write_human(root: Path, recordings: list[Recording]) -> None:
@@ -144,6 +150,10 @@ def _sources(cfg: CorpusConfig, other: str) -> list[dict[str, Any]]:
          "modality": "vision_language", "options": {"captions": "all"}, "images": cfg.vl_images},
         {"name": "sim_qa", "role": "vision_language", "converter": "hf-parquet", "path": "vl/qa",
          "modality": "vision_language", "options": {}, "images": cfg.vl_images},
+        # Dense subtask annotations: `cotrain annotate <converted robot> OUT --from <jsonl>`.
+        *({"name": f"{robot}_subtasks", "role": role, "converter": "annotations", "path": f"annotations/{robot}.jsonl",
+           "modality": "annotation", "annotates": robot, "options": {}}
+          for robot, role in ((cfg.target, "target"), (other, "cross_embodiment"))),
     ]
 
 
@@ -158,10 +168,8 @@ def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, over
         shutil.rmtree(out)
     start = time.perf_counter()
     renderer, other = Renderer(cfg.image_size), other_robot(cfg.target)
-    _write_robot(out / "robot" / cfg.target, record_role("target", cfg.target, cfg.episodes, cfg, renderer),
-                 cfg.target)
-    _write_robot(out / "robot" / other, record_role("cross_embodiment", other, cfg.other_episodes, cfg, renderer),
-                 other)
+    _write_robot(out, record_role("target", cfg.target, cfg.episodes, cfg, renderer), cfg.target)
+    _write_robot(out, record_role("cross_embodiment", other, cfg.other_episodes, cfg, renderer), other)
     _write_human(out / "human", record_role("human", "human_hand", cfg.human_episodes, cfg, renderer))
     _write_vl(out / "vl", cfg, renderer)
     corpus = {"config": asdict(cfg), "sources": _sources(cfg, other), "splits": split_summary(cfg.target, cfg.verbs)}
@@ -190,17 +198,23 @@ def load_corpus(root: str | Path) -> dict[str, Any]:
 
 def convert_corpus(root: str | Path, out: str | Path, *, workers: int = 1, overwrite: bool = False,
                    shard_size: int = 1000) -> list[dict[str, Any]]:
-    """Convert every source of a generated corpus with its converter into `out/<name>`."""
+    """Convert every source of a generated corpus with its converter into `out/<name>` (annotation
+    sources with `cotrain annotate` over their robot's converted dataset, which comes first)."""
+    from cotrain.annotate import AnnotateOptions, annotate
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import CONVERTERS, RunOptions
 
     root, out = Path(root), Path(out)
+    run = RunOptions(workers=workers, overwrite=overwrite, progress=False)
     reports = []
     for source in load_corpus(root)["sources"]:
-        conv = CONVERTERS.get(source["converter"])
-        options = conv.options(**{"name": source["name"], "shard_size": shard_size, **source["options"]})
-        report = convert(source["converter"], root / source["path"], out / source["name"], options,
-                         RunOptions(workers=workers, overwrite=overwrite, progress=False))
+        common = {"name": source["name"], "shard_size": shard_size, **source["options"]}
+        if source["converter"] == "annotations":
+            options = AnnotateOptions(**common, from_file=str(root / source["path"]))
+            report, _ = annotate(out / source["annotates"], out / source["name"], options, run)
+        else:
+            options = CONVERTERS.get(source["converter"]).options(**common)
+            report = convert(source["converter"], root / source["path"], out / source["name"], options, run)
         reports.append({"name": source["name"], "role": source["role"], **report.to_json()})
     return reports
 

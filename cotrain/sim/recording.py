@@ -14,7 +14,7 @@ import numpy as np
 
 from cotrain.sim.embodiments import Embodiment
 from cotrain.sim.env import CAMERA, EPISODE_SECONDS, EpisodeSpec
-from cotrain.sim.expert import ExpertParams, expert_action
+from cotrain.sim.expert import ExpertParams, expert_step
 from cotrain.sim.render import Renderer
 from cotrain.sim.world import World
 
@@ -30,6 +30,7 @@ class Recording:
         action: float32 [T, action_dim].
         effector: float64 [T, 3] effector position (x, y, height) at each frame.
         closure: float64 [T] measured gripper closure at each frame.
+        phases: the expert's subtask phrase at each frame.
     """
 
     spec: EpisodeSpec
@@ -38,6 +39,17 @@ class Recording:
     action: np.ndarray
     effector: np.ndarray
     closure: np.ndarray
+    phases: tuple[str, ...] = ()
+
+    def segments(self) -> list[tuple[int, int, str]]:
+        """Runs of equal phases as half-open frame spans (start, end, text)."""
+        out: list[tuple[int, int, str]] = []
+        for t, phase in enumerate(self.phases):
+            if out and out[-1][2] == phase:
+                out[-1] = (out[-1][0], t + 1, phase)
+            else:
+                out.append((t, t + 1, phase))
+        return out
 
     @property
     def length(self) -> int:
@@ -53,16 +65,17 @@ def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment,
     """Run the expert from the episode's start until success; a failure is a RuntimeError (the
     samplers only hand out solvable episodes, so this means a bug)."""
     world = World.start(spec.scene, embodiment)
-    frames, states, actions, effector, closure = [], [], [], [], []
+    frames, states, actions, effector, closure, phases = [], [], [], [], [], []
     for _ in range(max_steps or embodiment.steps_for(EPISODE_SECONDS)):
         frames.append(renderer.render(world, spec.condition))
         states.append(world.state())
         effector.append(world.ee.copy())
         closure.append(world.closure)
-        action = expert_action(world, params)
+        action, phase = expert_step(world, params)
         actions.append(action)
+        phases.append(phase)
         world.step(action)
         if world.success():
             return Recording(spec, {CAMERA: np.stack(frames)}, np.stack(states), np.stack(actions),
-                             np.stack(effector), np.asarray(closure))
+                             np.stack(effector), np.asarray(closure), tuple(phases))
     raise RuntimeError(f"the expert did not solve {spec.split} episode {spec.index} ({spec.scene.task.instruction})")
