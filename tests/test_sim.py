@@ -13,7 +13,14 @@ import pytest
 from cotrain.errors import ConfigError
 from cotrain.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
 from cotrain.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
-from cotrain.sim.evaluate import EvalConfig, evaluate_policy, expert_policy, load_run_policy, random_policy
+from cotrain.sim.evaluate import (
+    EvalConfig,
+    evaluate_policy,
+    expert_policy,
+    load_run_policy,
+    random_policy,
+    stateless,
+)
 from cotrain.sim.expert import ExpertParams, expert_action
 from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
 from cotrain.sim.render import Renderer, sample_condition
@@ -216,7 +223,9 @@ def test_eval_result_schema_and_determinism() -> None:
 def test_bad_chunk_shape_is_an_error() -> None:
     cfg = EvalConfig(episodes=1)
     with pytest.raises(ValueError, match=r"action chunk of shape \(4,\); expected \[H, 4\]"):
-        evaluate_policy(lambda env: (lambda obs: np.zeros(4)), cfg)
+        evaluate_policy(stateless(lambda obs: np.zeros(4)), cfg)
+    still = evaluate_policy(stateless(lambda obs: np.zeros((5, 4), np.float32)), cfg)
+    assert still["episodes"][0]["steps"] == 60 and not still["episodes"][0]["success"]
 
 
 def test_run_policy_adapter_passes_observations(monkeypatch: pytest.MonkeyPatch) -> None:

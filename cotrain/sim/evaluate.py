@@ -74,6 +74,11 @@ class EvalConfig:
             raise ConfigError("--episodes, --replan-steps and --horizon must be at least 1")
 
 
+def stateless(policy: Policy) -> PolicyFactory:
+    """A factory for a plain `policy(obs) -> chunk` callable that keeps no per-episode state."""
+    return lambda env: policy
+
+
 def expert_policy(cfg: EvalConfig) -> PolicyFactory:
     """The scripted expert with default style, replanning from the env's true state (privileged)."""
     def make(env: TabletopEnv) -> Policy:
