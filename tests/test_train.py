@@ -250,8 +250,10 @@ def test_action_tokens_train_and_eval(data: Path, tokens: Path, tmp_path: Path) 
     bad = write_mix(data, "bad.yaml", sources={"tok": {"path": "tok"}},
                     phases=[{"name": "a", "steps": 1, "weights": {"tok": 1}}])
     with pytest.raises(ConfigError, match=r"source 'tok' \(action_tokens\): its tokenizer has 256 ids, the model "
-                                          r"takes 100 \(raise --action-vocab-size\)"):
+                                          r"takes 100 \(raise it: --set action_vocab_size=256\)"):
         train(TrainConfig(mixture=str(bad), steps=1, out=str(tmp_path / "bad"), action_vocab_size=100, **FAST))
+    with pytest.raises(ConfigError, match=r"has no action-token vocabulary \(pass --set action_vocab_size=256\)"):
+        train(TrainConfig(mixture=str(bad), steps=1, out=str(tmp_path / "bad"), action_vocab_size=0, **FAST))
 
 
 def test_eval_text_ce_falls_with_training(data: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Data sizes the preset leaves open come from the mixture (image side, camera slots, horizon, padded
 state/action dims). Then every source is checked against the model:
-- its action/state dims must fit the padded dims (a 14-dim arm does not fit `--action-dim 7`);
+- its action/state dims must fit the padded dims (a 14-dim arm does not fit `--set action_dim=7`);
 - robot and human-video sources need actions; action-token sources need an action vocabulary at
   least as large as their tokenizer's (manifest `extra.tokenizer.vocab_size`);
 - vision-language and annotation sources need a non-zero text loss weight (else they add nothing);
@@ -73,19 +73,19 @@ def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
     na, ns = len(manifest.action_names), len(manifest.state_names)
     if na > int(model.action_dim):  # type: ignore[arg-type]
         raise ConfigError(f"{where}: {na} action dims do not fit the model's {model.action_dim} "
-                          f"(raise --action-dim)")
+                          f"(raise it: --set action_dim={na})")
     if ns > int(model.state_dim):  # type: ignore[arg-type]
-        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise --state-dim)")
+        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})")
     if modality in _ACTION_MODALITIES and modality != keys.ACTION_TOKENS_MODALITY and not na:
         raise ConfigError(f"{where}: has no actions, so the flow loss has nothing to learn from")
     if modality == keys.ACTION_TOKENS_MODALITY:
         vocab = int(((manifest.extra or {}).get("tokenizer") or {}).get("vocab_size", 0))
         if not model.action_vocab_size:
             raise ConfigError(f"{where}: model {model.preset!r} has no action-token vocabulary "
-                              f"(pass --action-vocab-size {vocab or 1024})")
+                              f"(pass --set action_vocab_size={vocab or 1024})")
         if vocab > model.action_vocab_size:
             raise ConfigError(f"{where}: its tokenizer has {vocab} ids, the model takes {model.action_vocab_size} "
-                              f"(raise --action-vocab-size)")
+                              f"(raise it: --set action_vocab_size={vocab})")
         if model.action_token_loss_weight == 0 and not na:
             raise ConfigError(f"{where}: contributes no loss (action-token loss weight is 0)")
     if modality in _TEXT_MODALITIES and model.text_loss_weight == 0:
