@@ -29,50 +29,79 @@ class Collator:
     horizon: int
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        import torch
+        from torch.utils.data import get_worker_info
 
-        b, s = len(samples), self.image_size
-        images = np.zeros((b, self.max_cameras, s, s, 3), np.uint8)
-        cam_mask = np.zeros((b, self.max_cameras), bool)
-        state = np.zeros((b, self.state_dim), np.float32)
-        state_mask = np.zeros((b, self.state_dim), bool)
-        actions = np.zeros((b, self.horizon, self.action_dim), np.float32)
-        action_mask = np.zeros((b, self.action_dim), bool)
-        valid = np.zeros((b, self.horizon), bool)
+        b, s, shared = len(samples), self.image_size, get_worker_info() is not None
+        images_t, images = _buffer((b, self.max_cameras, s, s, 3), np.uint8, shared)
+        cam_mask_t, cam_mask = _buffer((b, self.max_cameras), np.bool_, shared)
+        state_t, state = _buffer((b, self.state_dim), np.float32, shared)
+        state_mask_t, state_mask = _buffer((b, self.state_dim), np.bool_, shared)
+        actions_t, actions = _buffer((b, self.horizon, self.action_dim), np.float32, shared)
+        action_mask_t, action_mask = _buffer((b, self.action_dim), np.bool_, shared)
+        valid_t, valid = _buffer((b, self.horizon), np.bool_, shared)
         for i, smp in enumerate(samples):
             c = min(len(smp["images"]), self.max_cameras)
             images[i, :c], cam_mask[i, :c] = smp["images"][:c], smp["camera_present"][:c]
+            if c < self.max_cameras:
+                images[i, c:] = 0  # shared buffers are not zeroed up front: only the padding is
             ds, da = len(smp["state"]), smp["actions"].shape[1]
             state[i, :ds], state_mask[i, :ds] = smp["state"], True
             if da:
                 actions[i, :, :da], action_mask[i, :da], valid[i] = smp["actions"], True, smp["actions_valid"]
         batch: dict[str, Any] = {
-            "images": torch.from_numpy(images).permute(0, 1, 4, 2, 3),
-            "camera_mask": torch.from_numpy(cam_mask),
-            "state": torch.from_numpy(state),
-            "state_mask": torch.from_numpy(state_mask),
-            "actions": torch.from_numpy(actions),
-            "action_mask": torch.from_numpy(action_mask),
-            "actions_valid": torch.from_numpy(valid),
-            "has_actions": torch.from_numpy(action_mask.any(axis=1)),
-            "source": torch.tensor([smp["source"] for smp in samples], dtype=torch.int64),
-            "loss_weight": torch.tensor([smp["loss_weight"] for smp in samples], dtype=torch.float32),
-            "skipped": torch.tensor([smp.get("skipped", 0) for smp in samples], dtype=torch.int64),
+            "images": images_t.permute(0, 1, 4, 2, 3),
+            "camera_mask": cam_mask_t,
+            "state": state_t,
+            "state_mask": state_mask_t,
+            "actions": actions_t,
+            "action_mask": action_mask_t,
+            "actions_valid": valid_t,
+            "has_actions": _filled(action_mask.any(axis=1), shared),
+            "source": _filled(np.array([smp["source"] for smp in samples], np.int64), shared),
+            "loss_weight": _filled(np.array([smp["loss_weight"] for smp in samples], np.float32), shared),
+            "skipped": _filled(np.array([smp.get("skipped", 0) for smp in samples], np.int64), shared),
         }
-        batch.update(_tokens(samples))
+        batch.update(_tokens(samples, shared))
         for field in TEXT_FIELDS:
             batch[field] = [smp.get(field) for smp in samples]
         return batch
 
 
-def _tokens(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def _buffer(shape: tuple[int, ...], dtype: type, shared: bool) -> tuple[Any, np.ndarray]:
+    """A tensor and a numpy view of it to fill in. Zeroed, except a shared one's images (see the caller).
+
+    Inside a DataLoader worker (`shared`) the tensor lives in shared memory from the start, as torch's
+    default_collate does: sending the batch then passes a handle. A numpy-backed tensor would instead be
+    copied into shared memory by the queue's feeder thread, which costs a copy of every batch and lets
+    a worker that is stopped mid-send (the loop left early) die with SIGABRT ("terminate called without
+    an active exception"), which the DataLoader then raises in the training process.
+    """
     import torch
 
+    count = int(np.prod(shape))
+    if not shared or count == 0:
+        array = np.zeros(shape, dtype)
+        return torch.from_numpy(array), array
+    base = torch.from_numpy(np.zeros(0, dtype))
+    tensor = base.new(base._typed_storage()._new_shared(count, device=base.device)).view(shape)
+    array = tensor.numpy()
+    if array.dtype != np.uint8:  # small arrays: zero them; the image buffer is written in full
+        array.fill(0)
+    return tensor, array
+
+
+def _filled(values: np.ndarray, shared: bool) -> Any:
+    tensor, array = _buffer(values.shape, values.dtype.type, shared)
+    array[...] = values
+    return tensor
+
+
+def _tokens(samples: Sequence[dict[str, Any]], shared: bool) -> dict[str, Any]:
     length = max((len(t) for t in (s.get("action_tokens") for s in samples) if t is not None), default=0)
-    ids = np.zeros((len(samples), length), np.int64)
-    mask = np.zeros((len(samples), length), bool)
+    ids_t, ids = _buffer((len(samples), length), np.int64, shared)
+    mask_t, mask = _buffer((len(samples), length), np.bool_, shared)
     for i, smp in enumerate(samples):
         tok = smp.get("action_tokens")
         if tok is not None:
             ids[i, : len(tok)], mask[i, : len(tok)] = tok, True
-    return {"action_tokens": torch.from_numpy(ids), "action_tokens_mask": torch.from_numpy(mask)}
+    return {"action_tokens": ids_t, "action_tokens_mask": mask_t}

@@ -169,7 +169,13 @@ class MixtureLoader:
         finally:
             shutdown = getattr(it, "_shutdown_workers", None)
             if shutdown is not None:  # stop workers now, not at interpreter exit
-                shutdown()
+                try:
+                    shutdown()
+                except RuntimeError as exc:
+                    # A worker stopped while its queue thread still sends a batch nobody will read can
+                    # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");
+                    # rare since batches are built in shared memory (collate.py), and harmless here.
+                    log.debug("a DataLoader worker died while being stopped: %s", exc)
 
     def state_dict(self) -> dict[str, Any]:
         """Small, JSON-able: the next step, per-source cursors, and bad-sample counts of this rank."""
