@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.mix.collate import Collator
+from cotrain.mix.collate import Collator, to_tensors
 from cotrain.mix.reader import SourceReader
 from cotrain.mix.resolve import Mixture
 from cotrain.mix.sampler import Allocator, Planner, source_seed
@@ -151,14 +151,15 @@ class MixtureLoader:
             _SlotDataset(self.mixture, self.transforms),  # type: ignore[arg-type]
             batch_sampler=_RankBatches(self, self.step, self.end_step),
             num_workers=self.num_workers,
-            collate_fn=self.collator,
+            collate_fn=self.collator.arrays,  # workers return arrays; tensors are made here (collate.py)
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
             multiprocessing_context="spawn" if self.num_workers else None,
         )
         step = self.step
         it = iter(loader)
         try:
-            for batch in it:
+            for arrays in it:
+                batch = to_tensors(arrays)
                 batch["step"] = step
                 counts = np.bincount(batch["source"].numpy(), weights=batch["skipped"].numpy(),
                                      minlength=len(self.skipped))
