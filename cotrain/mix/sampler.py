@@ -139,12 +139,15 @@ class Planner:
         counts, drawn = self.allocator.counts(step)
         slots: list[Slot] = []
         for s, (c, d) in enumerate(zip(counts, drawn)):
-            for j in range(d, d + c):
-                epoch, pos = divmod(j, self.sizes[s])
-                perm = epoch_permutation(self.seed, self.names[s], epoch, self.sizes[s])
-                slots.append(Slot(s, j, int(perm[pos]), epoch))
+            size, j = self.sizes[s], d
+            while j < d + c:  # one slice of the epoch's permutation per epoch the draws span
+                epoch, pos = divmod(j, size)
+                take = min(d + c - j, size - pos)
+                perm = epoch_permutation(self.seed, self.names[s], epoch, size)
+                slots.extend(Slot(s, j + k, index, epoch) for k, index in enumerate(perm[pos: pos + take].tolist()))
+                j += take
         order = np.random.default_rng(np.random.SeedSequence([self.seed, step, 2])).permutation(len(slots))
-        return [slots[i] for i in order]
+        return [slots[i] for i in order.tolist()]
 
     def cursors(self, step: int) -> list[int]:
         """Draws per source before `step` (the per-source cursors of the loader state)."""
