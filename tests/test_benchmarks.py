@@ -1,0 +1,87 @@
+"""Smoke tests of the benchmark scripts: both run end to end at a tiny size (`--quick`) and write the
+documented JSON. Speed is never asserted here (it depends on the machine); only that every figure a
+reader relies on is present, consistent and a positive number."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each script starts a dozen fresh Python processes
+
+
+def _run(script: str, out: Path, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"results: {out}" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_machine(doc: dict[str, Any], name: str) -> None:
+    assert doc["benchmark"] == name and doc["size"] == "quick"
+    machine = doc["machine"]
+    assert machine["cpu_count"] >= 1 and machine["python"].count(".") == 2
+    assert machine["packages"]["cotrain"] and machine["packages"]["numpy"]
+    assert len(machine["load_average_start"]) == 3 and len(machine["load_average_end"]) == 3
+
+
+def test_convert_bench_quick(tmp_path: Path) -> None:
+    doc = _run("convert_bench.py", tmp_path / "convert.json")
+    _check_machine(doc, "convert")
+    # Every case whose converter is installed runs; the three are all in this repository.
+    assert set(doc["cases"]) == {"lerobot", "mcap", "rlds"} and doc["cases_missing"] == {}
+    for case, body in doc["cases"].items():
+        s = body["summary"]
+        for key in ("floor_fps", "convert_w1_fps", "floor_x2_fps", "convert_w2_fps", "ratio_w1", "scaling_w2",
+                    "floor_scaling_x2", "ratio_w2_to_floor_x2", "cpu_ratio_w1", "cpu_ratio_w2"):
+            assert _positive(s[key]), (case, key, s[key])
+        assert s["ratio_w1"] == pytest.approx(s["convert_w1_fps"] / s["floor_fps"], rel=1e-3)
+        assert s["scaling_w2"] == pytest.approx(s["convert_w2_fps"] / s["convert_w1_fps"], rel=1e-3)
+        assert s["meets_ratio_w1"] == (s["ratio_w1"] >= 0.8) and s["target_ratio_w1"] == 0.8
+        # The floor and the converter handled the same frames: episodes x frames x 2 cameras.
+        frames = sum(12 + e for e in range(2)) * 2
+        assert s["camera_frames"] == frames
+        assert set(body["runs"]) == {f"{case}-floor", f"{case}-convert-w1", f"{case}-floor-x2", f"{case}-convert-w2"}
+        for runs in body["runs"].values():
+            assert len(runs) == 1 and runs[0]["frames"] == frames and _positive(runs[0]["peak_pss_bytes"])
+        assert len(body["runs"][f"{case}-floor-x2"][0]["parts"]) == 2
+
+
+def test_loader_bench_quick(tmp_path: Path) -> None:
+    doc = _run("loader_bench.py", tmp_path / "loader.json")
+    _check_machine(doc, "loader")
+    table = doc["summary"]
+    keys = {"floor", "floor-x2"} | {f"{k}-w{w}" for k in ("wds", "mixture", "randommix", "hf") for w in (0, 2)}
+    assert set(table) == keys
+    for key, row in table.items():
+        for field in ("samples_per_s", "ratio_to_floor", "samples_per_cpu_s", "peak_pss_mib"):
+            assert _positive(row[field]), (key, field, row[field])
+    assert table["floor"]["ratio_to_floor"] == 1.0
+    for key in ("mixture-w0", "mixture-w2", "randommix-w0", "randommix-w2", "hf-w0", "hf-w2"):
+        row = table[key]
+        assert 0 <= row["overall_error"] <= 1 and 0 <= row["worst_window_error"] <= 1
+    # The mixture is exact per batch: over whole batches its realised shares hit the weights (+-1 sample).
+    assert table["mixture-w0"]["overall_error"] <= 1 / 256
+    long_run = doc["long_run"]
+    assert long_run["samples"] >= 2000 and _positive(long_run["pss_10pct_mib"]) and _positive(long_run["pss_100pct_mib"])
+    assert long_run["pss_growth"] == pytest.approx(
+        (long_run["pss_100pct_mib"] - long_run["pss_10pct_mib"]) / long_run["pss_10pct_mib"], abs=2e-3)
+    assert long_run["realised"] == pytest.approx([0.5, 0.3, 0.2], abs=1 / 2000)
+    targets = doc["targets"]
+    assert set(targets) == {"mixture_w0_ratio", "mixture_w2_ratio", "mixture_faster_than", "worst_window_error",
+                            "memory_growth"}
+    assert all(isinstance(t["met"], bool) for t in targets.values())
+    assert targets["mixture_w0_ratio"]["value"] == table["mixture-w0"]["ratio_to_floor"]
