@@ -1,0 +1,188 @@
+"""Statistics of an ablation: summaries, Welch t-tests, Holm correction and compact letter displays.
+
+Numpy and `math` only (scipy is not a dependency):
+
+- Student-t tail probabilities come from the regularised incomplete beta function,
+  P(|T| > t) = I_x(df / 2, 1 / 2) with x = df / (df + t^2), which is evaluated with the continued
+  fraction of Numerical Recipes (modified Lentz, `betacf`) after the usual symmetry swap
+  I_x(a, b) = 1 - I_{1-x}(b, a) when x > (a + 1) / (a + b + 2), where the fraction converges fast.
+- Welch's test does not assume equal variances: t = (m1 - m2) / sqrt(s1^2/n1 + s2^2/n2) with the
+  Welch-Satterthwaite degrees of freedom (s1^2/n1 + s2^2/n2)^2 / ((s1^2/n1)^2/(n1-1) + (s2^2/n2)^2/(n2-1)).
+  Both samples constant: t is 0 (equal means, p = 1) or infinite (p = 0); fewer than 2 values in a
+  group: no test (NaN), as the variance is undefined.
+- A compact letter display (Piepho 2004, "insert-and-absorb"): start with one letter shared by all
+  treatments; for every significant pair, each letter column holding both is split into a copy
+  without the first and a copy without the second, then columns contained in another are absorbed.
+  Letters are then named in the order of the treatments (best mean first), so "a" marks the best
+  group. Two treatments share a letter exactly when their difference is not significant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Summary", "WelchResult", "compact_letter_display", "holm", "pairwise_welch", "regularized_beta",
+           "student_t_sf", "summarise", "welch_t_test"]
+
+_EPS = 1e-15
+_TINY = 1e-300
+_MAX_ITER = 500
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of I_x(a, b) (Numerical Recipes 6.4, modified Lentz)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > _TINY else _TINY)
+    h = d
+    for m in range(1, _MAX_ITER + 1):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > _TINY else _TINY)
+            c = 1.0 + aa / c
+            c = c if abs(c) > _TINY else _TINY
+            h *= d * c
+        if abs(d * c - 1.0) < _EPS:
+            return h
+    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function, for a, b > 0 and 0 <= x <= 1."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"regularized_beta needs a, b > 0 (got a={a}, b={b})")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"regularized_beta needs 0 <= x <= 1 (got {x})")
+    if x in (0.0, 1.0):
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def student_t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with `df` (> 0, may be fractional) degrees of freedom."""
+    if df <= 0 or math.isnan(df):
+        raise ValueError(f"degrees of freedom must be > 0 (got {df})")
+    if math.isinf(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * regularized_beta(df / (df + t * t), df / 2.0, 0.5)  # P(T > |t|)
+    return tail if t >= 0 else 1.0 - tail
+
+
+@dataclass(frozen=True)
+class Summary:
+    """n, mean and sample standard deviation (ddof 1; NaN below two values) of finite values."""
+
+    n: int
+    mean: float
+    sd: float
+
+
+def summarise(values: Sequence[float]) -> Summary:
+    arr = _finite(values)
+    if arr.size == 0:
+        return Summary(0, math.nan, math.nan)
+    return Summary(int(arr.size), float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan)
+
+
+@dataclass(frozen=True)
+class WelchResult:
+    """Welch's two-sample t-test of a against b (two-sided p)."""
+
+    t: float
+    df: float
+    p: float
+    diff: float  # mean(a) - mean(b)
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
+    """Two-sided Welch t-test (see module docstring); NaN fields when a group has fewer than 2 values."""
+    x, y = _finite(a), _finite(b)
+    if x.size < 2 or y.size < 2:
+        diff = float(x.mean() - y.mean()) if x.size and y.size else math.nan
+        return WelchResult(math.nan, math.nan, math.nan, diff)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    diff = float(x.mean() - y.mean())
+    se2 = float(vx + vy)
+    if se2 <= 0.0:  # both samples constant: the difference is exact
+        n = float(x.size + y.size - 2)
+        return WelchResult(0.0, n, 1.0, diff) if diff == 0 else WelchResult(math.copysign(math.inf, diff), n, 0.0, diff)
+    t = diff / math.sqrt(se2)
+    df = float(se2 * se2 / (vx * vx / (x.size - 1) + vy * vy / (y.size - 1)))
+    return WelchResult(float(t), df, min(1.0, 2.0 * student_t_sf(abs(t), df)), diff)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order; NaN entries stay NaN and are not counted."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m, running = len(order), 0.0
+    out = [math.nan] * len(p_values)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def pairwise_welch(groups: Sequence[Sequence[float]]) -> np.ndarray:
+    """Symmetric [k, k] matrix of Holm-adjusted two-sided Welch p-values over all k(k-1)/2 pairs."""
+    k = len(groups)
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    raw = [welch_t_test(groups[i], groups[j]).p for i, j in pairs]
+    adjusted = holm(raw)
+    out = np.ones((k, k))
+    for (i, j), p in zip(pairs, adjusted):
+        out[i, j] = out[j, i] = p
+    return out
+
+
+def compact_letter_display(p_matrix: np.ndarray, order: Sequence[int] | None = None, alpha: float = 0.05) -> list[str]:
+    """Letters per treatment from a symmetric p-value matrix (insert-and-absorb, module docstring).
+
+    `order` lists treatment indices best first (letters are named in that order); default 0..k-1.
+    A NaN p-value counts as not significant.
+    """
+    p = np.asarray(p_matrix, dtype=np.float64)
+    k = p.shape[0]
+    if p.shape != (k, k):
+        raise ValueError(f"p-value matrix must be square, got {p.shape}")
+    columns: list[frozenset[int]] = [frozenset(range(k))]
+    for i in range(k):
+        for j in range(i + 1, k):
+            if not p[i, j] < alpha:  # NaN compares False: not significant
+                continue
+            split: list[frozenset[int]] = []
+            for col in columns:
+                split += [col - {i}, col - {j}] if i in col and j in col else [col]
+            columns = _absorb(split)
+    rank = {t: r for r, t in enumerate(order if order is not None else range(k))}
+    columns.sort(key=lambda col: sorted(rank[t] for t in col))
+    letters = [""] * k
+    for n, col in enumerate(columns):
+        for t in col:
+            letters[t] += _letter(n)
+    return letters
+
+
+def _absorb(columns: list[frozenset[int]]) -> list[frozenset[int]]:
+    """Drop empty, duplicate and contained columns, keeping the first of equals."""
+    unique = list(dict.fromkeys(c for c in columns if c))
+    return [c for c in unique if not any(c < other for other in unique)]
+
+
+def _letter(n: int) -> str:
+    """a..z, then A..Z, then aa, ab, ... (more than 52 groups is unusual but must not fail)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return alphabet[n] if n < len(alphabet) else _letter(n // len(alphabet) - 1) + alphabet[n % len(alphabet)]
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    return arr[np.isfinite(arr)]

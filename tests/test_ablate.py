@@ -1,0 +1,178 @@
+"""The ablation runner: statistics against known values, mixture rescaling, a tiny end-to-end study, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cotrain.ablate.stats import (compact_letter_display, holm, pairwise_welch, regularized_beta, student_t_sf,
+                                  summarise, welch_t_test)
+from cotrain.ablate.study import rescale_phases
+from cotrain.errors import ConfigError
+from tests.conftest import ROOT
+
+# --- incomplete beta and Student t ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("x", [0.0, 0.01, 0.2, 0.5, 0.77, 0.999, 1.0])
+def test_regularized_beta_closed_forms(x: float) -> None:
+    assert regularized_beta(x, 1.0, 1.0) == pytest.approx(x, abs=1e-14)
+    assert regularized_beta(x, 1.0, 3.5) == pytest.approx(1 - (1 - x) ** 3.5, abs=1e-13)  # I_x(1, b) = 1-(1-x)^b
+    assert regularized_beta(x, 2.5, 1.0) == pytest.approx(x ** 2.5, abs=1e-13)  # I_x(a, 1) = x^a
+    # I_x(1/2, 1/2) = (2 / pi) asin(sqrt(x)) (the arcsine distribution)
+    assert regularized_beta(x, 0.5, 0.5) == pytest.approx(2 / math.pi * math.asin(math.sqrt(x)), abs=1e-12)
+    # I_x(2, 2) = 3x^2 - 2x^3, and the symmetry I_x(a, b) = 1 - I_{1-x}(b, a)
+    assert regularized_beta(x, 2.0, 2.0) == pytest.approx(3 * x * x - 2 * x ** 3, abs=1e-13)
+    assert regularized_beta(x, 7.0, 0.5) == pytest.approx(1 - regularized_beta(1 - x, 0.5, 7.0), abs=1e-13)
+
+
+def test_regularized_beta_large_parameters_and_bad_input() -> None:
+    assert regularized_beta(0.5, 50.0, 50.0) == pytest.approx(0.5, abs=1e-12)
+    # Binomial identity: P(Bin(n=20, p=0.3) >= 8) = I_0.3(8, 13)
+    n, p, k = 20, 0.3, 8
+    tail = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k, n + 1))
+    assert regularized_beta(p, k, n - k + 1) == pytest.approx(tail, rel=1e-12)
+    with pytest.raises(ValueError, match="a, b > 0"):
+        regularized_beta(0.5, 0.0, 1.0)
+    with pytest.raises(ValueError, match="0 <= x <= 1"):
+        regularized_beta(1.5, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("t", [-7.0, -1.3, 0.0, 0.4, 2.0, 12.706])
+def test_student_t_sf_closed_forms(t: float) -> None:
+    assert student_t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, abs=1e-13)  # Cauchy
+    assert student_t_sf(t, 2) == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)), abs=1e-13)
+    # df = 3: 1/2 - (atan(u) + u / (1 + u^2)) / pi with u = t / sqrt(3)
+    u = t / math.sqrt(3)
+    assert student_t_sf(t, 3) == pytest.approx(0.5 - (math.atan(u) + u / (1 + u * u)) / math.pi, abs=1e-13)
+
+
+def test_student_t_critical_values_from_tables() -> None:
+    # Two-sided 5 % critical values of Student's t (any statistics table).
+    for df, crit in ((1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042)):
+        assert 2 * student_t_sf(crit, df) == pytest.approx(0.05, abs=2e-4)
+    assert 2 * student_t_sf(1.959964, 1e7) == pytest.approx(0.05, abs=1e-5)  # normal limit
+    assert student_t_sf(math.inf, 4) == 0.0 and student_t_sf(-math.inf, 4) == 1.0
+    # Fractional df (Welch) lies between its integer neighbours: lower df, heavier tails.
+    assert student_t_sf(2.5, 7) > student_t_sf(2.5, 7.5) > student_t_sf(2.5, 8)
+
+
+# --- Welch, Holm, letters ---------------------------------------------------------------------------
+
+# Wikipedia "Welch's t-test", example 1 (unequal variances, equal sizes): t = -2.46, df = 25.0, p = 0.021.
+_A1 = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+_A2 = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+
+
+def test_welch_matches_the_published_example_and_the_formula() -> None:
+    r = welch_t_test(_A1, _A2)
+    assert round(r.t, 2) == -2.46 and round(r.df, 1) == 25.0 and round(r.p, 3) == 0.021
+    a, b = np.array(_A1), np.array(_A2)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    assert r.t == pytest.approx((a.mean() - b.mean()) / math.sqrt(va + vb), rel=1e-12)
+    assert r.df == pytest.approx((va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)), rel=1e-12)
+    assert r.diff == pytest.approx(a.mean() - b.mean())
+    assert welch_t_test(_A2, _A1).p == pytest.approx(r.p) and welch_t_test(_A2, _A1).t == pytest.approx(-r.t)
+
+
+def test_welch_by_hand_on_three_seeds() -> None:
+    # a: mean 0.5, var 0.01; b: mean 0.2, var 0.0025 -> se^2 = 0.0125/3, t = 0.3/sqrt(0.0125/3) = 4.6476,
+    # df = (0.0125/3)^2 / ((0.01/3)^2/2 + (0.0025/3)^2/2) = 2.941176...
+    r = welch_t_test([0.4, 0.5, 0.6], [0.15, 0.2, 0.25])
+    assert r.t == pytest.approx(0.3 / math.sqrt(0.0125 / 3), rel=1e-12)
+    assert r.df == pytest.approx(0.0125 ** 2 / ((0.01 ** 2 + 0.0025 ** 2) / 2), rel=1e-12)
+    assert r.p == pytest.approx(2 * student_t_sf(r.t, r.df)) and 0.01 < r.p < 0.05
+
+
+def test_welch_degenerate_groups() -> None:
+    same = welch_t_test([0.0, 0.0, 0.0], [0.0, 0.0])
+    assert (same.t, same.p) == (0.0, 1.0)
+    apart = welch_t_test([1.0, 1.0], [0.0, 0.0, 0.0])
+    assert apart.t == math.inf and apart.p == 0.0
+    few = welch_t_test([0.3], [0.1, 0.2])
+    assert math.isnan(few.p) and few.diff == pytest.approx(0.15)
+    assert summarise([1.0, float("nan"), 3.0]).n == 2 and summarise([2.0]).sd != summarise([2.0]).sd  # NaN sd
+
+
+def test_holm_adjustment_by_hand() -> None:
+    # sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = holm([0.2, math.nan, 0.6])
+    assert out[0] == pytest.approx(0.4) and math.isnan(out[1]) and out[2] == pytest.approx(0.6)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_compact_letter_display_on_a_constructed_matrix() -> None:
+    # A-C, A-D and B-D differ: A a, B ab, C bc, D c (Piepho 2004's insert-and-absorb).
+    p = np.ones((4, 4))
+    for i, j in ((0, 2), (0, 3), (1, 3)):
+        p[i, j] = p[j, i] = 0.01
+    assert compact_letter_display(p) == ["a", "ab", "bc", "c"]
+    # Naming follows the given order (best first): with D best, D's group is "a".
+    assert compact_letter_display(p, order=[3, 2, 1, 0]) == ["c", "bc", "ab", "a"]
+    assert compact_letter_display(np.ones((3, 3))) == ["a", "a", "a"]
+    all_diff = np.full((3, 3), 0.001)
+    assert compact_letter_display(all_diff) == ["a", "b", "c"]
+    nan = np.full((2, 2), np.nan)
+    assert compact_letter_display(nan) == ["a", "a"]  # untestable pairs are not significant
+    assert compact_letter_display(p, alpha=0.005) == ["a"] * 4
+
+
+def test_letters_share_exactly_when_not_significant() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        k = int(rng.integers(3, 8))
+        upper = np.triu(rng.uniform(0, 0.1, (k, k)), 1)
+        p = upper + upper.T + np.eye(k)
+        letters = compact_letter_display(p)
+        for i in range(k):
+            for j in range(i + 1, k):
+                assert bool(set(letters[i]) & set(letters[j])) == (p[i, j] >= 0.05), (p, letters)
+
+
+def test_pairwise_welch_is_holm_adjusted() -> None:
+    groups = [[0.9, 0.8, 0.85], [0.2, 0.25, 0.3], [0.5, 0.55, 0.45]]
+    p = pairwise_welch(groups)
+    raw = [welch_t_test(groups[i], groups[j]).p for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert [p[0, 1], p[0, 2], p[1, 2]] == pytest.approx(holm(raw))
+    assert np.allclose(p, p.T) and np.all(np.diag(p) == 1.0)
+
+
+# --- study mixtures ----------------------------------------------------------------------------------
+
+
+def test_rescale_keeps_phase_proportions() -> None:
+    phases = [{"name": "a", "steps": 600, "weights": {"x": 1}}, {"name": "b", "steps": 600, "weights": {"y": 1},
+                                                                 "ramp_steps": 60}]
+    out = rescale_phases(phases, 101)
+    assert [p["steps"] for p in out] == [50, 51] and out[1]["ramp_steps"] == 6
+    assert rescale_phases(phases, 1200) == phases
+    assert [p["steps"] for p in rescale_phases(phases, 2)] == [1, 1]
+    with pytest.raises(ConfigError, match="fewer steps than the mixture has phases"):
+        rescale_phases(phases, 1)
+
+
+def test_lin2026_mixtures_share_the_target_and_name_study_datasets() -> None:
+    from cotrain.ablate.data import study_dataset_names
+    from cotrain.ablate.study import AblationConfig, load_study_mixtures, materialise
+
+    cfg = AblationConfig(mixtures=(str(ROOT / "mixtures" / "lin2026"),), out="unused")
+    mixtures, baseline = load_study_mixtures(cfg)
+    assert baseline.name == "baseline" and len(mixtures) == 9
+    names = set(study_dataset_names())
+    for m in mixtures:
+        doc = materialise(m, 2, 100)
+        assert doc["seed"] == 2 and sum(p["steps"] for p in doc["phases"]) == 100
+        paths = [Path(s["path"]) for s in doc["sources"].values()]
+        assert {p.name for p in paths} <= names and {p.parent for p in paths} == {ROOT / "data" / "lin2026"}
+        assert doc["sources"]["target"]["path"].endswith("sim_arm")
+    strategies = {m.name: m.spec.phases for m in mixtures}
+    assert "target" not in strategies["two_phase_first_only"][0].weights
+    assert strategies["two_phase_first_only"][1].weights == {"target": 1.0}
+    assert set(strategies["two_phase_full"][1].weights) == set(strategies["cumulative"][0].weights)
