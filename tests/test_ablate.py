@@ -176,3 +176,149 @@ def test_lin2026_mixtures_share_the_target_and_name_study_datasets() -> None:
     assert "target" not in strategies["two_phase_first_only"][0].weights
     assert strategies["two_phase_first_only"][1].weights == {"target": 1.0}
     assert set(strategies["two_phase_full"][1].weights) == set(strategies["cumulative"][0].weights)
+
+
+# --- end to end ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=False)
+def one_thread(monkeypatch: pytest.MonkeyPatch):
+    """One intra-op thread (2 shared cores: 2-thread kernels of a tiny model mostly spin)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
+
+
+def _study(root: Path) -> Path:
+    """Two mixtures over a study folder that does not exist yet: the runner prepares it."""
+    mix = root / "mixtures"
+    mix.mkdir()
+    common = {"seed": 0, "batch_size": 4, "image_size": 32}
+    docs = {
+        "a_baseline.yaml": {"name": "baseline", **common, "sources": {"target": {"path": "../data/sim_arm"}},
+                            "phases": [{"name": "train", "steps": 10, "weights": {"target": 1.0}}]},
+        "b_two_phase.yaml": {"name": "vl_tokens_two_phase", **common,
+                             "sources": {"target": {"path": "../data/sim_arm"}, "vl": {"path": "../data/sim_captions"},
+                                         "tokens": {"path": "../data/sim_arm_tokens"}},
+                             "phases": [{"name": "cotrain", "steps": 10, "weights": {"vl": 0.5, "tokens": 0.5}},
+                                        {"name": "target", "steps": 10, "weights": {"target": 0.5, "vl": 0.5}}]},
+    }
+    for name, doc in docs.items():
+        (mix / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return mix
+
+
+def _config(root: Path, mix: Path, **fields: object):
+    from cotrain.ablate.data import StudyDataConfig
+    from cotrain.ablate.study import AblationConfig
+
+    data = StudyDataConfig(episodes=3, other_episodes=2, human_episodes=2, vl_images=4, image_size=32,
+                           heldout_episodes=2, heldout_vl_images=2, verbs=("pick",))
+    base = dict(mixtures=(str(mix),), out=str(root / "out"), seeds=2, steps=4, episodes=4, eval_samples=6,
+                train_overrides={"warmup_steps": 1, "save_every": 2, "log_every": 1, "keep_checkpoints": 2}, data=data)
+    return AblationConfig(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> None:
+    from cotrain.ablate.runner import run_ablation
+
+    mix = _study(tmp_path)
+    cfg = _config(tmp_path, mix)
+    messages: list[str] = []
+    result = run_ablation(cfg, progress=messages.append)
+    out = tmp_path / "out"
+    # The study data was prepared with the real tools: tokens dataset and held-out sets included.
+    data = tmp_path / "data"
+    for name in ("sim_arm", "sim_captions", "sim_arm_tokens", "heldout/sim_arm", "heldout/sim_qa"):
+        assert (data / name / "manifest.json").is_file(), name
+    assert json.loads((data / "sim_arm_tokens" / "manifest.json").read_text())["modality"] == "action_tokens"
+    assert result.baseline == "baseline" and result.mixtures == ["baseline", "vl_tokens_two_phase"]
+    assert [(r.mixture, r.seed, r.trained, r.evaluated) for r in result.runs] == [
+        ("baseline", 0, True, True), ("baseline", 1, True, True),
+        ("vl_tokens_two_phase", 0, True, True), ("vl_tokens_two_phase", 1, True, True)]
+    run = out / "runs" / "vl_tokens_two_phase" / "seed1"
+    doc = yaml.safe_load((run / "mixture.yaml").read_text())
+    assert doc["seed"] == 1 and [p["steps"] for p in doc["phases"]] == [2, 2]
+    assert Path(doc["sources"]["vl"]["path"]) == (data / "sim_captions").resolve()
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["proportions"]["target"] == 0 and rows[3]["proportions"]["target"] == 0.5  # phase 2 mixes it in
+    sim = json.loads((run / "sim.json").read_text())
+    assert sim["config"]["episodes"] == 4 and sim["config"]["image_size"] == 32 and sim["config"]["verbs"] == ["pick"]
+    offline = json.loads((run / "offline.json").read_text())
+    assert set(offline["datasets"]) == {"sim_arm", "sim_captions", "sim_qa"} and offline["step"] == 4
+    # Metrics per run, flat; statistics files; plots.
+    metrics = json.loads((run / "result.json").read_text())["metrics"]
+    assert metrics["success_seen"] == sim["splits"]["seen"]["success_rate"]
+    assert metrics["vl_text_ce"] > 0 and metrics["action_mse"] > 0
+    with open(out / "runs.csv") as fh:
+        runs = list(csv.DictReader(fh))
+    assert [(r["mixture"], r["seed"]) for r in runs] == [("baseline", "0"), ("baseline", "1"),
+                                                         ("vl_tokens_two_phase", "0"), ("vl_tokens_two_phase", "1")]
+    assert float(runs[3]["vl_text_ce"]) == pytest.approx(metrics["vl_text_ce"], rel=1e-5)
+    with open(out / "results.csv") as fh:
+        stats = {(r["metric"], r["mixture"]): r for r in csv.DictReader(fh)}
+    ce = [r.metrics["vl_text_ce"] for r in result.runs]
+    row = stats[("vl_text_ce", "vl_tokens_two_phase")]
+    assert int(row["n"]) == 2 and float(row["mean"]) == pytest.approx(np.mean(ce[2:]), rel=1e-5)
+    assert float(row["p_vs_baseline"]) == pytest.approx(welch_t_test(ce[2:], ce[:2]).p, rel=1e-4)
+    assert stats[("vl_text_ce", "baseline")]["p_vs_baseline"] == "" and row["cld"] in {"a", "b"}
+    md = (out / "results.md").read_text()
+    assert "| vl_tokens_two_phase |" in md and "(baseline)" in md and "held-out VL text CE" in md
+    for png in ("success_per_split.png", "unseen_groups.png", "language_retention.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert any("[4/4] vl_tokens_two_phase seed 1: training 4 steps" in m for m in messages)
+
+    # Second invocation: every run is kept (nothing trained or evaluated again), reports rewritten the same.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "runs" in p.parts}
+    again = run_ablation(cfg)
+    assert again.skipped == 4 and [r.metrics for r in again.runs] == [r.metrics for r in result.runs]
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    # A run without its result is only evaluated; a run cut short continues from its checkpoint.
+    (out / "runs" / "baseline" / "seed0" / "result.json").unlink()
+    ckpt = out / "runs" / "baseline" / "seed1" / "train" / "checkpoints"
+    (ckpt / "LATEST").write_text(json.dumps({"dir": "step_00000002"}))
+    import shutil
+
+    shutil.rmtree(ckpt / "step_00000004", ignore_errors=True)
+    (out / "runs" / "baseline" / "seed1" / "result.json").unlink()
+    third = run_ablation(cfg)
+    assert [(r.trained, r.evaluated) for r in third.runs] == [(False, True), (True, True), (False, False),
+                                                               (False, False)]
+    assert third.runs[0].metrics == result.runs[0].metrics
+    resumed = {k: v for k, v in third.runs[1].metrics.items() if k != "train_seconds"}
+    assert resumed == {k: v for k, v in result.runs[1].metrics.items() if k != "train_seconds"}  # exact resume
+
+
+def test_changed_steps_need_a_new_out(tmp_path: Path) -> None:
+    from cotrain.ablate.runner import _run_one
+    from cotrain.ablate.study import load_study_mixtures, materialise
+
+    mix = _study(tmp_path)
+    cfg = _config(tmp_path, mix, steps=6)
+    mixtures, _ = load_study_mixtures(cfg)
+    run = tmp_path / "out" / "runs" / "baseline" / "seed0"
+    run.mkdir(parents=True)
+    (run / "mixture.yaml").write_text("name: baseline\n")
+    with pytest.raises(ConfigError, match="differs from the study's mixture for this run"):
+        _run_one(cfg, mixtures[0], 0, materialise(mixtures[0], 0, 6), {}, lambda m: None)
+
+
+def test_missing_datasets_outside_a_study_folder_are_an_error(tmp_path: Path) -> None:
+    from cotrain.ablate.runner import run_ablation
+    from cotrain.ablate.study import AblationConfig
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({"name": "baseline", "batch_size": 2, "sources": {"target": {"path": "nowhere/x"}},
+                                    "phases": [{"name": "p", "steps": 2, "weights": {"target": 1}}]}))
+    with pytest.raises(ConfigError, match=r"dataset .*nowhere/x not found; 1 missing"):
+        run_ablation(AblationConfig(mixtures=(str(path),), out=str(tmp_path / "o")))
+    with pytest.raises(ConfigError, match="no source called 'target'"):
+        path.write_text(yaml.safe_dump({"name": "b", "batch_size": 2, "sources": {"targt": {"path": "x"}},
+                                        "phases": [{"name": "p", "steps": 2, "weights": {"targt": 1}}]}))
+        run_ablation(AblationConfig(mixtures=(str(path),), out=str(tmp_path / "o")))

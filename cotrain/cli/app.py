@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from cotrain.cli.ablate_cmd import ablate_cmd
 from cotrain.cli.annotate_cmd import annotate_cmd
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
@@ -33,6 +34,7 @@ app.command("validate")(validate_cmd)
 app.command("preview")(preview_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
+app.command("ablate")(ablate_cmd)
 
 
 def main() -> None:

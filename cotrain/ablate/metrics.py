@@ -1,0 +1,98 @@
+"""The metrics of one ablation run, flattened from its evaluation files, and their definitions.
+
+- `success_<split>`: closed-loop success rate in the simulator per split (sim.json), and overall.
+- `unseen_<group>`: success on the unseen tasks of one group (the concept only one co-training
+  modality shows: `vision_language` purple, `cross_embodiment` star, `human` triangle; `combo` the
+  held-out verb-colour-shape triples), pooled over `unseen` and `unseen_shift`.
+- `action_mse`: normalised action MSE of sampled chunks on the held-out target-robot data (offline.json,
+  cell-weighted over the held-out action datasets).
+- `vl_text_ce`: teacher-forced text cross-entropy on held-out vision-language data (token-weighted
+  over the held-out text datasets); the language-retention probe: lower means more language kept.
+- `train_loss` (mean of the last 5 logged rows) and `train_seconds`: context, not compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cotrain.sim.scene import EVAL_SPLITS, UNSEEN_GROUPS
+
+__all__ = ["METRICS", "MetricDef", "run_metrics"]
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A reported metric: its key, a label, whether higher is better, and whether it is tested."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    tested: bool = True
+
+
+METRICS: tuple[MetricDef, ...] = (
+    *(MetricDef(f"success_{s}", f"success, {s.replace('_', ' ')}", True) for s in EVAL_SPLITS),
+    MetricDef("success_overall", "success, all splits", True),
+    *(MetricDef(f"unseen_{g}", f"unseen success, {g.replace('_', ' ')} group", True) for g in UNSEEN_GROUPS),
+    MetricDef("action_mse", "held-out action MSE (normalised)", False),
+    MetricDef("vl_text_ce", "held-out VL text CE (language retention)", False),
+    MetricDef("train_loss", "final training loss", False, tested=False),
+    MetricDef("train_seconds", "training time (s)", False, tested=False),
+)
+
+
+def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
+    out = {f"success_{s}": float(v["success_rate"]) for s, v in sim["splits"].items()}
+    out["success_overall"] = float(sim["overall"]["success_rate"])
+    unseen = [e for e in sim["episodes"] if e["split"].startswith("unseen")]
+    for group in UNSEEN_GROUPS:
+        episodes = [e["success"] for e in unseen if e["group"] == group]
+        if episodes:
+            out[f"unseen_{group}"] = sum(episodes) / len(episodes)
+    return out
+
+
+def _offline_metrics(offline: dict[str, Any]) -> dict[str, float]:
+    cells = sq = tokens = ce = 0.0
+    for report in offline["datasets"].values():
+        if "actions" in report:
+            n = float(report["actions"]["cells"])
+            cells, sq = cells + n, sq + n * float(report["actions"]["normalized"]["mse"])
+        if "text" in report:
+            n = float(report["text"]["tokens"])
+            tokens, ce = tokens + n, ce + n * float(report["text"]["ce"])
+    out = {}
+    if cells:
+        out["action_mse"] = sq / cells
+    if tokens:
+        out["vl_text_ce"] = ce / tokens
+    return out
+
+
+def _train_metrics(run_dir: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    path = run_dir / "train" / "metrics.jsonl"
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        losses = [float(r["loss"]) for r in rows[-5:] if math.isfinite(float(r.get("loss", math.nan)))]
+        if losses:
+            out["train_loss"] = sum(losses) / len(losses)
+    seconds = run_dir / "train_seconds.txt"
+    if seconds.is_file():
+        out["train_seconds"] = float(seconds.read_text())
+    return out
+
+
+def run_metrics(run_dir: Path) -> dict[str, float]:
+    """Flat metrics of a run from its sim.json, offline.json and training files (absent files: no keys)."""
+    out: dict[str, float] = {}
+    for name, extract in (("sim.json", _sim_metrics), ("offline.json", _offline_metrics)):
+        path = run_dir / name
+        if path.is_file():
+            out.update(extract(json.loads(path.read_text())))
+    out.update(_train_metrics(run_dir))
+    return out

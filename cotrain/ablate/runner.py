@@ -1,0 +1,216 @@
+"""`run_ablation(cfg)`: train every mixture x seed, evaluate each run, then report and plot.
+
+Per run, under `OUT/runs/<mixture>/seed<k>/`:
+
+    mixture.yaml   the run's mixture (study.materialise: absolute paths, the seed, rescaled phases)
+    train/         the trainer's run directory (`cotrain.train.loop.train`, checkpoints, metrics.jsonl)
+    offline.json   `cotrain.evaluate.evaluate_run` on the held-out datasets
+    sim.json       `cotrain.sim.evaluate.evaluate_policy` with the run's Policy, `episodes` episodes
+    result.json    the run's flat metrics (metrics.py) and the evaluation settings; written last
+
+Resumable at every level: a run whose `result.json` matches the study's evaluation settings and whose
+last checkpoint is at its final step is skipped; a run with a partial checkpoint continues from it
+(the trainer's exact resume); a trained run without results is only evaluated. A run directory made
+with other training settings is refused (its mixture.yaml or the trainer's stored config differs),
+so changing `--steps` or `--set` needs a new `--out`; more `--seeds` or more mixtures just add runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cotrain.ablate.data import StudyData, load_study_data, prepare_study_data, study_dataset_names
+from cotrain.ablate.metrics import run_metrics
+from cotrain.ablate.study import AblationConfig, StudyMixture, dataset_paths, dump_yaml, load_study_mixtures, materialise
+from cotrain.atomic import write_text_atomic
+from cotrain.errors import ConfigError
+from cotrain.manifest import MANIFEST_NAME
+
+log = logging.getLogger(__name__)
+__all__ = ["AblationResult", "RunRecord", "run_ablation"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run: its mixture, seed, folder, metrics and whether this invocation did any work."""
+
+    mixture: str
+    seed: int
+    run_dir: Path
+    metrics: dict[str, float]
+    trained: bool
+    evaluated: bool
+
+
+@dataclass
+class AblationResult:
+    """What `run_ablation` did and wrote."""
+
+    out: Path
+    baseline: str
+    mixtures: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+    runs: list[RunRecord] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for r in self.runs if not r.trained and not r.evaluated)
+
+
+def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | None:
+    """The study folder the target sources live in, prepared first when its datasets are missing."""
+    paths = [p for doc in docs for p in dataset_paths(doc)]
+    missing = sorted({p for p in paths if not (p / MANIFEST_NAME).is_file()})
+    roots = {Path(d["sources"][cfg.target_source]["path"]).parent for d in docs if d["sources"][cfg.target_source].get("path")}
+    root = roots.pop() if len(roots) == 1 else None
+    if missing:
+        known = set(study_dataset_names(cfg.data.target))
+        preparable = root is not None and all(p.parent == root and p.name in known for p in missing)
+        if not (cfg.prepare and preparable):
+            why = "" if cfg.prepare else " (--no-prepare)"
+            raise ConfigError(f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the simulated "
+                              f"study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
+                              f"or convert your own datasets to these paths")
+        log.info("preparing the study data in %s (%d datasets missing)", root, len(missing))
+        return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]
+    if root is not None and (root / "study.json").is_file():
+        return load_study_data(root)
+    return None
+
+
+def _eval_settings(cfg: AblationConfig, data: StudyData | None, first: StudyMixture) -> dict[str, Any]:
+    eval_data = [str(Path(p).resolve()) for p in cfg.eval_data] or [str(p) for p in (data.heldout if data else ())]
+    return {"episodes": cfg.episodes, "eval_seed": cfg.eval_seed, "eval_samples": cfg.eval_samples,
+            "eval_data": eval_data, "embodiment": data.target if data else None,
+            "verbs": list(data.verbs) if data else None, "image_size": first.spec.image_size,
+            "target_source": cfg.target_source}
+
+
+def _final_step(train_dir: Path) -> int:
+    from cotrain.train.checkpoint import latest_checkpoint
+
+    path = latest_checkpoint(train_dir)
+    return int(path.name.split("_")[-1]) if path is not None else 0
+
+
+def _train(cfg: AblationConfig, run_dir: Path, steps: int) -> bool:
+    """Train (or continue) the run; False when it had already reached its last step."""
+    from cotrain.train.config import make_train_config
+    from cotrain.train.loop import train
+
+    train_dir = run_dir / "train"
+    if _final_step(train_dir) >= steps:
+        return False
+    tcfg = make_train_config(mixture=str(run_dir / "mixture.yaml"), model=cfg.model, steps=steps, out=str(train_dir),
+                             resume=True, **cfg.train_fields())
+    started = time.perf_counter()
+    try:
+        train(tcfg)
+    except ConfigError as exc:
+        if "--resume" in str(exc):
+            raise ConfigError(f"{run_dir} was trained with other settings ({exc}); use a new --out") from None
+        raise
+    write_text_atomic(run_dir / "train_seconds.txt", f"{time.perf_counter() - started:.1f}\n")
+    return True
+
+
+def _policy_factory(train_dir: Path, source: str) -> Any:
+    """The run's Policy driving the simulator, asked by source name (the tokens copy shares the embodiment)."""
+    from cotrain.model.policy import Policy
+
+    policy = Policy.load(train_dir)
+
+    def make(env: Any) -> Callable[[dict[str, Any]], np.ndarray]:
+        def act(obs: dict[str, Any]) -> np.ndarray:
+            return np.asarray(policy.predict(obs["images"], obs["state"], obs["instruction"], source), np.float32)
+
+        return act
+
+    return make
+
+
+def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
+    from cotrain.evaluate import evaluate_run
+    from cotrain.sim.evaluate import EvalConfig, evaluate_policy
+
+    train_dir = run_dir / "train"
+    for stale in ("offline.json", "sim.json"):  # settings may have changed since the last evaluation
+        (run_dir / stale).unlink(missing_ok=True)
+    if settings["eval_data"]:
+        offline = evaluate_run(train_dir, settings["eval_data"], max_samples=settings["eval_samples"], seed=0)
+        write_text_atomic(run_dir / "offline.json", json.dumps(offline, indent=1) + "\n")
+    if settings["embodiment"]:
+        ecfg = EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
+                          image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]))
+        sim = evaluate_policy(_policy_factory(train_dir, settings["target_source"]), ecfg, name=str(run_dir))
+        write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_one(cfg: AblationConfig, mixture: StudyMixture, seed: int, doc: dict[str, Any], settings: dict[str, Any],
+             progress: Progress) -> RunRecord:
+    run_dir = Path(cfg.out) / "runs" / mixture.name / f"seed{seed}"
+    steps = sum(int(p["steps"]) for p in doc["phases"])
+    text = dump_yaml(doc)
+    mix_file = run_dir / "mixture.yaml"
+    if mix_file.is_file() and mix_file.read_text() != text:
+        raise ConfigError(f"{mix_file} differs from the study's mixture for this run ({mixture.path}, --steps); "
+                          f"the mixture changed since it was trained: use a new --out")
+    result = _load(run_dir / "result.json")
+    if result is not None and result.get("settings") == settings and _final_step(run_dir / "train") >= steps:
+        return RunRecord(mixture.name, seed, run_dir, result["metrics"], trained=False, evaluated=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(mix_file, text)
+    progress(f"{mixture.name} seed {seed}: training {steps} steps")
+    trained = _train(cfg, run_dir, steps)
+    progress(f"{mixture.name} seed {seed}: evaluating")
+    _evaluate(run_dir, settings)
+    metrics = run_metrics(run_dir)
+    write_text_atomic(run_dir / "result.json", json.dumps({"mixture": mixture.name, "seed": seed, "steps": steps,
+                                                           "settings": settings, "metrics": metrics}, indent=1) + "\n")
+    return RunRecord(mixture.name, seed, run_dir, metrics, trained=trained, evaluated=True)
+
+
+def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> AblationResult:
+    """Run (or continue) the study and write its report and plots; returns what it did."""
+    from cotrain.ablate.plots import write_plots
+    from cotrain.ablate.report import write_report
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    mixtures, baseline = load_study_mixtures(cfg)
+    docs = {m.name: [materialise(m, seed, cfg.steps) for seed in range(cfg.seeds)] for m in mixtures}
+    data = _study_data(cfg, [d[0] for d in docs.values()])
+    settings = _eval_settings(cfg, data, mixtures[0])
+    if not settings["eval_data"] and not settings["embodiment"]:
+        raise ConfigError("nothing to evaluate: the mixtures are not on the simulated study data, so pass "
+                          "--eval-data with held-out datasets")
+    steps = {m.name: sum(int(p["steps"]) for p in docs[m.name][0]["phases"]) for m in mixtures}
+    result = AblationResult(Path(cfg.out), baseline.name, [m.name for m in mixtures],
+                            {**settings, "seeds": cfg.seeds, "steps": steps, "model": cfg.model,
+                             "train": cfg.train_fields()})
+    total = len(mixtures) * cfg.seeds
+    for m in mixtures:
+        for seed in range(cfg.seeds):
+            n = len(result.runs) + 1
+            record = _run_one(cfg, m, seed, docs[m.name][seed], settings,
+                              lambda msg, n=n: say(f"[{n}/{total}] {msg}"))
+            if not (record.trained or record.evaluated):
+                say(f"[{n}/{total}] {m.name} seed {seed}: done before, kept")
+            result.runs.append(record)
+    result.files.update(write_report(result))
+    result.files.update(write_plots(result))
+    return result
