@@ -29,6 +29,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from common import import_fixtures
+from cotrain.mix.transform import letterbox_jpeg
 
 BATCH = 32
 # name, state dim, action dim, horizon, mixture weight
@@ -117,8 +118,6 @@ def export_parquet(root: Path, files_per_source: int) -> None:
 
 def decode_member(ext: str, data: bytes, side: int) -> Any:
     """What every variant does per member (cotrain.shards.decode_member + letterbox for images)."""
-    from cotrain.mix.transform import letterbox_jpeg
-
     last = ext.rsplit(".", 1)[-1]
     if last == "jpg":
         return letterbox_jpeg(data, side)
@@ -186,8 +185,6 @@ class SeededRandomMix(tud.IterableDataset):
 
 
 def _hf_decode(row: dict[str, Any], side: int) -> dict[str, Any]:
-    from cotrain.mix.transform import letterbox_jpeg
-
     return {"__key__": row["__key__"], f"{CAMERA}.jpg": letterbox_jpeg(row[f"{CAMERA}.jpg"], side),
             "state.npy": np.asarray(row["state.npy"], np.float32),
             "actions.npy": np.asarray(row["actions.npy"], np.float32),
