@@ -129,9 +129,9 @@ def run_framework(kind: str, workers: int, root: Path, size: dict[str, Any], lon
 
 
 def _close(batches: Any) -> str | None:
-    """Stop the DataLoader workers now, outside the timed span. Before cotrain 44a793d leaving a
-    MixtureLoader early could raise "worker killed by signal: Aborted" here; it is recorded, not fatal,
-    so older versions can be measured too."""
+    """Stop the DataLoader workers now, outside the timed span. Before commit 07a7aa4 leaving a
+    MixtureLoader early could raise "worker killed by signal: Aborted" here; it is recorded, not
+    fatal, so that older versions can be measured too (--baseline)."""
     close = getattr(batches, "close", None) or getattr(batches, "_shutdown_workers", None)
     try:
         if close is not None:
