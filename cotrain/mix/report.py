@@ -80,23 +80,30 @@ def simulate_mixture(mixture: Mixture, steps: int | None = None, *, world_size: 
             float(np.abs(drawn - goal).max()),
         ))
     report = MixtureReport(mixture.spec.name, b, steps, world_size, num_workers, phases)
-    report.worst_window = worst_window_deviation(counts, targets, window)
+    order = np.concatenate([[slot.source for slot in planner.batch(k)] for k in range(steps)]) if steps else np.zeros(0, int)
+    report.worst_window = worst_window_deviation(order.astype(np.int64), np.repeat(targets / b, b, axis=0), window)
     report.warnings = _warnings(mixture, counts, world_size, num_workers)
     return report
 
 
-def worst_window_deviation(counts: np.ndarray, targets: np.ndarray, window: int) -> dict[str, float]:
-    """Largest |realised - target| proportion over any `window`-sample stretch (in whole batches)."""
-    b = max(int(counts[0].sum()), 1) if len(counts) else 1
-    w = max(1, window // b)
-    if len(counts) < w:
-        w = len(counts)
+def worst_window_deviation(sources: np.ndarray, targets: np.ndarray, window: int) -> dict[str, float]:
+    """Largest |realised - target| share of any source over every `window`-sample stretch.
+
+    Args:
+        sources: [N] int, the source of each sample in global order (batch after batch, slot order).
+        targets: [N, S] the target weights in force for each sample.
+        window: stretch length in samples; windows start at every sample, not only at batch starts.
+    """
+    n, num_sources = targets.shape
+    w = min(window, n)
     if w == 0:
         return {}
-    cc = np.cumsum(np.vstack([np.zeros(counts.shape[1]), counts]), 0)
-    ct = np.cumsum(np.vstack([np.zeros(targets.shape[1]), targets]), 0)
-    dev = np.abs((cc[w:] - cc[:-w]) - (ct[w:] - ct[:-w])) / (w * b)
-    return {"window_samples": float(w * b), "max_deviation": float(dev.max())}
+    onehot = np.zeros((n + 1, num_sources))
+    onehot[np.arange(1, n + 1), sources] = 1.0
+    realised = np.cumsum(onehot, 0)
+    goal = np.cumsum(np.vstack([np.zeros(num_sources), targets]), 0)
+    dev = np.abs((realised[w:] - realised[:-w]) - (goal[w:] - goal[:-w])) / w
+    return {"window_samples": float(w), "max_deviation": float(dev.max())}
 
 
 def _warnings(mixture: Mixture, counts: np.ndarray, world_size: int, num_workers: int) -> list[str]:

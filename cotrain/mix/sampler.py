@@ -7,8 +7,8 @@ realised count is within one sample of its cumulative target: no random drift, e
 
 Order: the source's j-th draw (j counts over the whole run) is sample perm_e[j mod N] of epoch
 e = j // N, with perm_e a permutation seeded by (seed, crc32(source name), e): a shuffled order
-without replacement per epoch, reshuffled every epoch. Slots inside a batch are shuffled by
-(seed, step) so every rank's share mixes sources.
+without replacement per epoch, reshuffled every epoch. Inside a batch each source's slots are spread
+evenly (`spread_order`), so every rank's share mixes sources and proportions hold over any window.
 
 All of this is a pure function of (seed, schedule, step). The allocator keeps checkpoints of its
 carried state every `checkpoint_every` steps, so planning step k costs at most that many steps of
@@ -109,6 +109,23 @@ class Allocator:
         return counts, drawn
 
 
+def spread_order(counts: list[int], seed: int, step: int) -> list[int]:
+    """Order of a batch's slots (grouped by source) that spreads every source evenly over the batch.
+
+    Source s's k-th slot sits at position (k + u_s) / c_s of the batch, u_s drawn per (seed, step);
+    sorting by position interleaves sources so that every prefix of the batch holds each source within
+    one sample of its share. Realised proportions then stay within about two samples per source of the
+    target over any stretch of samples, not only over whole batches, and each rank's contiguous share
+    of the batch mixes sources in proportion.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, step, 2]))
+    offsets = rng.random(len(counts))
+    keys: list[tuple[float, float, int]] = []
+    for s, c in enumerate(counts):
+        keys.extend(((k + offsets[s]) / c, offsets[s], s) for k in range(c))
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
 def source_seed(seed: int, name: str) -> int:
     return zlib.crc32(name.encode("utf-8")) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
 
@@ -146,8 +163,7 @@ class Planner:
                 perm = epoch_permutation(self.seed, self.names[s], epoch, size)
                 slots.extend(Slot(s, j + k, index, epoch) for k, index in enumerate(perm[pos: pos + take].tolist()))
                 j += take
-        order = np.random.default_rng(np.random.SeedSequence([self.seed, step, 2])).permutation(len(slots))
-        return [slots[i] for i in order.tolist()]
+        return [slots[i] for i in spread_order(counts, self.seed, step)]
 
     def cursors(self, step: int) -> list[int]:
         """Draws per source before `step` (the per-source cursors of the loader state)."""
