@@ -74,6 +74,11 @@ class ShardWriter:
             self._tar.addfile(info, io.BytesIO(data))
         self.samples += 1
 
+    @property
+    def data_bytes(self) -> int:
+        """Bytes written so far, without the end-of-archive blocks (the part another tar can append)."""
+        return int(self._tar.offset)
+
     def close(self) -> None:
         self._tar.close()
 
@@ -82,6 +87,41 @@ class ShardWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+
+def concat_tars(parts: list[tuple[Path, int]], fh: BinaryIO, chunk_bytes: int = 1 << 20) -> tuple[int, str]:
+    """Append the member bytes of several tars (each up to its `data_bytes`) into one tar.
+
+    Gives exactly the bytes ShardWriter would write for the same samples (members copied verbatim,
+    then two zero blocks and zero padding to a 10 KiB record), without parsing a single member.
+    Returns (bytes written, sha256 hex).
+    """
+    import hashlib
+
+    digest, total = hashlib.sha256(), 0
+
+    def put(data: bytes) -> None:
+        nonlocal total
+        fh.write(data)
+        digest.update(data)
+        total += len(data)
+
+    for path, data_bytes in parts:
+        with open(path, "rb") as src:
+            left = data_bytes
+            while left > 0:
+                data = src.read(min(chunk_bytes, left))
+                if not data:
+                    raise DataError(path, f"unit file ends after {data_bytes - left} of {data_bytes} bytes")
+                put(data)
+                left -= len(data)
+    end = total + 2 * _BLOCK
+    put(b"\0" * (2 * _BLOCK + (-end) % _RECORD))
+    return total, digest.hexdigest()
 
 
 def split_member(name: str) -> tuple[str, str]:

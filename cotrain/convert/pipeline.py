@@ -10,7 +10,6 @@ Guarantees (tested in tests/test_pipeline.py):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ from cotrain.convert.progress import Progress
 from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.shards import ShardWriter, iter_samples, shard_name
+from cotrain.shards import concat_tars, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -153,30 +152,27 @@ def _count(report: ConvertReport, entry: dict[str, Any]) -> None:
 
 
 def _assemble(out: Path, work: WorkDir, s: int, members: list[int], results: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Concatenate the shard's unit tars in unit order into the final shard, then write its sidecars."""
+    """Concatenate the shard's unit tars in unit order into the final shard, then write its sidecars.
+
+    Unit tars are copied byte for byte (no member is parsed again), and the shard is hashed while it
+    is written: assembly costs one sequential copy per byte.
+    """
     from cotrain.stats import load_lowdim, save_lowdim
 
     name = shard_name(s)
-    lowdim = []
-    with atomic_open(out / name) as fh, ShardWriter(fh) as writer:
-        for u in members:
-            if results[u]["skipped"]:
-                continue
-            for sample in iter_samples(work.unit(u, ".tar")):
-                key = sample.pop("__key__")
-                writer.write(key, sample)
-            if work.unit(u, ".npz").is_file():
-                lowdim.extend(load_lowdim(work.unit(u, ".npz")))
+    kept = [u for u in members if not results[u]["skipped"]]
+    with atomic_open(out / name) as fh:
+        size, sha = concat_tars([(work.unit(u, ".tar"), results[u]["data_bytes"]) for u in kept], fh)
+    lowdim = [ep for u in kept if work.unit(u, ".npz").is_file() for ep in load_lowdim(work.unit(u, ".npz"))]
     if lowdim:
         with atomic_open(work.shard(name, ".npz")) as fh:
             save_lowdim(fh, lowdim)
-    data = (out / name).read_bytes()
     entry = {
         "name": name,
         "samples": sum(results[u]["samples"] for u in members),
         "episodes": sum(results[u]["episodes"] for u in members),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": size,
+        "sha256": sha,
         "skipped": [results[u]["skipped"] for u in members if results[u]["skipped"]],
         "skipped_ids": [results[u]["id"] for u in members if results[u]["skipped"]],
     }

@@ -58,10 +58,11 @@ def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, 
         with atomic_open(tar_path) as fh, ShardWriter(fh) as writer:
             sink = FileSink(writer, u)
             conv.convert_unit(Path(src), opts, u, sink)
+            data_bytes = writer.data_bytes
         if sink.episodes:
             with atomic_open(npz_path) as fh:
                 save_lowdim(fh, sink.episodes)
-        result.update(samples=sink.samples, episodes=sink.num_episodes)
+        result.update(samples=sink.samples, episodes=sink.num_episodes, data_bytes=data_bytes)
     except DataError as exc:
         err = exc.located(episode=u.id)
         tar_path.unlink(missing_ok=True)
