@@ -27,6 +27,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_bench.py
+	$(BIN)/python benchmarks/loader_bench.py
+	$(BIN)/python benchmarks/train_bench.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
