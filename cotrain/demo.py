@@ -1,130 +1,233 @@
-"""`make demo`: generate small samples of every supported source format, convert, check, mix.
+"""`make demo`: the main job end to end on an embedded default: no downloads, CPU only, a few minutes.
 
-The samples are written by the repository's sample writers (tests/fixtures/, real formats written with
-the real libraries: h5py, pyarrow, PyAV, mcap, tarfile), so the demo exercises exactly the code paths
-real data takes. It runs from the repository root and writes to `demo-out/`.
+1. Format tour: one small sample of every supported source format, converted and validated (~5 s).
+2. Corpus: a simulated tabletop corpus in real source formats (demo_corpus.py): the target robot as
+   LeRobot v3.0, a second robot with another action space as ALOHA HDF5, COCO captions, EgoDex human
+   video and per-segment subtask annotations, plus held-out robot and caption sets.
+3. Conversion with the real converters (lerobot, aloha, egodex, coco, `cotrain annotate`).
+4. A two-phase mixture (co-training, then mostly target data) and its schedule plot.
+5. Training the `tiny` model on CPU (`cotrain.train.loop.train`).
+6. Evaluation: offline (`cotrain.evaluate.evaluate_run`) on every training source and the held-out
+   sets, and closed loop in the simulator (`cotrain.sim.evaluate.evaluate_policy`).
+7. A table of per-source metrics, the simulator's success per split, and where the plots are.
+
+It runs from the repository root (the format tour uses tests/fixtures) and writes to `demo-out/`.
+The numbers of a 2-minute training run are a smoke test of the pipeline, not a result: the tiny model
+mostly has not learnt the task yet. `cotrain ablate` runs the real study (docs/ablation.md).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from cotrain.demo_corpus import DemoCorpusConfig
+
 OUT = Path("demo-out")
+_TRAIN = {"lr": 1e-3, "warmup_steps": 20, "max_text_tokens": 160, "tensorboard": False, "save_every": 10_000,
+          "log_every": 5}
 
 
-def _sources(raw: Path) -> list[tuple[str, str, Callable[[], Path], dict[str, Any]]]:
-    """(format, dataset name, writer returning the source path, converter options)."""
-    from tests.fixtures import aloha, egodex, lbm, lerobot, mcap, rlds, robomimic, vl
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the main job: the corpus, the two phases' steps and the simulator episodes."""
 
-    robot = {"image_size": "96"}
-    return [
-        ("lerobot", "so101_v30", lambda: lerobot.write_lerobot_v30(raw / "lerobot_v30", episodes=4, frames=30),
-         {"embodiment": "so101", **robot}),
-        ("lerobot", "so101_v21", lambda: lerobot.write_lerobot_v21(raw / "lerobot_v21", episodes=3, frames=30),
-         {"embodiment": "so101", **robot}),
-        ("aloha", "aloha_sim", lambda: aloha.write_aloha(raw / "aloha", episodes=3, frames=40, compressed=True),
-         {"embodiment": "aloha", **robot}),
-        ("robomimic", "robomimic_lift", lambda: robomimic.write_robomimic(raw / "robomimic" / "lift.hdf5"),
-         {"embodiment": "panda", **robot}),
-        ("mcap", "ros2_arm", lambda: mcap.write_ros2(raw / "mcap" / "arm.mcap"),
-         {"embodiment": "ros2_arm", "fps": 10, "state_topic": "/joint_states", "action_topic": "/joint_commands",
-          "image_topics": "front=/cam_front/image_raw/compressed,wrist=/cam_wrist/image_raw",
-          "instruction_topic": "/instruction"}),
-        ("rlds", "oxe_demo", lambda: rlds.write_rlds(raw / "rlds").root,
-         {"embodiment": "oxe_arm", "source_fps": 10, **robot}),
-        ("lbm", "lbm_bimanual", lambda: lbm.write_lbm(raw / "lbm"), {"embodiment": "lbm_franka"}),
-        ("egodex", "egodex_hands", lambda: egodex.write_egodex(raw / "egodex"), {}),
-        ("coco", "coco_captions", lambda: vl.write_coco(raw / "coco").root, {"captions": "all"}),
-        ("img2dataset", "laion_like", lambda: (vl.write_img2dataset(raw / "img2dataset"), raw / "img2dataset")[1], {}),
-        ("hf-parquet", "hf_captions", lambda: (vl.write_hf_captions(raw / "hf_parquet"), raw / "hf_parquet")[1], {}),
-    ]
+    corpus: DemoCorpusConfig = field(default_factory=DemoCorpusConfig)
+    cotrain_steps: int = 150
+    target_steps: int = 150
+    sim_episodes: int = 16
+
+    @property
+    def steps(self) -> int:
+        return self.cotrain_steps + self.target_steps
 
 
-def convert_all(console: Console) -> list[tuple[str, Path]]:
-    from cotrain.convert.pipeline import convert
-    from cotrain.convert.spec import CONVERTERS
-    from cotrain.inspect import summarise
-    from cotrain.validate import validate
-
-    table = Table(title="converted samples", title_justify="left")
-    for col in ("format", "dataset", "modality", "embodiment", "episodes", "samples", "shards", "state/action dims",
-                "cameras", "valid", "s"):
-        table.add_column(col)
-    done = []
-    for fmt, name, write, options in _sources(OUT / "raw"):
-        started = time.perf_counter()
-        src = write()
-        conv = CONVERTERS.get(fmt)
-        opts = conv.options.model_validate({k: v for k, v in {**options, "name": name}.items() if v is not None})
-        out = OUT / "data" / name
-        convert(fmt, src, out, opts)
-        s, report = summarise(out), validate(out)
-        dims = f"{len(s.manifest.state_names)}/{len(s.manifest.action_names)}"
-        table.add_row(fmt, name, s.manifest.modality, s.manifest.embodiment or "-", str(s.manifest.num_episodes),
-                      str(s.manifest.num_samples), str(len(s.manifest.shards)), dims,
-                      ",".join(s.manifest.cameras) or "-", "ok" if report.ok else f"{len(report.problems)} problems",
-                      f"{time.perf_counter() - started:.1f}")
-        done.append((name, out))
-    console.print(table)
-    return done
-
-
-def mix_demo(console: Console) -> None:
-    """A two-phase mixture over the converted data: plan summary and one real batch."""
+def build_mixture(data: dict[str, Path], out: Path, cfg: DemoConfig) -> Path:
+    """The demo's two-phase mixture (relative paths), written to `out`."""
     import yaml
 
-    from cotrain.mix.loader import MixtureLoader
-    from cotrain.mix.report import check_mixture
+    grippers = [n for n in data if n.startswith("gripper_")]
+    cotrain = {"target": 0.3, **{g: 0.3 / len(grippers) for g in grippers}, "human": 0.15, "captions": 0.15,
+               "subtasks": 0.1}
+    doc = {
+        "name": "demo_two_phase", "seed": 0, "batch_size": 16, "image_size": cfg.corpus.image_size,
+        "sources": {n: {"path": os.path.relpath(data[n], out.parent)} for n in ("target", *grippers, "human",
+                                                                                  "captions", "subtasks")},
+        "phases": [{"name": "cotrain", "steps": cfg.cotrain_steps, "weights": cotrain},
+                   {"name": "target", "steps": cfg.target_steps, "weights": {"target": 0.7, "captions": 0.15,
+                                                                         "subtasks": 0.15}, "ramp_steps": min(20, cfg.target_steps // 2)}],
+    }
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def train_demo(mixture: Path, run_dir: Path, steps: int) -> Any:
+    from cotrain.train.config import make_train_config
+    from cotrain.train.loop import train
+
+    cfg = make_train_config(mixture=str(mixture), model="tiny", steps=steps, out=str(run_dir),
+                            **_TRAIN)
+    return train(cfg)
+
+
+def evaluate_demo(run_dir: Path, data: dict[str, Path], cfg: DemoConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(offline report over every dataset, simulator result)."""
+    from cotrain.ablate.runner import run_policy_factory
+    from cotrain.evaluate import evaluate_run
+    from cotrain.sim.evaluate import EvalConfig, evaluate_policy
+
+    offline = evaluate_run(run_dir, list(data.values()), max_samples=64)
+    ecfg = EvalConfig(episodes=cfg.sim_episodes, embodiment="sim_arm", image_size=cfg.corpus.image_size,
+                      verbs=cfg.corpus.verbs)
+    sim = evaluate_policy(run_policy_factory(run_dir, "target"), ecfg, name=str(run_dir))
+    (run_dir / "offline.json").write_text(json.dumps(offline, indent=1))
+    (run_dir / "sim.json").write_text(json.dumps(sim, indent=1))
+    return offline, sim
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _mean_loss(rows: list[dict[str, Any]], name: str, step_range: range) -> str:
+    vals = [r["loss_source"][name] for r in rows if r["step"] in step_range and name in r.get("loss_source", {})]
+    return f"{sum(vals) / len(vals):.3f}" if vals else "-"
+
+
+def _offline_cell(report: dict[str, Any]) -> str:
+    parts = []
+    if "actions" in report:
+        parts.append(f"action MSE {report['actions']['normalized']['mse']:.3f}")
+    if "text" in report:
+        parts.append(f"text CE {report['text']['ce']:.2f}")
+    return ", ".join(parts) or "-"
+
+
+def source_table(sources: list[Any], offline: dict[str, Any], rows: list[dict[str, Any]], mixture: Any,
+                 steps: int) -> Table:
+    """Per source: format, role, samples, shares per phase, training loss, offline metrics."""
+    table = Table(title="per-source metrics (offline: up to 64 samples per dataset)", title_justify="left")
+    for col in ("source", "format", "role", "modality", "samples", "share 1 / 2", "train loss 1st / last 50",
+                "offline eval"):
+        table.add_column(col)
+    names = mixture.names
+    last = range(max(0, steps - 50), steps)
+    for src in sources:
+        report = offline["datasets"].get(src.name, {})
+        if src.name in names:
+            i = names.index(src.name)
+            share = f"{mixture.phases[0].weights[i]:.2f} / {mixture.phases[1].weights[i]:.2f}"
+            loss = f"{_mean_loss(rows, src.name, range(0, 50))} / {_mean_loss(rows, src.name, last)}"
+        else:
+            share, loss = "held out", "-"
+        table.add_row(src.name, src.format, src.role, report.get("modality", "-"), str(report.get("samples", "-")),
+                      share, loss, _offline_cell(report))
+    return table
+
+
+def sim_table(sim: dict[str, Any]) -> Table:
+    table = Table(title="closed loop in the simulator", title_justify="left",
+                  caption=f"{sim['overall']['episodes']} episodes in {sim['seconds']} s", caption_justify="left")
+    for col in ("split", "success", "95% CI"):
+        table.add_column(col)
+    for split, s in [*sim["splits"].items(), ("overall", sim["overall"])]:
+        table.add_row(split, f"{s['successes']}/{s['episodes']}", f"{s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}")
+    return table
+
+
+def write_demo_plots(mixture: Any, run_dir: Path, sim: dict[str, Any], plots: Path, phase_step: int) -> list[Path]:
+    """Schedule, training loss per source, success per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cotrain.ablate.plots import save_png
+    from cotrain.mix.plot import plot_schedule
+
+    plots.mkdir(parents=True, exist_ok=True)
+    out = [plot_schedule(mixture, plots / "schedule.png")]
+    rows = _history(run_dir)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
+    for name in mixture.names:
+        pts = [(r["step"], r["loss_source"][name]) for r in rows if name in r.get("loss_source", {})]
+        if pts:
+            ax.plot(*zip(*pts), label=name, lw=1)
+    ax.axvline(phase_step, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="step", ylabel="per-sample loss", yscale="log", title="training loss per source (logged steps)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    out.append(save_png(fig, plots / "loss_per_source.png"))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=110)
+    splits = list(sim["splits"])
+    rates = np.array([sim["splits"][s]["success_rate"] for s in splits])
+    ci = np.array([sim["splits"][s]["ci95"] for s in splits]).T
+    ax.bar(splits, rates, yerr=[rates - ci[0], ci[1] - rates], capsize=3, color="tab:green", alpha=0.8)
+    ax.set(ylim=(0, 1.05), ylabel="success rate", title="closed-loop success per split (Wilson 95% CI)")
+    fig.tight_layout()
+    out.append(save_png(fig, plots / "sim_success.png"))
+    return out
+
+
+def _step(console: Console, started: float, text: str) -> None:
+    console.print(f"[bold]{time.perf_counter() - started:5.0f} s[/]  {text}")
+
+
+def main_job(console: Console, out: Path, cfg: DemoConfig = DemoConfig()) -> None:
+    """Steps 2-7 of the module docstring, writing under `out`."""
+    from cotrain.demo_corpus import convert_demo_corpus, write_demo_corpus
     from cotrain.mix.resolve import load_mixture
 
-    doc = {
-        "name": "demo_two_phase", "seed": 0, "batch_size": 16, "image_size": 96,
-        "sources": {"target": {"path": "data/so101_v30"}, "xemb": {"path": "data/aloha_sim"},
-                    "vl": {"path": "data/coco_captions", "loss_weight": 0.5}, "human": {"path": "data/egodex_hands"}},
-        "phases": [{"name": "cotrain", "steps": 200, "weights": {"target": 0.2, "xemb": 0.3, "vl": 0.3, "human": 0.2}},
-                   {"name": "finetune", "steps": 100, "weights": {"target": 0.8, "vl": 0.2}, "ramp_steps": 20}],
-    }
-    path = OUT / "mix.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    mixture = load_mixture(path)
-    report = check_mixture(mixture)
-    table = Table(title=f"mixture {mixture.spec.name}: realised vs target share per phase", title_justify="left")
-    table.add_column("phase")
-    for name in mixture.names:
-        table.add_column(name)
-    for phase in report.phases:
-        table.add_row(phase.name, *[f"{phase.realised[n]:.3f} / {phase.target[n]:.3f}" for n in mixture.names])
-    console.print(table)
-    batch = next(iter(MixtureLoader(mixture)))
-    shapes = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
-    console.print(f"first batch: sources {batch['source'].tolist()}")
-    console.print("tensor shapes: " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
-    console.print(f"worst {int(report.worst_window['window_samples'])}-sample window deviation from target: "
-                  f"{report.worst_window['max_deviation']:.4f}")
+    started = time.perf_counter()
+    _step(console, started, "writing the simulated corpus (LeRobot v3.0, ALOHA HDF5, COCO, EgoDex, segment jsonl)")
+    sources = write_demo_corpus(out / "corpus", cfg.corpus)
+    _step(console, started, f"converting {len(sources)} sources")
+    data = convert_demo_corpus(sources, out / "data")
+    mixture_path = build_mixture({k: v for k, v in data.items() if not k.startswith("heldout_")}, out / "mixture.yaml",
+                                 cfg)
+    mixture = load_mixture(mixture_path)
+    _step(console, started, f"training the tiny model on {mixture_path} ({cfg.steps} steps, 2 phases)")
+    run_dir = out / "run"
+    train_demo(mixture_path, run_dir, cfg.steps)
+    _step(console, started, f"evaluating offline and in the simulator ({cfg.sim_episodes} episodes)")
+    offline, sim = evaluate_demo(run_dir, data, cfg)
+    plots = write_demo_plots(mixture, run_dir, sim, out / "plots", cfg.cotrain_steps)
+    console.print(source_table(sources, offline, _history(run_dir), mixture, cfg.steps))
+    console.print(sim_table(sim))
+    for plot in plots:
+        console.print(f"plot: {plot}", soft_wrap=True)
+    console.print(f"run: {run_dir}   try: .venv/bin/cotrain eval {run_dir} --data {data['heldout_target']}", soft_wrap=True)
 
 
 def main() -> None:
     if not Path("tests/fixtures").is_dir():
         sys.exit("run the demo from the repository root (make demo)")
     sys.path.insert(0, str(Path.cwd()))
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(1)  # the tiny model's kernels are too small to gain from a second thread
     shutil.rmtree(OUT, ignore_errors=True)
     import datasets
 
     datasets.disable_progress_bars()  # the HF parquet sample writer would print bars
     console = Console(width=160)
     started = time.perf_counter()
-    convert_all(console)
-    mix_demo(console)
-    console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s[/]; outputs in {OUT}/ "
-                  f"(try: .venv/bin/cotrain inspect {OUT}/data/so101_v30)")
+    from cotrain.demo_formats import convert_all
+
+    convert_all(console, OUT / "formats")
+    main_job(console, OUT)
+    console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s[/]; outputs in {OUT}/")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ from cotrain.atomic import write_bytes_atomic
 if TYPE_CHECKING:
     from cotrain.ablate.runner import AblationResult
 
-__all__ = ["write_plots"]
+__all__ = ["save_png", "write_plots"]
 
 
 def _values(result: AblationResult, mixture: str, key: str) -> list[float]:
     return [r.metrics[key] for r in result.runs if r.mixture == mixture and key in r.metrics]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_png(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -63,7 +63,7 @@ def _grouped(result: AblationResult, keys: Sequence[str], labels: Sequence[str],
     ax.axvline(result.mixtures.index(result.baseline) + 0.5, color="grey", lw=0.6, ls=":")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _retention(result: AblationResult, path: Path) -> Path | None:
@@ -87,7 +87,7 @@ def _retention(result: AblationResult, path: Path) -> Path | None:
     ax.set(ylabel="text cross-entropy (nats / token)",
            title="Language retention: held-out vision-language text CE (lower is better)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_plots(result: AblationResult) -> dict[str, Path]:

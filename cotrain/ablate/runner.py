@@ -35,7 +35,7 @@ from cotrain.errors import ConfigError
 from cotrain.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
-__all__ = ["AblationResult", "RunRecord", "run_ablation"]
+__all__ = ["AblationResult", "RunRecord", "run_ablation", "run_policy_factory"]
 
 Progress = Callable[[str], None]
 
@@ -125,7 +125,7 @@ def _train(cfg: AblationConfig, run_dir: Path, steps: int) -> bool:
     return True
 
 
-def _policy_factory(train_dir: Path, source: str) -> Any:
+def run_policy_factory(train_dir: Path, source: str) -> Any:
     """The run's Policy driving the simulator, asked by source name (the tokens copy shares the embodiment)."""
     from cotrain.model.policy import Policy
 
@@ -153,7 +153,7 @@ def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
     if settings["embodiment"]:
         ecfg = EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
                           image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]))
-        sim = evaluate_policy(_policy_factory(train_dir, settings["target_source"]), ecfg, name=str(run_dir))
+        sim = evaluate_policy(run_policy_factory(train_dir, settings["target_source"]), ecfg, name=str(run_dir))
         write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
 
 
