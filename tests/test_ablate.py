@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -279,7 +280,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     again = run_ablation(cfg)
     assert again.skipped == 4 and [r.metrics for r in again.runs] == [r.metrics for r in result.runs]
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    # A run without its result is only evaluated; a run cut short continues from its checkpoint.
+    # A run without its result is only evaluated; a run cut short continues from its checkpoint (in workers).
     (out / "runs" / "baseline" / "seed0" / "result.json").unlink()
     ckpt = out / "runs" / "baseline" / "seed1" / "train" / "checkpoints"
     (ckpt / "LATEST").write_text(json.dumps({"dir": "step_00000002"}))
@@ -287,7 +288,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
 
     shutil.rmtree(ckpt / "step_00000004", ignore_errors=True)
     (out / "runs" / "baseline" / "seed1" / "result.json").unlink()
-    third = run_ablation(cfg)
+    third = run_ablation(dataclasses.replace(cfg, jobs=2))  # two worker processes
     assert [(r.trained, r.evaluated) for r in third.runs] == [(False, True), (True, True), (False, False),
                                                                (False, False)]
     assert third.runs[0].metrics == result.runs[0].metrics

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,6 +186,50 @@ def _run_one(cfg: AblationConfig, mixture: StudyMixture, seed: int, doc: dict[st
     return RunRecord(mixture.name, seed, run_dir, metrics, trained=trained, evaluated=True)
 
 
+def _echo(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _run_task(cfg: AblationConfig, mixture: StudyMixture, seed: int, doc: dict[str, Any], settings: dict[str, Any],
+              label: str) -> RunRecord:
+    """One run in a worker process (progress goes to stderr: a callback cannot cross processes)."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    record = _run_one(cfg, mixture, seed, doc, settings, lambda msg: _echo(f"{label} {msg}"))
+    _echo(f"{label} {mixture.name} seed {seed}: " + ("done" if record.trained or record.evaluated else "done before, kept"))
+    return record
+
+
+def _run_all(cfg: AblationConfig, tasks: list[tuple[StudyMixture, int, dict[str, Any]]], settings: dict[str, Any],
+             say: Progress) -> list[RunRecord]:
+    import torch
+
+    total = len(tasks)
+    if cfg.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_task, cfg, m, seed, doc, settings, f"[{n + 1}/{total}]")
+                       for n, (m, seed, doc) in enumerate(tasks)]
+            return [f.result() for f in futures]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        records = []
+        for n, (m, seed, doc) in enumerate(tasks):
+            label = f"[{n + 1}/{total}]"
+            record = _run_one(cfg, m, seed, doc, settings, lambda msg, label=label: say(f"{label} {msg}"))
+            if not (record.trained or record.evaluated):
+                say(f"{label} {m.name} seed {seed}: done before, kept")
+            records.append(record)
+        return records
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> AblationResult:
     """Run (or continue) the study and write its report and plots; returns what it did."""
     from cotrain.ablate.plots import write_plots
@@ -202,15 +247,8 @@ def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> Ablat
     result = AblationResult(Path(cfg.out), baseline.name, [m.name for m in mixtures],
                             {**settings, "seeds": cfg.seeds, "steps": steps, "model": cfg.model,
                              "train": cfg.train_fields()})
-    total = len(mixtures) * cfg.seeds
-    for m in mixtures:
-        for seed in range(cfg.seeds):
-            n = len(result.runs) + 1
-            record = _run_one(cfg, m, seed, docs[m.name][seed], settings,
-                              lambda msg, n=n: say(f"[{n}/{total}] {msg}"))
-            if not (record.trained or record.evaluated):
-                say(f"[{n}/{total}] {m.name} seed {seed}: done before, kept")
-            result.runs.append(record)
+    tasks = [(m, seed, docs[m.name][seed]) for m in mixtures for seed in range(cfg.seeds)]
+    result.runs = _run_all(cfg, tasks, settings, say)
     result.files.update(write_report(result))
     result.files.update(write_plots(result))
     return result

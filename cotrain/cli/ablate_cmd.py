@@ -25,6 +25,8 @@ def ablate_cmd(
     model: str = typer.Option("tiny", "--model", help="Model preset."),
     prepare: bool = typer.Option(True, "--prepare/--no-prepare", help="Make the simulated study data when the "
                                  "mixtures' datasets are missing."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs at the same time, one process each (2 on 2 cores)."),
+    threads: int = typer.Option(1, "--threads", help="Torch threads per run."),
     sets: list[str] = typer.Option([], "--set", help="TrainConfig field for every run, KEY=VALUE (repeatable)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -35,7 +37,8 @@ def ablate_cmd(
 
     cfg = AblationConfig(mixtures=tuple(str(m) for m in mixtures), out=str(out), seeds=seeds, steps=steps, model=model,
                          episodes=episodes, eval_samples=eval_samples, eval_data=tuple(str(p) for p in eval_data),
-                         baseline=baseline, train_overrides=_parse_sets(sets), prepare=prepare)
+                         baseline=baseline, train_overrides=_parse_sets(sets), prepare=prepare,
+                         jobs=jobs, threads=threads)
     result = run_ablation(cfg, progress=lambda msg: typer.echo(msg, err=True))
     summary = {"out": str(result.out), "baseline": result.baseline, "runs": len(result.runs),
                "kept from before": result.skipped, **{name: str(path) for name, path in result.files.items()}}
