@@ -63,8 +63,8 @@ def build_mixture(data: dict[str, Path], out: Path, cfg: DemoConfig) -> Path:
         "sources": {n: {"path": os.path.relpath(data[n], out.parent)} for n in ("target", *grippers, "human",
                                                                                   "captions", "subtasks")},
         "phases": [{"name": "cotrain", "steps": cfg.cotrain_steps, "weights": cotrain},
-                   {"name": "target", "steps": cfg.target_steps, "weights": {"target": 0.7, "captions": 0.15,
-                                                                         "subtasks": 0.15}, "ramp_steps": min(20, cfg.target_steps // 2)}],
+                   {"name": "target", "steps": cfg.target_steps, "ramp_steps": min(20, cfg.target_steps // 2),
+                    "weights": {"target": 0.7, "captions": 0.15, "subtasks": 0.15}}],
     }
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
     return out
@@ -206,7 +206,8 @@ def main_job(console: Console, out: Path, cfg: DemoConfig = DemoConfig()) -> Non
     console.print(sim_table(sim))
     for plot in plots:
         console.print(f"plot: {plot}", soft_wrap=True)
-    console.print(f"run: {run_dir}   try: .venv/bin/cotrain eval {run_dir} --data {data['heldout_target']}", soft_wrap=True)
+    console.print(f"run: {run_dir}   try: .venv/bin/cotrain eval {run_dir} --data {data['heldout_target']}",
+                  soft_wrap=True)
 
 
 def main() -> None:

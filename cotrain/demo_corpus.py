@@ -4,11 +4,11 @@ Sources (all rendered by cotrain.sim, so a policy trained on them can be run in 
 
 | source          | format (writer)                                   | converter |
 |-----------------|---------------------------------------------------|-----------|
-| target robot    | LeRobot v3.0 (`sim.lerobot_writer`: parquet + h264) | lerobot --embodiment sim_arm |
-| second robot    | ALOHA HDF5, JPEG rows (`sim.aloha_writer`, h5py), one folder per task | aloha --task ... --embodiment sim_gripper |
-| captions        | COCO `captions_train2017.json` + JPEGs (`sim.vl_data`) | coco --captions all |
-| human video     | EgoDex HDF5 hand poses + mp4 (`sim.egodex_writer`)  | egodex --cameras ego=top --fps 10 |
-| annotations     | per-segment jsonl {episode, start, end, text} of the target's demos | cotrain annotate --from |
+| target robot    | LeRobot v3.0 (`sim.lerobot_writer`: parquet + h264)   | lerobot --embodiment sim_arm          |
+| second robot    | ALOHA HDF5 with JPEG rows (`sim.aloha_writer`), a folder per task | aloha --task T --embodiment sim_gripper |
+| captions        | COCO `captions_train2017.json` + JPEGs (`sim.vl_data`) | coco --captions all                  |
+| human video     | EgoDex HDF5 hand poses + mp4 (`sim.egodex_writer`)    | egodex --cameras ego=top --fps 10     |
+| annotations     | per-segment jsonl {episode, start, end, text}         | cotrain annotate --from               |
 
 Held-out sets (other seed) for the offline evaluation: target-robot demonstrations (LeRobot) and
 captions (COCO). The second robot performs fixed tasks (ALOHA datasets are one task per folder and
@@ -160,7 +160,8 @@ def write_demo_corpus(raw: Path, cfg: DemoCorpusConfig = DemoCorpusConfig()) -> 
     sources.append(DemoSource("human", "EgoDex", "human video", raw / "egodex", "egodex",
                               {"cameras": f"ego={CAMERA}", "fps": 10}))
     _write_captions(raw / "coco", cfg.vl_images, cfg.seed, renderer)
-    sources.append(DemoSource("captions", "COCO captions", "vision-language", raw / "coco", "coco", {"captions": "all"}))
+    sources.append(DemoSource("captions", "COCO captions", "vision-language", raw / "coco", "coco",
+                              {"captions": "all"}))
     sources.append(DemoSource("subtasks", "segment jsonl", "dense annotations", raw / "annotations" / "sim_arm.jsonl",
                               "annotations", {}))
     _write_captions(raw / "heldout" / "coco", cfg.heldout_vl_images, cfg.seed + 1000, renderer)

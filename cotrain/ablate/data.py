@@ -130,7 +130,8 @@ def prepare_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig(
     _corpus(root / "raw", root, train)
     _tokens(root, cfg.target, cfg.tokenizer_vocab)
     _corpus(root / "heldout" / "raw", root / "heldout", heldout)
-    record = {"config": {**asdict(cfg), "verbs": list(cfg.verbs)}, "train_corpus": asdict(train) | {"verbs": list(train.verbs)},
+    record = {"config": {**asdict(cfg), "verbs": list(cfg.verbs)},
+              "train_corpus": asdict(train) | {"verbs": list(train.verbs)},
               "heldout_corpus": asdict(heldout) | {"verbs": list(heldout.verbs)},
               "heldout": [f"heldout/{n}" for n in (cfg.target, "sim_captions", "sim_qa")]}
     write_text_atomic(root / STUDY_FILE, json.dumps(record, indent=1) + "\n")

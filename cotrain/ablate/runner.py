@@ -30,7 +30,8 @@ import numpy as np
 
 from cotrain.ablate.data import StudyData, load_study_data, prepare_study_data, study_dataset_names
 from cotrain.ablate.metrics import run_metrics
-from cotrain.ablate.study import AblationConfig, StudyMixture, dataset_paths, dump_yaml, load_study_mixtures, materialise
+from cotrain.ablate.study import (AblationConfig, StudyMixture, dataset_paths, dump_yaml, load_study_mixtures,
+                                  materialise)
 from cotrain.atomic import write_text_atomic
 from cotrain.errors import ConfigError
 from cotrain.manifest import MANIFEST_NAME
@@ -73,15 +74,16 @@ def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | 
     """The study folder the target sources live in, prepared first when its datasets are missing."""
     paths = [p for doc in docs for p in dataset_paths(doc)]
     missing = sorted({p for p in paths if not (p / MANIFEST_NAME).is_file()})
-    roots = {Path(d["sources"][cfg.target_source]["path"]).parent for d in docs if d["sources"][cfg.target_source].get("path")}
+    targets = [d["sources"][cfg.target_source] for d in docs]
+    roots = {Path(t["path"]).parent for t in targets if t.get("path")}
     root = roots.pop() if len(roots) == 1 else None
     if missing:
         known = set(study_dataset_names(cfg.data.target))
         preparable = root is not None and all(p.parent == root and p.name in known for p in missing)
         if not (cfg.prepare and preparable):
             why = "" if cfg.prepare else " (--no-prepare)"
-            raise ConfigError(f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the simulated "
-                              f"study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
+            raise ConfigError(f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the "
+                              f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
                               f"or convert your own datasets to these paths")
         log.info("preparing the study data in %s (%d datasets missing)", root, len(missing))
         return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]
@@ -198,7 +200,8 @@ def _run_task(cfg: AblationConfig, mixture: StudyMixture, seed: int, doc: dict[s
 
     torch.set_num_threads(cfg.threads)
     record = _run_one(cfg, mixture, seed, doc, settings, lambda msg: _echo(f"{label} {msg}"))
-    _echo(f"{label} {mixture.name} seed {seed}: " + ("done" if record.trained or record.evaluated else "done before, kept"))
+    done = "done" if record.trained or record.evaluated else "done before, kept"
+    _echo(f"{label} {mixture.name} seed {seed}: {done}")
     return record
 
 

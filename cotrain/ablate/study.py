@@ -148,7 +148,8 @@ def load_study_mixtures(cfg: AblationConfig) -> tuple[list[StudyMixture], StudyM
                               f"{', '.join(m.spec.sources)}")
     wanted = cfg.baseline or ("baseline" if "baseline" in names else names[0])
     if wanted not in names:
-        raise ConfigError(f"--baseline {wanted!r}: no such mixture{suggest(wanted, names)}; mixtures: {', '.join(names)}")
+        raise ConfigError(f"--baseline {wanted!r}: no such mixture{suggest(wanted, names)}; "
+                          f"mixtures: {', '.join(names)}")
     return mixtures, mixtures[names.index(wanted)]
 
 
