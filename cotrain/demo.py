@@ -42,8 +42,8 @@ class DemoConfig:
     """Sizes of the main job: the corpus, the two phases' steps and the simulator episodes."""
 
     corpus: DemoCorpusConfig = field(default_factory=DemoCorpusConfig)
-    cotrain_steps: int = 150
-    target_steps: int = 150
+    cotrain_steps: int = 300
+    target_steps: int = 300
     sim_episodes: int = 16
 
     @property
