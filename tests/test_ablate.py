@@ -323,3 +323,15 @@ def test_missing_datasets_outside_a_study_folder_are_an_error(tmp_path: Path) ->
         path.write_text(yaml.safe_dump({"name": "b", "batch_size": 2, "sources": {"targt": {"path": "x"}},
                                         "phases": [{"name": "p", "steps": 2, "weights": {"targt": 1}}]}))
         run_ablation(AblationConfig(mixtures=(str(path),), out=str(tmp_path / "o")))
+
+
+def test_cli_refuses_missing_data_with_no_prepare(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    mix = _study(tmp_path)
+    proc = run_cli("ablate", str(mix), "--out", str(tmp_path / "out"), "--no-prepare", "--seeds", "1")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: dataset ") and "sim_arm not found (--no-prepare); 3 missing" in proc.stderr
+    assert not (tmp_path / "data").exists()
+    bad = run_cli("ablate", str(mix), "--seeds", "0")
+    assert bad.returncode == 1 and "error: --seeds 0: must be at least 1" in bad.stderr
