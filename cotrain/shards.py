@@ -24,6 +24,22 @@ from cotrain.errors import DataError
 SHARD_PATTERN = "shard-{index:06d}.tar"
 
 
+# A GNU-format header with every field cotrain writes fixed (mode 0644, uid/gid 0, mtime 0, no
+# owner names): tarfile builds the same 512 bytes through TarInfo copies and generic field encoders,
+# which cost about 10% of a video conversion. Byte equality with tarfile is tested.
+_HEAD_MODE = b"0000644\0" + b"0000000\0" * 2
+_HEAD_TAIL = b"0" + b"\0" * 100 + b"ustar  \0" + b"\0" * (64 + 16 + 167)  # devmajor/minor empty for files
+
+
+def _fast_header(name: str, size: int) -> bytes | None:
+    raw = name.encode("utf-8")
+    if len(raw) > 100 or size >= 8**11:
+        return None
+    head = raw.ljust(100, b"\0") + _HEAD_MODE + b"%011o\0" % size + b"00000000000\0"
+    checksum = sum(head) + 8 * 32 + sum(_HEAD_TAIL)
+    return head + b"%06o\0 " % checksum + _HEAD_TAIL
+
+
 def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index=index)
 
@@ -65,13 +81,18 @@ class ShardWriter:
         for ext in sorted(members):
             _check_member(key, ext, "<writer>")
             data = members[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+            name = f"{key}.{ext}"
+            header = _fast_header(name, len(data))
+            if header is None:  # long names need GNU long-name records: let tarfile write them
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                self._tar.addfile(info, io.BytesIO(data))
+                continue
+            pad = (-len(data)) % tarfile.BLOCKSIZE
+            self._tar.fileobj.write(header + data + b"\0" * pad)
+            self._tar.offset += len(header) + len(data) + pad
         self.samples += 1
 
     @property

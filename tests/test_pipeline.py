@@ -266,3 +266,27 @@ def test_concatenated_unit_tars_equal_one_writer(tmp_path: Path) -> None:
     import hashlib
 
     assert sha == hashlib.sha256(whole.getvalue()).hexdigest()
+
+
+def test_fast_tar_headers_equal_tarfile(tmp_path: Path) -> None:
+    """ShardWriter writes headers itself; the bytes must equal tarfile's GNU output, long names included."""
+    import io
+    import tarfile
+
+    from cotrain.shards import ShardWriter
+
+    members = {"meta.json": b"{}", "front.jpg": b"\xff\xd8\xff" + b"x" * 1000, "state.npy": b"",
+               "a" * 120 + ".txt": b"long name"}
+    ours = io.BytesIO()
+    with ShardWriter(ours) as writer:
+        writer.write("000001_000002", members)
+        writer.write("000001_000003", {"meta.json": b"[1]"})
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for key, group in (("000001_000002", members), ("000001_000003", {"meta.json": b"[1]"})):
+            for ext in sorted(group):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime, info.mode, info.uid, info.gid, info.uname, info.gname = (
+                    len(group[ext]), 0, 0o644, 0, 0, "", "")
+                tar.addfile(info, io.BytesIO(group[ext]))
+    assert ours.getvalue() == ref.getvalue()
