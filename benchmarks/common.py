@@ -17,6 +17,7 @@ to what the tree really costs, and DataLoader workers are counted without double
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -335,3 +336,17 @@ def write_results(name: str, doc: Mapping[str, Any], machine: Mapping[str, Any],
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def parse_with_variant_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Add the hidden options a benchmark passes to its own variant processes, parse, fill defaults."""
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--size", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.size = args.size or ("quick" if args.quick else "full")
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    return args

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    parse_with_variant_args,
     PeakMemory,
     Variant,
     import_fixtures,
@@ -247,16 +248,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="result JSON path (default benchmarks/results/convert-<time>.json)")
     p.add_argument("--workdir", default=None, help="keep data and outputs here (default: a temp dir, removed)")
     # Internal: the variant processes.
-    p.add_argument("--variant", help=argparse.SUPPRESS)
-    p.add_argument("--data", help=argparse.SUPPRESS)
-    p.add_argument("--size", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.size = args.size or ("quick" if args.quick else "full")
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    return args
+    return parse_with_variant_args(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

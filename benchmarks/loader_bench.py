@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import (  # noqa: E402
+    parse_with_variant_args,
     Clock,
     PeakMemory,
     Variant,
@@ -297,16 +298,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-long", action="store_true", help="skip the long memory run (no targets)")
     p.add_argument("--baseline", default=None, help="also run the MixtureLoader variants with cotrain imported "
                                                      "from this earlier checkout (e.g. a git worktree), same rounds")
-    p.add_argument("--variant", help=argparse.SUPPRESS)
-    p.add_argument("--data", help=argparse.SUPPRESS)
-    p.add_argument("--size", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--result", help=argparse.SUPPRESS)
-    p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--parts", type=int, default=1, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.size = args.size or ("quick" if args.quick else "full")
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    return args
+    return parse_with_variant_args(p, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,6 +16,37 @@ from cotrain.errors import DataError
 from cotrain.imaging import fit_size
 
 
+ENCODERS = {"h264": "libx264", "av1": "libsvtav1"}
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int, *, codec: str = "h264",
+                crf: int | None = None) -> None:
+    """Encode [H, W, 3] uint8 frames to mp4 as LeRobot does (yuv420p, GOP 2), frame i at time i / fps.
+
+    Used by the simulator's LeRobot writer, the sample writers and the benchmarks, so every video
+    cotrain makes for itself is encoded one way.
+    """
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"g": "2", "crf": str(crf if crf is not None else 10)}
+    if codec == "av1":
+        options = {"g": "2", "crf": str(crf if crf is not None else 20), "preset": "10"}
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream(ENCODERS.get(codec, codec), rate=fps, options=options)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def video_info(path: str | Path) -> dict[str, float | int | str]:
     """Codec, size, frame rate and frame count (from the container; 0 when unknown)."""
     import av

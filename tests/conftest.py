@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,18 @@ def episodes_of(ds: Any) -> dict[str, list[dict[str, Any]]]:
     for sample in ds.iter_decoded():
         by_episode[sample["meta.json"]["episode"]].append(sample)
     return dict(by_episode)
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One intra-op thread here and in CLI subprocesses: on 2 shared cores, 2-thread kernels mostly spin."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

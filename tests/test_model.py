@@ -16,16 +16,7 @@ from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import combine_losses, masked_flow_loss
 from cotrain.model.text import KIND_ACTION, KIND_NONE, KIND_TEXT, TextLayout, build_byte_tokenizer
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch):
-    """One intra-op thread here and in CLI subprocesses: on 2 shared cores, 2-thread kernels mostly spin."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZES = {"image_size": 32, "max_cameras": 2, "horizon": 4, "action_dim": 3, "state_dim": 4}

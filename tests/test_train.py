@@ -21,16 +21,7 @@ from cotrain.train.loop import train
 from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch: pytest.MonkeyPatch):
-    """One intra-op thread here and in CLI subprocesses: on 2 shared cores, 2-thread kernels mostly spin."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = {"progress": False, "tensorboard": False, "warmup_steps": 2, "lr": 1e-3}

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cotrain.video import write_video
 
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -40,24 +40,6 @@ class LeRobotEpisode:
     state: np.ndarray
     action: np.ndarray
     task: str
-
-
-def write_video(path: Path, frames: np.ndarray, fps: int, crf: int = 12) -> None:
-    """h264 mp4 (yuv420p, GOP 2 as LeRobot encodes for random access); frame i at pts i / fps."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"g": "2", "crf": str(crf)})
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _stats(values: np.ndarray) -> dict[str, list[float]]:
@@ -160,5 +142,5 @@ def write_lerobot_v30(root: Path, episodes: Sequence[LeRobotEpisode], *, fps: in
     pq.write_table(_frame_table(episodes, task_index, fps), data)
     for key in episodes[0].images:
         frames = np.concatenate([ep.images[key] for ep in episodes])
-        write_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), frames, fps)
+        write_video(root / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0), frames, fps, crf=12)
     return root
