@@ -7,16 +7,47 @@ the episode's start; seeking per frame would decode each GOP many times. Resizin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from cotrain.errors import DataError
+from cotrain.errors import ConfigError, DataError
 from cotrain.imaging import fit_size
 
 
 ENCODERS = {"h264": "libx264", "av1": "libsvtav1"}
+
+# Decoder threads per open video. FFmpeg's default (0) starts one thread per core in every process,
+# so N conversion workers on N cores would run N x N threads; the pipeline sets this per worker.
+DECODE_THREADS_ENV = "COTRAIN_DECODE_THREADS"
+
+
+def decode_threads() -> int:
+    """Threads each video decoder may use: the COTRAIN_DECODE_THREADS value, 0 (FFmpeg picks) if unset."""
+    raw = os.environ.get(DECODE_THREADS_ENV, "0").strip() or "0"
+    if not raw.isdigit():
+        raise ConfigError(f"{DECODE_THREADS_ENV}={raw!r}: expected a whole number >= 0 (0 lets FFmpeg choose)")
+    return int(raw)
+
+
+@contextmanager
+def decode_threads_set(threads: int) -> Iterator[None]:
+    """Within the block, decoders in this process use `threads` threads (0: leave the setting alone)."""
+    if threads <= 0:
+        yield
+        return
+    before = os.environ.get(DECODE_THREADS_ENV)
+    os.environ[DECODE_THREADS_ENV] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DECODE_THREADS_ENV, None)
+        else:
+            os.environ[DECODE_THREADS_ENV] = before
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int, *, codec: str = "h264",
@@ -94,6 +125,9 @@ def iter_video_frames(
         raise DataError(path, f"unreadable video: {exc}", episode=episode) from None
     with container:
         stream = container.streams.video[0]
+        threads = decode_threads()
+        if threads:
+            stream.codec_context.thread_count = threads
         rate = fps or float(stream.average_rate or stream.guessed_rate or 30)
         half = 0.5 / rate
         if start_s > half:

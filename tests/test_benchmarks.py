@@ -54,7 +54,12 @@ def test_convert_bench_quick(tmp_path: Path) -> None:
         # The floor and the converter handled the same frames: episodes x frames x 2 cameras.
         frames = sum(12 + e for e in range(2)) * 2
         assert s["camera_frames"] == frames
-        assert set(body["runs"]) == {f"{case}-floor", f"{case}-convert-w1", f"{case}-floor-x2", f"{case}-convert-w2"}
+        variants = {f"{case}-floor", f"{case}-convert-w1", f"{case}-floor-x2", f"{case}-convert-w2"}
+        if case == "lerobot":  # the video case also runs floor and converter with FFmpeg's own threads
+            variants |= {"lerobot-floor-ffmpeg-threads", "lerobot-convert-w1-ffmpeg-threads"}
+            auto = s["ffmpeg_threads"]
+            assert auto["ratio_w1"] == pytest.approx(auto["convert_w1_fps"] / auto["floor_fps"], rel=1e-3)
+        assert set(body["runs"]) == variants
         for runs in body["runs"].values():
             assert len(runs) == 1 and runs[0]["frames"] == frames and _positive(runs[0]["peak_pss_bytes"])
         assert len(body["runs"][f"{case}-floor-x2"][0]["parts"]) == 2

@@ -342,3 +342,74 @@ def test_unknown_version(v21: Path, tmp_path: Path) -> None:
         convert("lerobot", src, tmp_path / "o", opts())
     assert str(err.value) == (f"{src / 'meta/info.json'}, key 'codebase_version': "
                               "unknown format version v9.9; supported v2.1, v3.0")
+
+
+# --- decoder threads ------------------------------------------------------------------------------
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.suffix in (".tar", ".json")}
+
+
+def test_decoder_thread_limits_do_not_change_the_output(v21: Path, v21_out: Path, tmp_path: Path) -> None:
+    from cotrain.convert.spec import RunOptions
+
+    one = tmp_path / "one"
+    convert("lerobot", v21, one, opts(), RunOptions(decode_threads=1))
+    pool = tmp_path / "pool"
+    convert("lerobot", v21, pool, opts(), RunOptions(workers=2))  # each worker gets a share of the cores
+    assert output_bytes(one) == output_bytes(v21_out) == output_bytes(pool)
+
+
+def test_iter_video_frames_applies_the_thread_setting(v21: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import av
+
+    from cotrain.video import DECODE_THREADS_ENV, decode_threads_set, iter_video_frames
+
+    opened: list[Any] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(real_open(*a, **k)) or opened[-1])
+    monkeypatch.delenv(DECODE_THREADS_ENV, raising=False)
+    video = next((v21 / "videos").rglob("*.mp4"))
+    with decode_threads_set(1):
+        frames = iter_video_frames(video, [0, 1])
+        next(frames)
+        assert opened[-1].streams.video[0].codec_context.thread_count == 1
+        frames.close()
+    assert DECODE_THREADS_ENV not in __import__("os").environ  # restored after the block
+
+
+def test_decode_threads_env_errors_and_worker_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cotrain.convert.backend import usable_cores, worker_decode_threads
+    from cotrain.errors import ConfigError
+    from cotrain.video import DECODE_THREADS_ENV, decode_threads
+
+    monkeypatch.setenv(DECODE_THREADS_ENV, "two")
+    with pytest.raises(ConfigError, match="COTRAIN_DECODE_THREADS='two': expected a whole number"):
+        decode_threads()
+    monkeypatch.setenv(DECODE_THREADS_ENV, "3")
+    assert decode_threads() == 3
+    assert worker_decode_threads(3, workers=8, backend="process") == 3  # an explicit request wins
+    assert worker_decode_threads(0, workers=1, backend="process") == 0  # one worker: FFmpeg decides
+    assert worker_decode_threads(0, workers=2, backend="process") == max(1, usable_cores() // 2)
+    assert worker_decode_threads(0, workers=10**6, backend="process") == 1
+    assert worker_decode_threads(0, workers=4, backend="ray") == 1  # a Ray task reserves one CPU
+
+
+def test_v30_episode_rows_use_row_group_statistics(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cotrain_converters.lerobot import _episode_rows, _may_hold
+
+    ids = [0] * 12 + [1] * 13 + [2] * 14
+    table = pa.table({"episode_index": ids, "frame_index": [i for n in (12, 13, 14) for i in range(n)],
+                      "action": [[float(i)] for i in range(len(ids))]})
+    path = tmp_path / "file-000.parquet"
+    pq.write_table(table, path, row_group_size=5)  # episode 1 spans row groups 2..4 of 8
+    with pq.ParquetFile(path) as pf:
+        touched = [g for g in range(pf.num_row_groups) if _may_hold(pf.metadata.row_group(g), 1)]
+        rows = _episode_rows(pf, ["action", "episode_index", "frame_index"], 1)
+    assert touched == [2, 3, 4]
+    assert rows.column("frame_index").to_pylist() == list(range(13))
+    assert rows.column("action").to_pylist() == [[float(i)] for i in range(12, 25)]

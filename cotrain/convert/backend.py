@@ -3,28 +3,59 @@
 All three run the same `run_unit` on the same arguments and only the completion order differs; the
 pipeline assembles shards in plan order, so the output bytes do not depend on the backend.
 Processes are spawned (not forked) because video decoders keep threads that do not survive fork.
+Each parallel worker gets its share of the cores for video decoding (`worker_decode_threads`), so
+workers do not each start one decoder thread per core and fight over them.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cotrain.convert.unit_task import run_unit
 from cotrain.errors import ConfigError
+from cotrain.video import decode_threads_set
 
 TaskArgs = tuple[Any, ...]
 
 
-def run_tasks(tasks: Sequence[TaskArgs], *, workers: int, backend: str) -> Iterator[dict[str, Any]]:
-    """Yield each task's result as it completes; the first error propagates and stops the rest."""
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one, as under Slurm or cgroups)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_decode_threads(requested: int, workers: int, backend: str) -> int:
+    """Decoder threads per task: `requested` if set; else a fair share of the cores; 0 leaves FFmpeg's choice.
+
+    A Ray task reserves one CPU, so it decodes with one thread unless asked otherwise.
+    """
+    if requested > 0:
+        return requested
     if backend == "ray":
-        yield from _run_ray(tasks, workers)
+        return 1
+    return max(1, usable_cores() // workers) if workers > 1 else 0
+
+
+def run_limited(threads: int, *args: Any) -> dict[str, Any]:
+    """`run_unit` with its video decoders limited to `threads` threads (module level: spawn and Ray call it)."""
+    with decode_threads_set(threads):
+        return run_unit(*args)
+
+
+def run_tasks(tasks: Sequence[TaskArgs], *, workers: int, backend: str,
+              decode_threads: int = 0) -> Iterator[dict[str, Any]]:
+    """Yield each task's result as it completes; the first error propagates and stops the rest."""
+    threads = worker_decode_threads(decode_threads, workers, backend)
+    if backend == "ray":
+        yield from _run_ray([(threads, *args) for args in tasks], workers)
     elif workers <= 1 or len(tasks) <= 1:
         for args in tasks:
-            yield run_unit(*args)
+            yield run_limited(threads, *args)
     else:
-        yield from _run_pool(tasks, workers)
+        yield from _run_pool([(threads, *args) for args in tasks], workers)
 
 
 def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]]:
@@ -39,7 +70,7 @@ def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any
         running = set()
         while pending or running:
             while pending and len(running) < 2 * workers:
-                running.add(pool.submit(run_unit, *pending.pop()))
+                running.add(pool.submit(run_limited, *pending.pop()))
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
@@ -56,7 +87,7 @@ def _run_ray(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]
         # Joins a running cluster when one is configured (RAY_ADDRESS), else starts a local one.
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                  num_cpus=workers if workers > 1 else None)
-    remote = ray.remote(run_unit)
+    remote = ray.remote(run_limited)
     refs = [remote.remote(*args) for args in tasks]
     try:
         while refs:

@@ -134,7 +134,7 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
         for s in [s for s in todo if not todo[s]]:  # all units finished before an interruption
             _count(report, _assemble(out, work, s, plan[s], results))
             bar.advance(sum(units[u].est_samples for u in plan[s]))
-        for res in run_tasks(tasks, workers=run.workers, backend=run.backend):
+        for res in run_tasks(tasks, workers=run.workers, backend=run.backend, decode_threads=run.decode_threads):
             results[res["index"]] = res
             s = owner[res["index"]]
             todo[s].discard(res["index"])

@@ -60,6 +60,9 @@ class RunOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     workers: int = Field(1, ge=1, description="Processes converting units in parallel.")
+    decode_threads: int = Field(
+        0, ge=0, description="Video decoder threads per worker; 0: the usable cores divided by --workers "
+        "(with one worker, FFmpeg's own choice).")
     num_parts: int = Field(1, ge=1, description="Split the shard plan into this many disjoint parts (job arrays).")
     part: int = Field(0, ge=0, description="Which part this run converts (0-based).")
     backend: Literal["process", "ray"] = Field("process", description="Where unit tasks run.")
