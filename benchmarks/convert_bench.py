@@ -15,6 +15,12 @@ Reported per case: camera frames per second of the floor and of the converter wi
 the ratio converter / floor (target >= 0.8), the scaling of 2 workers over 1 (target ~1.8 on 2 cores)
 and, for reference, the floor's own scaling with 2 processes each decoding half of the files.
 
+Per process means one core per process: these variants run with COTRAIN_DECODE_THREADS=1, because
+FFmpeg's default starts a decoder thread per core and a single process then already uses ~1.5 of 2
+cores, which hides both the converter's overhead and its scaling. The LeRobot case also reports the
+converter against the floor with FFmpeg's default threads (`ffmpeg_threads`), what a one-worker
+`cotrain convert` does out of the box.
+
     python benchmarks/convert_bench.py            # full size, writes benchmarks/results/convert-*.json
     python benchmarks/convert_bench.py --quick    # tiny, a few seconds (used by the smoke test)
 """
@@ -49,8 +55,9 @@ from common import (  # noqa: E402
 )
 
 SIZES: dict[str, dict[str, Any]] = {
-    # 8 episodes x 150..157 frames x 2 cameras = 2,456 camera frames of 320x240 h264.
-    "full": {"episodes": 8, "frames": 150, "hw": (240, 320), "image_size": "224"},
+    # 16 episodes x 150..165 frames x 2 cameras = 5,040 camera frames of 320x240 h264: long enough that
+    # the ~0.8 s each spawned worker spends starting up (Python, imports) is a small part of a run.
+    "full": {"episodes": 16, "frames": 150, "hw": (240, 320), "image_size": "224"},
     "quick": {"episodes": 2, "frames": 12, "hw": (48, 64), "image_size": "32"},
 }
 CAMERAS = ("front", "wrist")
@@ -98,9 +105,13 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
 
     from cotrain.imaging import encode_jpeg, fit_size
 
+    from cotrain.video import decode_threads
+
     frames = 0
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
+        if decode_threads():
+            stream.codec_context.thread_count = decode_threads()
         for frame in container.decode(stream):
             h, w = fit_size(frame.height, frame.width, bound)
             encode_jpeg(frame.to_ndarray(format="rgb24", width=w, height=h), JPEG_QUALITY)
@@ -111,10 +122,12 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
 def lerobot_convert(data: Path, out: Path, workers: int, image_size: str) -> int:
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import RunOptions
+    from cotrain.video import decode_threads
     from cotrain_converters.lerobot import LeRobotOptions
 
     opts = LeRobotOptions(embodiment="so101", image_size=image_size, jpeg_quality=JPEG_QUALITY)
-    report = convert("lerobot", data, out, opts, RunOptions(workers=workers, progress=False))
+    run = RunOptions(workers=workers, progress=False, decode_threads=decode_threads())
+    report = convert("lerobot", data, out, opts, run)
     return report.samples * len(CAMERAS)
 
 
@@ -132,7 +145,13 @@ def run_variant(args: argparse.Namespace) -> None:
         workers = int(kind.removeprefix("convert-w"))
         out = Path(args.workdir) / f"out-{args.variant}-{time.monotonic_ns()}"
         work = lambda: CONVERTS[case](data, out, workers, size["image_size"])  # noqa: E731
-    import av  # noqa: F401 - imported before the clock starts in every variant alike
+    # One-off imports happen before the clock in every variant alike: a real conversion pays them once
+    # per process and then runs for minutes. (pyarrow imports pandas on its first to_numpy, ~0.3 s.)
+    # Spawned workers of the w2 variants still pay theirs inside the clock.
+    import av  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
     import cotrain.convert.pipeline  # noqa: F401
 
     clock = wait_for_go()
@@ -172,13 +191,23 @@ def _register_optional_cases() -> list[str]:
 # --- parent -----------------------------------------------------------------------------------------
 
 
+ONE_THREAD = (("COTRAIN_DECODE_THREADS", "1"),)
+FFMPEG_THREADS = (("COTRAIN_DECODE_THREADS", "0"),)
+
+
 def case_variants(case: str) -> list[Variant]:
-    return [
-        Variant(f"{case}-floor", items_key="frames"),
-        Variant(f"{case}-convert-w1", items_key="frames"),
-        Variant(f"{case}-floor", parts=2, items_key="frames", label=f"{case}-floor-x2"),
-        Variant(f"{case}-convert-w2", items_key="frames"),
+    variants = [
+        Variant(f"{case}-floor", items_key="frames", env=ONE_THREAD),
+        Variant(f"{case}-convert-w1", items_key="frames", env=ONE_THREAD),
+        Variant(f"{case}-floor", parts=2, items_key="frames", label=f"{case}-floor-x2", env=ONE_THREAD),
+        Variant(f"{case}-convert-w2", items_key="frames", env=ONE_THREAD),
     ]
+    if case == "lerobot":  # the only case that decodes video: also FFmpeg's default threads
+        variants += [Variant("lerobot-floor", items_key="frames", label="lerobot-floor-ffmpeg-threads",
+                             env=FFMPEG_THREADS),
+                     Variant("lerobot-convert-w1", items_key="frames", label="lerobot-convert-w1-ffmpeg-threads",
+                             env=FFMPEG_THREADS)]
+    return variants
 
 
 def summarise(case: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -208,6 +237,11 @@ def summarise(case: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
     out["cpu_fps"] = cpu
     out["cpu_ratio_w1"] = ratio(cpu[f"{case}-convert-w1"], cpu[f"{case}-floor"])
     out["cpu_ratio_w2"] = ratio(cpu[f"{case}-convert-w2"], cpu[f"{case}-floor"])
+    if f"{case}-floor-ffmpeg-threads" in runs:
+        auto_floor = median_rate(runs[f"{case}-floor-ffmpeg-threads"])
+        auto_w1 = median_rate(runs[f"{case}-convert-w1-ffmpeg-threads"])
+        out["ffmpeg_threads"] = {"floor_fps": auto_floor, "convert_w1_fps": auto_w1,
+                                 "ratio_w1": ratio(auto_w1, auto_floor)}
     out["peak_pss_mib"] = {k: round(median_of(v, "peak_pss_bytes") / 2**20, 1) for k, v in runs.items()}
     return out
 
