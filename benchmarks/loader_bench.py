@@ -178,9 +178,9 @@ def variants(only: str | None = None, baseline: str | None = None) -> list[Varia
         out += [Variant(f"{kind}-w0", items_key="samples"), Variant(f"{kind}-w2", items_key="samples")]
     keep = {"floor", "floor-x2", *only.split(",")} if only else None
     out = [v for v in out if keep is None or v.key in keep]
-    if baseline:  # the same MixtureLoader variants, importing cotrain from an earlier checkout
-        out += [Variant(f"mixture-w{w}", items_key="samples", label=f"mixture-w{w}@baseline",
-                        env=(("PYTHONPATH", baseline),)) for w in (0, 2)]
+    if baseline:  # the MixtureLoader variants of this run again, importing cotrain from an earlier checkout
+        out += [Variant(v.name, items_key="samples", label=f"{v.key}@baseline", env=(("PYTHONPATH", baseline),))
+                for v in list(out) if v.key.startswith("mixture-")]
     return out
 
 
@@ -233,7 +233,7 @@ def baseline_summary(path: str, table: dict[str, Any], long_run: dict[str, Any] 
 
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=path).stdout.strip()
     out: dict[str, Any] = {"path": path, "git_commit": commit or None}
-    for w in ("w0", "w2"):
+    for w in [w for w in ("w0", "w2") if f"mixture-{w}@baseline" in table]:  # --only may leave one out
         new, old = table[f"mixture-{w}"], table[f"mixture-{w}@baseline"]
         out[f"mixture_{w}_speedup"] = ratio(new["samples_per_s"], old["samples_per_s"])
         out[f"mixture_{w}_cpu_speedup"] = ratio(new["samples_per_cpu_s"], old["samples_per_cpu_s"])

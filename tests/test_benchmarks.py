@@ -90,3 +90,10 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
                             "memory_growth"}
     assert all(isinstance(t["met"], bool) for t in targets.values())
     assert targets["mixture_w0_ratio"]["value"] == table["mixture-w0"]["ratio_to_floor"]
+
+
+def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
+    # --only one MixtureLoader variant with --baseline: the baseline repeats just that variant.
+    doc = _run("loader_bench.py", tmp_path / "loader.json", "--only", "mixture-w0", "--no-long", "--baseline", str(ROOT))
+    assert set(doc["summary"]) == {"floor", "floor-x2", "mixture-w0", "mixture-w0@baseline"}
+    assert _positive(doc["baseline"]["mixture_w0_speedup"]) and "mixture_w2_speedup" not in doc["baseline"]
