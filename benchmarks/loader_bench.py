@@ -1,7 +1,7 @@
 """Loader throughput, mixing accuracy and memory of cotrain's MixtureLoader against peers and the decode floor.
 
 All variants read the same 3 sources (see loader_pipelines.py) and decode every sample the same way
-(letterbox_jpeg per camera, np.load per .npy, JSON and text):
+(letterbox_jpeg per camera, cotrain's decode_npy per .npy, JSON and text):
   (a) `wds`        raw webdataset pipeline over ONE source (target), no mixing
   (b) `mixture`    cotrain MixtureLoader over the 3-source mixture (batch 32, weights 0.5/0.3/0.2)
   (c) `randommix`  webdataset RandomMix over the 3 sources

@@ -1,8 +1,9 @@
 """The loader benchmark's data and its pipelines: cotrain's MixtureLoader and the peers it is measured against.
 
 Every pipeline decodes a sample exactly as the floor does (`decode_member`): each camera JPEG through
-cotrain's own `letterbox_jpeg` to side x side, each `.npy` through `np.load(allow_pickle=False)`, JSON
-through `json.loads`, text as UTF-8. The peers batch with `stack_collate` (images stacked into one
+cotrain's own `letterbox_jpeg` to side x side, each `.npy` through `cotrain.shards.decode_npy` (a
+regex header parse, np.load(allow_pickle=False) for unusual headers), JSON through `json.loads`, text
+as UTF-8. The peers batch with `stack_collate` (images stacked into one
 uint8 tensor, the rest as lists), the least a trainer needs; MixtureLoader's collator does more
 (normalisation, padding to fixed shapes), so the comparison does not favour it.
 
@@ -15,7 +16,6 @@ The same samples are exported to parquet for HF datasets: image bytes as binary,
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import random
@@ -30,6 +30,7 @@ import torch.utils.data as tud
 
 from common import import_fixtures
 from cotrain.mix.transform import letterbox_jpeg
+from cotrain.shards import decode_npy
 
 BATCH = 32
 # name, state dim, action dim, horizon, mixture weight
@@ -122,7 +123,7 @@ def decode_member(ext: str, data: bytes, side: int) -> Any:
     if last == "jpg":
         return letterbox_jpeg(data, side)
     if last == "npy":
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        return decode_npy(data)
     if last == "json":
         return json.loads(data.decode("utf-8"))
     if last == "txt":

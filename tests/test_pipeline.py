@@ -290,3 +290,32 @@ def test_fast_tar_headers_equal_tarfile(tmp_path: Path) -> None:
                     len(group[ext]), 0, 0o644, 0, 0, "", "")
                 tar.addfile(info, io.BytesIO(group[ext]))
     assert ours.getvalue() == ref.getvalue()
+
+
+def test_decode_npy_fast_path_equals_np_load() -> None:
+    import io
+
+    from cotrain.shards import _NPY_HEADER, decode_npy
+
+    def saved(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+
+    fast = [np.zeros((16, 7), np.float32), np.arange(8, dtype=np.int64), np.array(2.5, np.float32),
+            np.array([True, False]), np.zeros((0, 3), np.float32), np.arange(24, dtype=np.uint8).reshape(2, 3, 4)]
+    slow = [np.zeros(3, ">f4"), np.asfortranarray(np.arange(6, dtype=np.float32).reshape(3, 2)),
+            np.zeros(2, np.complex64)]
+    for arrays, expect_fast in ((fast, True), (slow, False)):
+        for a in arrays:
+            data = saved(a)
+            header = data[10:10 + int.from_bytes(data[8:10], "little")]
+            assert bool(_NPY_HEADER.fullmatch(header)) == expect_fast, header
+            got = decode_npy(data)
+            assert got.dtype == a.dtype and got.shape == a.shape and np.array_equal(got, a) and got.flags.writeable
+    with pytest.raises(ValueError):  # a truncated array is not read past its end, on either path
+        decode_npy(saved(np.zeros((4, 4), np.float32))[:-3])
+    hostile = io.BytesIO()  # an object array, as a hostile shard could carry it: refused, never unpickled
+    np.save(hostile, np.array([1, "a"], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        decode_npy(hostile.getvalue())
