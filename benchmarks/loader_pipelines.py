@@ -30,7 +30,7 @@ import torch.utils.data as tud
 
 from common import import_fixtures
 from cotrain.mix.transform import letterbox_jpeg
-from cotrain.shards import decode_npy
+from cotrain import shards
 
 BATCH = 32
 # name, state dim, action dim, horizon, mixture weight
@@ -119,16 +119,9 @@ def export_parquet(root: Path, files_per_source: int) -> None:
 
 def decode_member(ext: str, data: bytes, side: int) -> Any:
     """What every variant does per member (cotrain.shards.decode_member + letterbox for images)."""
-    last = ext.rsplit(".", 1)[-1]
-    if last == "jpg":
+    if ext.rsplit(".", 1)[-1] == "jpg":
         return letterbox_jpeg(data, side)
-    if last == "npy":
-        return decode_npy(data)
-    if last == "json":
-        return json.loads(data.decode("utf-8"))
-    if last == "txt":
-        return data.decode("utf-8")
-    return data
+    return shards.decode_member(ext, data)
 
 
 def decode_raw(raw: dict[str, Any], side: int) -> dict[str, Any]:
