@@ -286,6 +286,30 @@ def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None
     out = transform(sample)
     assert out["camera_present"].tolist() == [True, False] and not out["images"][1].any()
 
+    # Decoding into a batch row: every slot is written (a reused, unzeroed buffer holds no stale pixels).
+    row = np.full((3, 16, 16, 3), 255, np.uint8)
+    placed = transform(sample, images=row)
+    assert np.shares_memory(placed["images"], row) and placed["images"].shape[0] == 2
+    np.testing.assert_array_equal(row[0], out["images"][0])
+    assert not row[1:].any()  # row 0 was 255 before: the equality above shows it was overwritten
+
+
+def test_loader_batches_match_per_sample_collation(data: Path) -> None:
+    """The loader decodes each sample straight into its batch row; the batch equals collating the
+    per-sample transforms (the plain path) value for value."""
+    from cotrain.mix.loader import _SlotDataset
+
+    loader = MixtureLoader(load_mixture(write_mix(data)))
+    batch = next(iter(loader))
+    dataset = _SlotDataset(loader.mixture, loader.transforms, loader.collator)
+    plain = loader.collator([dataset[key] for key in loader.rank_keys(0)])
+    assert set(batch) - {"step"} == set(plain)
+    for name, value in plain.items():
+        if hasattr(value, "shape"):
+            assert bool((batch[name] == value).all()), name
+        else:
+            assert batch[name] == value, name
+
 
 def test_proportions_hold_over_every_window_not_only_batches(tmp_path: Path) -> None:
     """Sources are spread evenly inside each batch, so any 1,000-sample stretch is within 0.005 of the mix."""

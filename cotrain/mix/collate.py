@@ -32,8 +32,16 @@ class Collator:
         """The padded batch as tensors (shapes in the module docstring)."""
         return to_tensors(self.arrays(samples))
 
-    def arrays(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def image_buffer(self, batch: int) -> tuple[Any, np.ndarray]:
+        """The images of a batch of `batch` samples: a uint8 tensor [B, C, S, S, 3] and its numpy view
+        (not zeroed inside a DataLoader worker: whoever fills it writes every slot)."""
+        return _image_buffer((batch, self.max_cameras, self.image_size, self.image_size, 3))
+
+    def arrays(self, samples: Sequence[dict[str, Any]], images: tuple[Any, np.ndarray] | None = None) -> dict[str, Any]:
         """The batch before `to_tensors`: numpy arrays, and the images as a tensor [B, C, S, S, 3].
+
+        `images` is an `image_buffer` the samples were already decoded into (row i = sample i,
+        `SampleTransform(sample, images=row)`); without it the samples' images are copied into a new one.
 
         The DataLoader workers return this form. Inside a worker the images tensor lives in shared
         memory from the start (as torch's default_collate does), so sending it passes one handle;
@@ -42,8 +50,8 @@ class Collator:
         against under 3 ms), and a numpy-backed tensor is copied into shared memory by the queue's
         feeder thread, where a worker stopped mid-send (loop left early) could die with SIGABRT.
         """
-        b, s = len(samples), self.image_size
-        images_t, images = _image_buffer((b, self.max_cameras, s, s, 3))
+        b, placed = len(samples), images is not None
+        images_t, images = images if images is not None else self.image_buffer(b)
         cam_mask = np.zeros((b, self.max_cameras), bool)
         state = np.zeros((b, self.state_dim), np.float32)
         state_mask = np.zeros((b, self.state_dim), bool)
@@ -52,8 +60,9 @@ class Collator:
         valid = np.zeros((b, self.horizon), bool)
         for i, smp in enumerate(samples):
             c = min(len(smp["images"]), self.max_cameras)
-            images[i, :c], cam_mask[i, :c] = smp["images"][:c], smp["camera_present"][:c]
-            if c < self.max_cameras:
+            cam_mask[i, :c] = smp["camera_present"][:c]
+            if not placed:
+                images[i, :c] = smp["images"][:c]
                 images[i, c:] = 0  # a shared image buffer is not zeroed up front: only its padding is
             ds, da = len(smp["state"]), smp["actions"].shape[1]
             state[i, :ds], state_mask[i, :ds] = smp["state"], True

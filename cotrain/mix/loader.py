@@ -51,9 +51,10 @@ def check_layout(mixture: Mixture, world_size: int, num_workers: int) -> None:
 class _SlotDataset:
     """Map-style dataset keyed by slot: reads, replaces bad samples deterministically, transforms."""
 
-    def __init__(self, mixture: Mixture, transforms: list[SampleTransform]) -> None:
+    def __init__(self, mixture: Mixture, transforms: list[SampleTransform], collator: Collator) -> None:
         self.mixture = mixture
         self.transforms = transforms
+        self.collator = collator
         self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
 
     def _reader(self, source: int) -> SourceReader:
@@ -61,12 +62,22 @@ class _SlotDataset:
             self._readers = [SourceReader(s.url, s.manifest) for s in self.mixture.sources]
         return self._readers[source]
 
+    def __getitems__(self, keys: list[SlotKey]) -> dict[str, Any]:
+        """One collated batch (`Collator.arrays` form), each sample decoded straight into its row of
+        the batch's image buffer: no per-sample canvas, no copy (torch's fetcher calls this)."""
+        images_t, images = self.collator.image_buffer(len(keys))
+        samples = [self.fetch(key, images[i]) for i, key in enumerate(keys)]
+        return self.collator.arrays(samples, images=(images_t, images))
+
     def __getitem__(self, key: SlotKey) -> dict[str, Any]:
+        return self.fetch(key)
+
+    def fetch(self, key: SlotKey, images: np.ndarray | None = None) -> dict[str, Any]:
         step, _, source, index, draw = key
         src = self.mixture.sources[source]
         for attempt in range(MAX_REPLACEMENTS + 1):
             try:
-                sample = self.transforms[source](self._reader(source).read(index))
+                sample = self.transforms[source](self._reader(source).read(index), images)
                 sample["skipped"] = attempt
                 return sample
             except (CotrainError, OSError, ValueError, KeyError) as exc:
@@ -76,6 +87,11 @@ class _SlotDataset:
                 rng = np.random.default_rng(np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3]))
                 index = int(rng.integers(src.num_samples))
         raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}")
+
+
+def _collated(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate_fn: `_SlotDataset.__getitems__` has already collated the batch."""
+    return batch
 
 
 class _RankBatches:
@@ -148,10 +164,11 @@ class MixtureLoader:
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
-            _SlotDataset(self.mixture, self.transforms),  # type: ignore[arg-type]
+            _SlotDataset(self.mixture, self.transforms, self.collator),  # type: ignore[arg-type]
             batch_sampler=_RankBatches(self, self.step, self.end_step),
             num_workers=self.num_workers,
-            collate_fn=self.collator.arrays,  # workers return arrays; tensors are made here (collate.py)
+            # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
+            collate_fn=_collated,
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
             multiprocessing_context="spawn" if self.num_workers else None,
         )

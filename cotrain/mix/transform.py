@@ -105,19 +105,26 @@ class SampleTransform:
                    build_normalizer(st, normalization, floor, clip, "state"),
                    build_normalizer(ac, normalization, floor, clip, "actions"))
 
-    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, sample: Mapping[str, Any], images: np.ndarray | None = None) -> dict[str, Any]:
+        """The processed sample. `images` ([C, S, S, 3] uint8, e.g. one row of a batch buffer) receives
+        the first C cameras, and every slot of it is written (absent cameras and spare slots zeroed),
+        so a batch is decoded in place with no per-sample canvas or copy; by default a new canvas of
+        all the source's cameras is returned."""
         cams = self.manifest.cameras
         present = np.array([keys.camera_member(c) in sample for c in cams], bool)
         # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
         if self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO) and not present.all():
             missing = cams[int(np.argmin(present))]
             raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing!r}")
-        images = np.zeros((len(cams), self.image_size, self.image_size, 3), np.uint8)
-        for i, cam in enumerate(cams):
-            if present[i]:
-                letterbox_jpeg(sample[keys.camera_member(cam)], self.image_size, out=images[i])
+        if images is None:
+            images = np.zeros((len(cams), self.image_size, self.image_size, 3), np.uint8)
+        for i in range(len(images)):
+            if i < len(cams) and present[i]:
+                letterbox_jpeg(sample[keys.camera_member(cams[i])], self.image_size, out=images[i])
+            else:
+                images[i] = 0
         out: dict[str, Any] = {
-            "images": images,
+            "images": images[: len(cams)],
             "camera_present": present,
             "source": self.source,
             "modality": self.manifest.modality,
