@@ -54,7 +54,6 @@ def choose_samples(num_samples: int, count: int, seed: int) -> list[int]:
 
 def _load_samples(root: Path, manifest: Manifest, indices: Sequence[int]) -> list[dict[str, Any]]:
     """Read the samples at global `indices` through each shard's member index (header scan only)."""
-    import tarfile
 
     from cotrain.shards import decode_sample, index_shard
 
@@ -70,8 +69,10 @@ def _load_samples(root: Path, manifest: Manifest, indices: Sequence[int]) -> lis
             raise DataError(path, "shard listed in the manifest is missing; run `cotrain validate`")
         try:
             index = index_shard(path)
-        except (tarfile.TarError, OSError) as exc:
+        except OSError as exc:
             raise DataError(path, f"unreadable shard ({exc}); run `cotrain validate` for details") from None
+        except DataError as exc:
+            raise DataError(path, f"{exc.problem}; run `cotrain validate` for details") from None
         with open(path, "rb") as fh:
             for i in local:
                 if i >= len(index):

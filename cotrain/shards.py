@@ -14,13 +14,12 @@ import math
 import re
 import tarfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from cotrain import keys
+from cotrain import keys, tarindex
 from cotrain.errors import DataError
 
 SHARD_PATTERN = "shard-{index:06d}.tar"
@@ -80,6 +79,10 @@ def encode_json(obj: Any) -> bytes:
 def _check_member(key: str, ext: str, where: str) -> None:
     if not keys.is_valid_key(key):
         raise DataError(where, f"invalid sample key {key!r}: use letters, digits, '_' or '-' (no dots)")
+    _check_ext(key, ext, where)
+
+
+def _check_ext(key: str, ext: str, where: str) -> None:
     first = ext.split(".")[-1].lower()
     if not ext or "/" in ext or first in keys.FORBIDDEN_EXTS:
         raise DataError(where, f"refused member extension {ext!r} of sample {key!r}", key=ext)
@@ -205,25 +208,34 @@ def iter_samples(source: str | Path | BinaryIO, *, where: str | None = None) -> 
         yield current
 
 
-@dataclass(frozen=True)
-class MemberSpan:
+class MemberSpan(NamedTuple):
+    """Where one member's bytes lie in its shard (a tuple: millions are built when indexing)."""
+
     offset: int
     size: int
 
 
-def index_shard(source: str | Path | BinaryIO) -> list[tuple[str, dict[str, MemberSpan]]]:
-    """Per sample, where each member's bytes lie in the file: enables random access without a scan."""
+def index_shard(source: str | Path | BinaryIO, where: str | None = None) -> list[tuple[str, dict[str, MemberSpan]]]:
+    """Per sample, where each member's bytes lie in the file: enables random access without a scan.
+
+    `where` names the file in errors (default: the path, or the file object's name). A damaged
+    header or a truncated member is a DataError (tarindex.py)."""
     out: list[tuple[str, dict[str, MemberSpan]]] = []
-    opened = tarfile.open(source, mode="r:") if isinstance(source, (str, Path)) else tarfile.open(fileobj=source, mode="r:")
-    with opened as tar:
-        for info in tar.getmembers():
-            if not info.isfile():
-                continue
-            key, ext = split_member(info.name)
-            _check_member(key, ext, str(source))
-            if not out or out[-1][0] != key:
-                out.append((key, {}))
-            out[-1][1][ext] = MemberSpan(info.offset_data, info.size)
+    if isinstance(source, (str, Path)):
+        where, members = where or str(source), tarindex.scan_path(source)
+    else:
+        where = where or str(getattr(source, "name", "?"))
+        members = tarindex.scan_file(source, where)
+    spans: dict[str, MemberSpan] = {}
+    for name, offset, size in members:
+        key, ext = split_member(name)
+        if not out or out[-1][0] != key:
+            _check_member(key, ext, where)
+            spans = {}
+            out.append((key, spans))
+        else:
+            _check_ext(key, ext, where)
+        spans[ext] = MemberSpan(offset, size)
     return out
 
 

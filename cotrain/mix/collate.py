@@ -33,22 +33,24 @@ class Collator:
         return to_tensors(self.arrays(samples))
 
     def image_buffer(self, batch: int) -> tuple[Any, np.ndarray]:
-        """The images of a batch of `batch` samples: a uint8 tensor [B, C, S, S, 3] and its numpy view
-        (not zeroed inside a DataLoader worker: whoever fills it writes every slot)."""
-        return _image_buffer((batch, self.max_cameras, self.image_size, self.image_size, 3))
+        """The images of a batch of `batch` samples: a zeroed uint8 tensor [B, C, S, S, 3] and its numpy view."""
+        import torch
+
+        array = np.zeros((batch, self.max_cameras, self.image_size, self.image_size, 3), np.uint8)
+        return torch.from_numpy(array), array
 
     def arrays(self, samples: Sequence[dict[str, Any]], images: tuple[Any, np.ndarray] | None = None) -> dict[str, Any]:
         """The batch before `to_tensors`: numpy arrays, and the images as a tensor [B, C, S, S, 3].
 
-        `images` is an `image_buffer` the samples were already decoded into (row i = sample i,
-        `SampleTransform(sample, images=row)`); without it the samples' images are copied into a new one.
+        `images` is (tensor or None, array) the samples were already decoded into (row i = sample i,
+        `SampleTransform(sample, images=row)`, every slot written); without it the samples' images are
+        copied into a new `image_buffer`.
 
-        The DataLoader workers return this form. Inside a worker the images tensor lives in shared
-        memory from the start (as torch's default_collate does), so sending it passes one handle;
-        the small arrays travel pickled inline. A tensor per field instead costs each batch 13
-        shared-memory segments and file-descriptor handshakes (measured: 8 ms of CPU per batch of 32
-        against under 3 ms), and a numpy-backed tensor is copied into shared memory by the queue's
-        feeder thread, where a worker stopped mid-send (loop left early) could die with SIGABRT.
+        The DataLoader workers return this form, their images left in a shared buffer (ring.py) and
+        the small arrays pickled inline. A tensor per field instead costs each batch 13 shared-memory
+        segments and file-descriptor handshakes (measured: 8 ms of CPU per batch of 32 against under
+        3 ms), and a numpy-backed tensor is copied into shared memory by the queue's feeder thread,
+        where a worker stopped mid-send (loop left early) could die with SIGABRT.
         """
         b, placed = len(samples), images is not None
         images_t, images = images if images is not None else self.image_buffer(b)
@@ -63,7 +65,6 @@ class Collator:
             cam_mask[i, :c] = smp["camera_present"][:c]
             if not placed:
                 images[i, :c] = smp["images"][:c]
-                images[i, c:] = 0  # a shared image buffer is not zeroed up front: only its padding is
             ds, da = len(smp["state"]), smp["actions"].shape[1]
             state[i, :ds], state_mask[i, :ds] = smp["state"], True
             if da:
@@ -95,19 +96,6 @@ def to_tensors(batch: dict[str, Any]) -> dict[str, Any]:
     out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
     out["images"] = out["images"].permute(0, 1, 4, 2, 3)
     return out
-
-
-def _image_buffer(shape: tuple[int, ...]) -> tuple[Any, np.ndarray]:
-    """A uint8 tensor and its numpy view: zeroed, or in a DataLoader worker an unzeroed shared-memory one."""
-    import torch
-    from torch.utils.data import get_worker_info
-
-    if get_worker_info() is None or 0 in shape:
-        array = np.zeros(shape, np.uint8)
-        return torch.from_numpy(array), array
-    base = torch.empty(0, dtype=torch.uint8)
-    tensor = base.new(base._typed_storage()._new_shared(int(np.prod(shape)), device=base.device)).view(shape)
-    return tensor, tensor.numpy()
 
 
 def _tokens(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -19,12 +19,14 @@ from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.mix.collate import Collator, to_tensors
 from cotrain.mix.reader import SourceReader
 from cotrain.mix.resolve import Mixture
+from cotrain.mix.ring import ImageRing
 from cotrain.mix.sampler import Allocator, Planner, source_seed
 from cotrain.mix.schedule import Schedule
 from cotrain.mix.transform import SampleTransform
 
 log = logging.getLogger(__name__)
 MAX_REPLACEMENTS = 8
+WORKER_ERROR = "_error"  # a worker's batch that failed with an expected error carries only it
 SlotKey = tuple[int, int, int, int, int]  # step, slot position, source, sample index, draw
 
 
@@ -51,10 +53,12 @@ def check_layout(mixture: Mixture, world_size: int, num_workers: int) -> None:
 class _SlotDataset:
     """Map-style dataset keyed by slot: reads, replaces bad samples deterministically, transforms."""
 
-    def __init__(self, mixture: Mixture, transforms: list[SampleTransform], collator: Collator) -> None:
+    def __init__(self, mixture: Mixture, transforms: list[SampleTransform], collator: Collator,
+                 ring: ImageRing | None = None) -> None:
         self.mixture = mixture
         self.transforms = transforms
         self.collator = collator
+        self.ring = ring  # with DataLoader workers: where they decode images to (ring.py)
         self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
 
     def _reader(self, source: int) -> SourceReader:
@@ -64,10 +68,23 @@ class _SlotDataset:
 
     def __getitems__(self, keys: list[SlotKey]) -> dict[str, Any]:
         """One collated batch (`Collator.arrays` form), each sample decoded straight into its row of
-        the batch's image buffer: no per-sample canvas, no copy (torch's fetcher calls this)."""
-        images_t, images = self.collator.image_buffer(len(keys))
-        samples = [self.fetch(key, images[i]) for i, key in enumerate(keys)]
-        return self.collator.arrays(samples, images=(images_t, images))
+        the batch's image buffer: no per-sample canvas, no copy (torch's fetcher calls this). In a
+        worker the buffer is one of the ring's and the batch carries its `RingSlot` as "images"."""
+        if self.ring is None:
+            buffer = self.collator.image_buffer(len(keys))
+            return self.collator.arrays([self.fetch(key, buffer[1][i]) for i, key in enumerate(keys)], images=buffer)
+        slot, images = self.ring.claim()
+        try:
+            batch = self.collator.arrays([self.fetch(key, images[i]) for i, key in enumerate(keys)],
+                                         images=(None, images))
+        except CotrainError as exc:  # sent as a value: torch re-raises worker errors as a bare RuntimeError
+            self.ring.cancel(slot)
+            return {WORKER_ERROR: exc}
+        except BaseException:
+            self.ring.cancel(slot)
+            raise
+        batch["images"] = slot
+        return batch
 
     def __getitem__(self, key: SlotKey) -> dict[str, Any]:
         return self.fetch(key)
@@ -161,21 +178,33 @@ class MixtureLoader:
         return max(0, self.end_step - self.step)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        import multiprocessing
+
         from torch.utils.data import DataLoader
 
+        context = multiprocessing.get_context("spawn") if self.num_workers else None
+        ring = None
+        if context is not None:
+            c = self.collator
+            shape = (self.mixture.spec.batch_size // self.world_size, c.max_cameras, c.image_size, c.image_size, 3)
+            ring = ImageRing(self.num_workers, self.prefetch_factor + 1, shape, context)
         loader = DataLoader(
-            _SlotDataset(self.mixture, self.transforms, self.collator),  # type: ignore[arg-type]
+            _SlotDataset(self.mixture, self.transforms, self.collator, ring),  # type: ignore[arg-type]
             batch_sampler=_RankBatches(self, self.step, self.end_step),
             num_workers=self.num_workers,
             # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
             collate_fn=_collated,
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
-            multiprocessing_context="spawn" if self.num_workers else None,
+            multiprocessing_context=context,
         )
         step = self.step
         it = iter(loader)
         try:
             for arrays in it:
+                if WORKER_ERROR in arrays:
+                    raise arrays[WORKER_ERROR]
+                if ring is not None:  # copied out before the next batch is asked for: see ring.py
+                    arrays["images"] = ring.take(arrays["images"])
                 batch = to_tensors(arrays)
                 batch["step"] = step
                 counts = np.bincount(batch["source"].numpy(), weights=batch["skipped"].numpy(),

@@ -58,7 +58,7 @@ class SourceReader:
                 index = index_shard(local)
             else:
                 with self._files.open(shard) as fh:
-                    index = index_shard(fh)
+                    index = index_shard(fh, join(self.url, shard))
         except (OSError, EOFError) as exc:
             raise DataError(join(self.url, shard), f"unreadable shard: {exc}") from None
         rows = [(key, spans, min(m.offset for m in spans.values()), max(m.offset + m.size for m in spans.values()))

@@ -1,0 +1,104 @@
+"""The fast tar header scan gives tarfile's answers on every tar dialect writers produce, and
+clear errors where tarfile would stop quietly."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from cotrain import tarindex
+from cotrain.errors import DataError
+from cotrain.shards import ShardWriter, encode_json, index_shard
+
+
+def reference(path: Path) -> list[tuple[str, int, int]]:
+    with tarfile.open(path) as tar:
+        return [(m.name, m.offset_data, m.size) for m in tar.getmembers() if m.isfile()]
+
+
+def write_tar(path: Path, fmt: int, members: list[tuple[str, bytes]], *, float_mtime: bool = False) -> Path:
+    with tarfile.open(path, "w", format=fmt) as tar:
+        if fmt == tarfile.GNU_FORMAT:  # a directory entry: skipped, as tarfile's isfile() does
+            folder = tarfile.TarInfo("somedir")
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000.25 if float_mtime else 1_700_000_000
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+MEMBERS = [
+    ("s000.state.npy", b"x" * 700),
+    ("s000.meta.json", b"{}"),
+    ("d" * 90 + "/" + "s001.instruction.txt", "pick the ü cup".encode()),  # > 100 chars with its prefix
+    ("s002." + "long" * 30 + ".txt", b""),  # a 130-character name: pax path / GNU long name
+    ("s003.image.jpg", bytes(range(256)) * 9),
+]
+
+
+@pytest.mark.parametrize("fmt,float_mtime", [(tarfile.PAX_FORMAT, True), (tarfile.PAX_FORMAT, False),
+                                             (tarfile.GNU_FORMAT, False)])
+def test_scan_matches_tarfile(tmp_path: Path, fmt: int, float_mtime: bool) -> None:
+    members = MEMBERS
+    path = write_tar(tmp_path / "a.tar", fmt, members, float_mtime=float_mtime)
+    got = list(tarindex.scan_path(path))
+    assert got == reference(path)
+    assert [name for name, *_ in got] == [name for name, _ in members]
+    with open(path, "rb") as fh:  # the file-object route (remote shards) agrees
+        assert list(tarindex.scan_file(fh, "a.tar")) == got
+    data = path.read_bytes()
+    assert [data[o: o + n] for _, o, n in got] == [d for _, d in members]
+
+
+def test_ustar_prefix_names(tmp_path: Path) -> None:
+    path = write_tar(tmp_path / "u.tar", tarfile.USTAR_FORMAT, MEMBERS[:3])
+    assert list(tarindex.scan_path(path)) == reference(path)
+
+
+def test_cotrain_and_webdataset_shards(tmp_path: Path) -> None:
+    import webdataset as wds
+
+    ours = tmp_path / "ours.tar"
+    with open(ours, "wb") as fh:
+        writer = ShardWriter(fh)
+        for i in range(5):
+            writer.write(f"k{i}", {"meta.json": encode_json({"i": i}), "instruction.txt": b"go"})
+        writer.close()
+    theirs = tmp_path / "wds.tar"
+    with wds.TarWriter(str(theirs)) as sink:  # pax headers with float mtimes on every member
+        for i in range(5):
+            sink.write({"__key__": f"k{i}", "meta.json": b"{}", "instruction.txt": b"go"})
+    for path in (ours, theirs):
+        assert list(tarindex.scan_path(path)) == reference(path)
+    assert [k for k, _ in index_shard(theirs)] == [f"k{i}" for i in range(5)]
+
+
+def test_damage_is_a_clear_error(tmp_path: Path) -> None:
+    path = write_tar(tmp_path / "a.tar", tarfile.PAX_FORMAT, MEMBERS)
+    good = path.read_bytes()
+    name, offset, size = reference(path)[4]
+    header = offset - 512
+
+    flipped = bytearray(good)
+    flipped[header + 2] ^= 0x01  # a bit of the member name: the checksum no longer matches
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(DataError, match=rf"a\.tar: unreadable member header at byte {header}; "
+                                        rf"the last {len(good) - header} bytes were not read"):
+        list(tarindex.scan_path(path))
+
+    path.write_bytes(good[: offset + size // 2])  # cut inside the member's data
+    with pytest.raises(DataError, match=rf"truncated tar: member at byte {header} needs {size} bytes of data"):
+        list(tarindex.scan_path(path))
+
+    path.write_bytes(good[: header + 100])  # cut inside a header
+    with pytest.raises(DataError, match=rf"truncated tar: 100 bytes at byte {header} are less than a header"):
+        list(tarindex.scan_path(path))
+
+    path.write_bytes(b"")
+    assert list(tarindex.scan_path(path)) == []
