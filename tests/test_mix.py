@@ -340,3 +340,31 @@ def test_proportions_hold_over_every_window_not_only_batches(tmp_path: Path) -> 
     planner = build_planner(load_mixture(mix))
     rank_share = [s.source for s in planner.batch(7)[:16]]  # rank 0 of 2 gets a proportional mix too
     assert sorted(np.bincount(rank_share, minlength=3).tolist()) == sorted([8, 5, 3])
+
+
+def test_reader_indexes_each_shard_once_and_reads_every_member(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A permutation over all of a source's shards (how the sampler draws) scans each shard once,
+    and the compact index gives back exactly the members tarfile finds."""
+    import tarfile
+
+    from cotrain.manifest import load_manifest
+    from cotrain.mix import reader as reader_module
+
+    scans: list[str] = []
+    real = reader_module.index_shard
+    monkeypatch.setattr(reader_module, "index_shard", lambda path, *a: scans.append(str(path)) or real(path, *a))
+    manifest = load_manifest(data / "xemb")
+    src = reader_module.SourceReader(str(data / "xemb"), manifest)
+    order = np.random.default_rng(0).permutation(len(src))
+    got = {int(i): src.read_raw(int(i)) for i in order}
+    assert len(scans) == len(set(scans)) == len(manifest.shards) == 4  # 23 samples, 7 per shard
+
+    expected: list[dict[str, bytes]] = []
+    for shard in manifest.shards:
+        with tarfile.open(data / "xemb" / shard.name) as tar:
+            for info in tar.getmembers():
+                key, ext = info.name.split(".", 1)
+                if not expected or expected[-1]["__key__"] != key:
+                    expected.append({"__key__": key})
+                expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+    assert [{k: v for k, v in got[i].items() if k != "__shard__"} for i in range(len(src))] == expected
