@@ -10,7 +10,9 @@ All variants read the same 3 sources (see loader_pipelines.py) and decode every 
 Each runs with plain iteration (`-w0`, torch DataLoader with num_workers 0) and with 2 DataLoader
 workers (`-w2`); the floor's 2-worker counterpart is 2 plain processes, each decoding half
 (`floor-x2`). Every run first takes `warmup_batches` batches untimed (worker start-up, first opens),
-then times the next `timed` samples. Ratios are to the floor of the same worker count.
+then times the next `timed` samples. Ratios are to the floor of the same worker count; each round
+runs floor, mixture-w0, floor-x2, mixture-w2, then the peers, so that each MixtureLoader run can
+be divided by the floor run just before it (`paired_ratio_to_floor`, what the targets check).
 
 For the mixing variants (b, c, d) the realised source proportions of the timed samples are compared
 with the target weights: the largest error overall, and in the worst window of `window` consecutive
@@ -173,8 +175,10 @@ def run_variant(args: argparse.Namespace) -> None:
 
 
 def variants(only: str | None = None, baseline: str | None = None) -> list[Variant]:
-    out = [Variant("floor", items_key="samples"), Variant("floor", parts=2, items_key="samples", label="floor-x2")]
-    for kind in FRAMEWORKS:
+    """In round order: each floor right before the MixtureLoader run it is paired with (see `summarise`)."""
+    floor, floor_x2 = Variant("floor", items_key="samples"), Variant("floor", parts=2, items_key="samples", label="floor-x2")
+    out = [floor, Variant("mixture-w0", items_key="samples"), floor_x2, Variant("mixture-w2", items_key="samples")]
+    for kind in [k for k in FRAMEWORKS if k != "mixture"]:
         out += [Variant(f"{kind}-w0", items_key="samples"), Variant(f"{kind}-w2", items_key="samples")]
     keep = {"floor", "floor-x2", *only.split(",")} if only else None
     out = [v for v in out if keep is None or v.key in keep]
@@ -185,12 +189,21 @@ def variants(only: str | None = None, baseline: str | None = None) -> list[Varia
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    floors = {"w0": median_rate(runs["floor"]), "w2": median_rate(runs["floor-x2"])}
+    """Per variant: medians over rounds, and ratios to the floor of the same worker count.
+
+    `ratio_to_floor` divides the medians. `paired_ratio_to_floor` is the median over rounds of
+    rate / the floor's rate in the same round; for the MixtureLoader runs, which directly follow
+    their floor, it is the less noisy figure on a shared machine (speed drifted by up to 30% between
+    runs a minute apart), so the targets use it.
+    """
+    floors = {"w0": runs["floor"], "w2": runs["floor-x2"]}
     cpu_floor = median_rate(runs["floor"], "cpu_rate")
     table: dict[str, Any] = {}
     for key, rs in runs.items():
         w = "w2" if "-w2" in key or key.endswith("-x2") else "w0"
-        row = {"samples_per_s": median_rate(rs), "ratio_to_floor": ratio(median_rate(rs), floors[w]),
+        paired = [r["rate"] / f["rate"] for r, f in zip(rs, floors[w])]
+        row = {"samples_per_s": median_rate(rs), "ratio_to_floor": ratio(median_rate(rs), median_rate(floors[w])),
+               "paired_ratio_to_floor": round(float(np.median(paired)), 4),
                "samples_per_cpu_s": median_rate(rs, "cpu_rate"),
                "cpu_ratio_to_floor": ratio(median_rate(rs, "cpu_rate"), cpu_floor),
                "peak_pss_mib": round(median_of(rs, "peak_pss_bytes") / 2**20, 1)}
@@ -210,8 +223,10 @@ def check_targets(table: dict[str, Any], long_run: dict[str, Any] | None) -> dic
               for k in ("wds", "randommix", "hf") for w, b in (("w0", b0), ("w2", b2))}
     worst = max(b0["worst_window_error"], b2["worst_window_error"], long_run["proportions"]["worst_window_error"])
     return {
-        "mixture_w0_ratio": {"value": b0["ratio_to_floor"], "target": ">= 0.85", "met": b0["ratio_to_floor"] >= 0.85},
-        "mixture_w2_ratio": {"value": b2["ratio_to_floor"], "target": ">= 0.7", "met": b2["ratio_to_floor"] >= 0.7},
+        "mixture_w0_ratio": {"value": b0["paired_ratio_to_floor"], "target": ">= 0.85",
+                             "met": b0["paired_ratio_to_floor"] >= 0.85},
+        "mixture_w2_ratio": {"value": b2["paired_ratio_to_floor"], "target": ">= 0.7",
+                             "met": b2["paired_ratio_to_floor"] >= 0.7},
         "mixture_faster_than": {"value": faster, "met": all(faster.values())},
         "worst_window_error": {"value": worst, "target": "< 0.005", "met": worst < 0.005},
         "memory_growth": {"value": long_run["pss_growth"], "target": "< 0.05", "met": long_run["pss_growth"] < 0.05},

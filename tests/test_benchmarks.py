@@ -72,7 +72,7 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
     keys = {"floor", "floor-x2"} | {f"{k}-w{w}" for k in ("wds", "mixture", "randommix", "hf") for w in (0, 2)}
     assert set(table) == keys
     for key, row in table.items():
-        for field in ("samples_per_s", "ratio_to_floor", "samples_per_cpu_s", "peak_pss_mib"):
+        for field in ("samples_per_s", "ratio_to_floor", "paired_ratio_to_floor", "samples_per_cpu_s", "peak_pss_mib"):
             assert _positive(row[field]), (key, field, row[field])
     assert table["floor"]["ratio_to_floor"] == 1.0
     for key in ("mixture-w0", "mixture-w2", "randommix-w0", "randommix-w2", "hf-w0", "hf-w2"):
@@ -89,7 +89,10 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
     assert set(targets) == {"mixture_w0_ratio", "mixture_w2_ratio", "mixture_faster_than", "worst_window_error",
                             "memory_growth"}
     assert all(isinstance(t["met"], bool) for t in targets.values())
-    assert targets["mixture_w0_ratio"]["value"] == table["mixture-w0"]["ratio_to_floor"]
+    runs = doc["runs"]
+    assert targets["mixture_w0_ratio"]["value"] == table["mixture-w0"]["paired_ratio_to_floor"] == pytest.approx(
+        runs["mixture-w0"][0]["rate"] / runs["floor"][0]["rate"], abs=1e-4)  # one round: the pair's ratio
+    assert list(runs)[:4] == ["floor", "mixture-w0", "floor-x2", "mixture-w2"]  # each floor just before its pair
 
 
 def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
