@@ -76,7 +76,7 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _check_member(key: str, ext: str, where: str) -> None:
+def check_member(key: str, ext: str, where: str) -> None:
     if not keys.is_valid_key(key):
         raise DataError(where, f"invalid sample key {key!r}: use letters, digits, '_' or '-' (no dots)")
     _check_ext(key, ext, where)
@@ -101,7 +101,7 @@ class ShardWriter:
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
         for ext in sorted(members):
-            _check_member(key, ext, "<writer>")
+            check_member(key, ext, "<writer>")
             data = members[ext]
             name = f"{key}.{ext}"
             header = _fast_header(name, len(data))
@@ -192,7 +192,7 @@ def iter_samples(source: str | Path | BinaryIO, *, where: str | None = None) -> 
                 if not info.isfile():
                     continue
                 key, ext = split_member(info.name)
-                _check_member(key, ext, label)
+                check_member(key, ext, label)
                 if current and current["__key__"] != key:
                     yield current
                     current = {}
@@ -230,7 +230,7 @@ def index_shard(source: str | Path | BinaryIO, where: str | None = None) -> list
     for name, offset, size in members:
         key, ext = split_member(name)
         if not out or out[-1][0] != key:
-            _check_member(key, ext, where)
+            check_member(key, ext, where)
             spans = {}
             out.append((key, spans))
         else:

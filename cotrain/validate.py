@@ -23,7 +23,9 @@ import numpy as np
 
 from cotrain import keys
 from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
-from cotrain.shards import split_member
+from cotrain.errors import DataError
+from cotrain.shardindex import INDEX_SUFFIX, ShardIndex, index_name, parse_index
+from cotrain.shards import index_shard, split_member
 
 __all__ = ["DEFAULT_MAX_PROBLEMS", "Problem", "ValidationReport", "check_sample", "validate"]
 
@@ -328,7 +330,23 @@ def _check_shard(root: Path, entry: ShardEntry, manifest: Manifest) -> _ShardRes
         res.problems.append(Problem(entry.name, f"sha256 {digest}, manifest says {entry.sha256}"))
     if res.samples != entry.samples:
         res.problems.append(Problem(entry.name, f"{res.samples} samples, manifest says {entry.samples}"))
+    if not res.problems:  # an intact shard: its sidecar index must describe it exactly
+        res.problems += _index_problems(root, entry)
     return res
+
+
+def _index_problems(root: Path, entry: ShardEntry) -> list[Problem]:
+    """Readers trust a sidecar that matches the manifest's size and count, so check its spans too."""
+    name = index_name(entry.name)
+    if not (root / name).is_file():
+        return []
+    try:
+        sidecar = parse_index((root / name).read_bytes(), name, entry.bytes, entry.samples)
+    except DataError as exc:
+        return [Problem(name, exc.problem)]
+    if sidecar != ShardIndex.from_rows(index_shard(root / entry.name)):
+        return [Problem(name, "does not match its shard's members; delete it (readers then scan the shard) or reconvert")]
+    return []
 
 
 def _manifest_problems(root: Path, m: Manifest) -> tuple[list[Problem], list[ShardEntry]]:
@@ -347,9 +365,12 @@ def _manifest_problems(root: Path, m: Manifest) -> tuple[list[Problem], list[Sha
         else:
             names.add(s.name)
             entries.append(s)
+    indices = {index_name(n) for n in names}
     for path in sorted(root.iterdir()):
-        if ".tar" in path.name and path.name not in names and not path.is_dir():
-            out.append(Problem(path.name, "unexpected tar file: not listed in the manifest"))
+        if ".tar" in path.name and path.name not in names | indices and not path.is_dir():
+            what = ("unexpected shard index: its shard is not listed in the manifest" if path.name.endswith(INDEX_SUFFIX)
+                    else "unexpected tar file: not listed in the manifest")
+            out.append(Problem(path.name, what))
     return out, entries
 
 

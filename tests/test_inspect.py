@@ -214,6 +214,29 @@ def test_validate_fresh_conversion_ok(aloha_ds: Path) -> None:
     assert code == 0 and out.strip().endswith("2 shards, 63 samples checked: OK")
 
 
+def test_conversion_writes_sidecar_indices_that_validate_checks(ds: Path) -> None:
+    from cotrain.shardindex import ShardIndex, index_name, parse_index
+
+    manifest = load_manifest(ds)
+    for entry in manifest.shards:  # one per shard, equal to a scan of it
+        side = parse_index((ds / index_name(entry.name)).read_bytes(), "x", entry.bytes, entry.samples)
+        assert side == ShardIndex.from_rows(index_shard(ds / entry.name)) and len(side) == entry.samples
+    name = index_name("shard-000000.tar")
+    doc = json.loads((ds / name).read_text())
+    doc["offsets"][3] += 512  # well formed, right size and count, wrong span
+    (ds / name).write_text(json.dumps(doc))
+    (ds / "shard-000009.tar.idx.json").write_text("{}")
+    assert lines(ds) == [
+        "shard-000009.tar.idx.json: unexpected shard index: its shard is not listed in the manifest",
+        "shard-000000.tar.idx.json: does not match its shard's members; delete it (readers then scan the shard) "
+        "or reconvert",
+    ]
+    doc["keys"][0] = "../evil"
+    doc["offsets"][3] -= 512
+    (ds / name).write_text(json.dumps(doc))
+    assert lines(ds)[1] == "shard-000000.tar.idx.json: invalid sample key '../evil'"
+
+
 def test_validate_workers_give_the_same_report(ds: Path) -> None:
     short_state = encode_npy(np.zeros(3, np.float32))
     rewrite_shard(ds, "shard-000001.tar", only("000002_000003", lambda m: {**m, keys.STATE: short_state}))

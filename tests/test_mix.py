@@ -256,13 +256,15 @@ def test_mix_cli_check_simulate_plot(data: Path, tmp_path: Path) -> None:
 
 
 def test_fsspec_url_sources_read_by_range(data: Path, tmp_path: Path) -> None:
-    """Sources named by URL (here fsspec's in-memory filesystem) load exactly like local paths."""
+    """Sources named by URL (here fsspec's in-memory filesystem) load exactly like local paths, with
+    member indices from the shards' sidecars, or (for `vl`, copied without them) from a header scan."""
     import fsspec
 
     fs = fsspec.filesystem("memory")
     for name in ("target", "xemb", "vl"):
         for path in (data / name).iterdir():
-            fs.pipe(f"/cotrain-test/{name}/{path.name}", path.read_bytes())
+            if not (name == "vl" and path.name.endswith(".idx.json")):
+                fs.pipe(f"/cotrain-test/{name}/{path.name}", path.read_bytes())
     local = load_mixture(write_mix(data))
     remote = load_mixture(write_mix(tmp_path, "remote.yaml", sources={
         n: {"path": f"memory://cotrain-test/{n}"} for n in ("target", "xemb", "vl")}))
@@ -342,26 +344,39 @@ def test_proportions_hold_over_every_window_not_only_batches(tmp_path: Path) -> 
     assert sorted(np.bincount(rank_share, minlength=3).tolist()) == sorted([8, 5, 3])
 
 
-def test_reader_indexes_each_shard_once_and_reads_every_member(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A permutation over all of a source's shards (how the sampler draws) scans each shard once,
-    and the compact index gives back exactly the members tarfile finds."""
+def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Shards with a sidecar index that matches the manifest are never scanned; a missing, stale or
+    malformed sidecar falls back to one scan of that shard. Either way every member reads back
+    exactly as tarfile finds it, in a permutation over all shards (how the sampler draws)."""
+    import shutil
     import tarfile
 
     from cotrain.manifest import load_manifest
     from cotrain.mix import reader as reader_module
+    from cotrain.shardindex import index_name
+
+    root = tmp_path / "xemb"
+    shutil.copytree(data / "xemb", root)
+    manifest = load_manifest(root)
+    names = [s.name for s in manifest.shards]
+    assert len(names) == 4 and all((root / index_name(n)).is_file() for n in names)  # 23 samples, 7 per shard
+    (root / index_name(names[1])).unlink()
+    (root / index_name(names[2])).write_text((root / index_name(names[3])).read_text())  # another shard's
+    (root / index_name(names[3])).write_text("{not json")
 
     scans: list[str] = []
     real = reader_module.index_shard
-    monkeypatch.setattr(reader_module, "index_shard", lambda path, *a: scans.append(str(path)) or real(path, *a))
-    manifest = load_manifest(data / "xemb")
-    src = reader_module.SourceReader(str(data / "xemb"), manifest)
-    order = np.random.default_rng(0).permutation(len(src))
-    got = {int(i): src.read_raw(int(i)) for i in order}
-    assert len(scans) == len(set(scans)) == len(manifest.shards) == 4  # 23 samples, 7 per shard
+    monkeypatch.setattr(reader_module, "index_shard", lambda path, *a: scans.append(Path(path).name) or real(path, *a))
+    src = reader_module.SourceReader(str(root), manifest)
+    got = {int(i): src.read_raw(int(i)) for i in np.random.default_rng(0).permutation(len(src))}
+    assert sorted(scans) == names[1:]  # each once; the intact sidecar spared shard 0 its scan
+    assert f"{index_name(names[3])}: not JSON" in caplog.text
+    assert "samples; the manifest lists" in caplog.text  # the stale one: shard 3's size and count
 
     expected: list[dict[str, bytes]] = []
-    for shard in manifest.shards:
-        with tarfile.open(data / "xemb" / shard.name) as tar:
+    for name in names:
+        with tarfile.open(root / name) as tar:
             for info in tar.getmembers():
                 key, ext = info.name.split(".", 1)
                 if not expected or expected[-1]["__key__"] != key:

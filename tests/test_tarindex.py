@@ -102,3 +102,36 @@ def test_damage_is_a_clear_error(tmp_path: Path) -> None:
 
     path.write_bytes(b"")
     assert list(tarindex.scan_path(path)) == []
+
+
+def test_sidecar_index_round_trip_and_refusals(tmp_path: Path) -> None:
+    """The sidecar equals a scan; one whose spans leave the shard, or whose names a scan would refuse,
+    is an error naming the sidecar (the reader then scans instead)."""
+    import json
+
+    from cotrain.shardindex import ShardIndex, index_name, parse_index, write_index
+
+    path = tmp_path / "shard-000000.tar"
+    with open(path, "wb") as fh:
+        writer = ShardWriter(fh)
+        for i in range(3):
+            writer.write(f"k{i}", {"meta.json": encode_json({"i": i}), "image.jpg": b"\xff" * (100 + i)})
+        writer.close()
+    write_index(path)
+    text = (tmp_path / index_name(path.name)).read_text()
+    size = path.stat().st_size
+    index = parse_index(text.encode(), "i.json", size, 3)
+    assert index == ShardIndex.from_rows(index_shard(path))
+    ref = {name: (offset, n) for name, offset, n in reference(path)}
+    image, meta = ref["k2.image.jpg"], ref["k2.meta.json"]
+    assert index.members(2) == ("k2", [("image.jpg", *image), ("meta.json", *meta)], image[0], sum(meta))
+    doc = json.loads(text)
+    for change, message in ((("offsets", 5, size), "a member lies outside the shard"),
+                            (("layouts", 0, ["image.pickle", "meta.json"]), "refused member extension 'image.pickle'")):
+        bad = json.loads(text)
+        bad[change[0]][change[1]] = change[2]
+        with pytest.raises(DataError, match=f"i.json.*: {message}"):
+            parse_index(json.dumps(bad).encode(), "i.json", size, 3)
+    with pytest.raises(DataError, match="describes a shard of .* bytes and 3 samples; the manifest lists 10 bytes"):
+        parse_index(text.encode(), "i.json", 10, 3)
+    assert doc["keys"] == ["k0", "k1", "k2"]

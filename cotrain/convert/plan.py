@@ -20,6 +20,7 @@ from cotrain.atomic import TMP_SUFFIX, write_text_atomic
 from cotrain.convert.spec import Unit
 from cotrain.errors import ConfigError, DataError
 from cotrain.manifest import MANIFEST_NAME
+from cotrain.shardindex import index_name
 
 WORK_DIR = ".cotrain-work"
 _SMALL_FILE = 1 << 20  # files up to 1 MiB enter the fingerprint by content, larger ones by size
@@ -119,7 +120,8 @@ def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
         return
     if shard_names is not None:
         for name in shard_names:
-            for path in (out / name, out / (name + TMP_SUFFIX)):
+            for path in (out / name, out / (name + TMP_SUFFIX), out / index_name(name),
+                         out / (index_name(name) + TMP_SUFFIX)):
                 path.unlink(missing_ok=True)
         return
     for path in out.iterdir():

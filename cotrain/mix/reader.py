@@ -1,8 +1,10 @@
 """Random access to the samples of one converted dataset, by global sample index.
 
 Sample i lies in the shard whose cumulative count covers i (counts from the manifest). Each shard's
-member index (tar header scan, done once per shard and process, kept in an LRU) gives the byte
-span of the sample; its members are adjacent, so one ranged read fetches the whole sample.
+member index gives the byte span of the sample; its members are adjacent, so one ranged read
+fetches the whole sample. The index comes from the shard's sidecar (cotrain/shardindex.py) when it
+matches the manifest, else from a tar header scan; either way once per shard and process, kept in
+an LRU.
 
 The sampler draws a source's samples in one permutation over all its shards, so consecutive reads
 hit shards at random: the LRU must hold every shard of a typical source, or nearly every read
@@ -13,47 +15,19 @@ up to a million samples at the converters' 1,000 per shard, ~200 MB per process 
 
 from __future__ import annotations
 
+import logging
 from bisect import bisect_right
 from collections import OrderedDict
 from itertools import accumulate
 from typing import Any
 
-import numpy as np
-
 from cotrain.errors import DataError
 from cotrain.manifest import Manifest
 from cotrain.mix.storage import RangeReader, join
-from cotrain.shards import MemberSpan, decode_sample, index_shard
+from cotrain.shardindex import ShardIndex, index_name, parse_index
+from cotrain.shards import decode_sample, index_shard
 
-
-
-class ShardIndex:
-    """One shard's member index, compact: member spans in flat arrays, member names by layout."""
-
-    def __init__(self, rows: list[tuple[str, dict[str, MemberSpan]]]) -> None:
-        self.keys = [key for key, _ in rows]
-        layouts: dict[tuple[str, ...], int] = {}
-        self.layout_of = np.array([layouts.setdefault(tuple(spans), len(layouts)) for _, spans in rows], np.int32)
-        self.layouts = list(layouts)
-        self.first = np.zeros(len(rows) + 1, np.int64)  # sample i's members are [first[i], first[i+1])
-        np.cumsum([len(spans) for _, spans in rows], out=self.first[1:])
-        flat = np.array([span for _, spans in rows for span in spans.values()], np.int64).reshape(-1, 2)
-        self.offsets, self.sizes = flat[:, 0].copy(), flat[:, 1].copy()
-        # Every sample has at least one member (index_shard starts a sample at its first), so no
-        # segment of the reductions is empty.
-        heads = self.first[:-1]
-        self.starts = np.minimum.reduceat(self.offsets, heads) if len(rows) else heads
-        self.ends = np.maximum.reduceat(self.offsets + self.sizes, heads) if len(rows) else heads
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def members(self, i: int) -> tuple[str, list[tuple[str, int, int]], int, int]:
-        """Key, (name, offset, size) per member, and the byte range [start, end) of sample `i`."""
-        a, b = int(self.first[i]), int(self.first[i + 1])
-        names = self.layouts[self.layout_of[i]]
-        spans = list(zip(names, self.offsets[a:b].tolist(), self.sizes[a:b].tolist()))
-        return self.keys[i], spans, int(self.starts[i]), int(self.ends[i])
+log = logging.getLogger(__name__)
 
 
 class SourceReader:
@@ -72,6 +46,7 @@ class SourceReader:
         self._files = RangeReader(url)
         self._indices: OrderedDict[str, ShardIndex] = OrderedDict()
         self._max = max_indexed_shards
+        self._entries = {s.name: s for s in manifest.shards}
 
     def __len__(self) -> int:
         return self._bounds[-1] if self._bounds else 0
@@ -87,20 +62,39 @@ class SourceReader:
         if shard in self._indices:
             self._indices.move_to_end(shard)
             return self._indices[shard]
+        index = self._sidecar(shard) or self._scan(shard)
+        self._indices[shard] = index
+        if len(self._indices) > self._max:
+            self._indices.popitem(last=False)
+        return index
+
+    def _sidecar(self, shard: str) -> ShardIndex | None:
+        entry = self._entries.get(shard)
+        where = join(self.url, index_name(shard))
+        try:
+            data = self._files.read_all(index_name(shard))
+        except FileNotFoundError:
+            return None  # datasets converted before sidecars existed, or written by other tools
+        except OSError as exc:
+            log.warning("%s: unreadable (%s); scanning the shard instead", where, exc)
+            return None
+        try:
+            return parse_index(data, where, entry.bytes, entry.samples) if entry else None
+        except DataError as exc:
+            log.warning("%s; scanning the shard instead", exc)
+            return None
+
+    def _scan(self, shard: str) -> ShardIndex:
         local = self._files.local_path(shard)
         try:
             if local is not None:
-                index = index_shard(local)
+                rows = index_shard(local)
             else:
                 with self._files.open(shard) as fh:
-                    index = index_shard(fh, join(self.url, shard))
+                    rows = index_shard(fh, join(self.url, shard))
         except (OSError, EOFError) as exc:
             raise DataError(join(self.url, shard), f"unreadable shard: {exc}") from None
-        rows = ShardIndex(index)
-        self._indices[shard] = rows
-        if len(self._indices) > self._max:
-            self._indices.popitem(last=False)
-        return rows
+        return ShardIndex.from_rows(rows)
 
     def read_raw(self, index: int) -> dict[str, Any]:
         shard, local = self.locate(index)

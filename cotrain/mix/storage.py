@@ -92,8 +92,15 @@ class RangeReader:
             raise DataError(join(self.url, name), f"truncated shard: wanted {size} bytes at offset {offset}, got {len(data)}")
         return data
 
+    def read_all(self, name: str) -> bytes:
+        """A whole (small) file; FileNotFoundError when it does not exist."""
+        if self._local:
+            with open(join(self._root, name), "rb") as fh:
+                return fh.read()
+        return bytes(self._fs.cat_file(join(self._root, name)))
+
     def local_path(self, name: str) -> str | None:
-        """A filesystem path when the dataset is local (for the faster tarfile index scan)."""
+        """A filesystem path when the dataset is local (the index scan then memory-maps the shard)."""
         return join(self._root, name) if self._local else None
 
     def open(self, name: str) -> Any:
