@@ -84,6 +84,21 @@ def write_index(shard: Path) -> None:
     write_text_atomic(shard.with_name(index_name(shard.name)), index.to_json(shard.stat().st_size))
 
 
+def sidecar_problem(shard: Path, shard_bytes: int, samples: int) -> str | None:
+    """What is wrong with an intact shard's sidecar, if it has one (readers trust a sidecar that
+    matches the manifest's size and count, so `cotrain validate` checks its spans against a scan)."""
+    path = shard.with_name(index_name(shard.name))
+    if not path.is_file():
+        return None
+    try:
+        sidecar = parse_index(path.read_bytes(), path.name, shard_bytes, samples)
+    except DataError as exc:
+        return exc.problem
+    if sidecar != ShardIndex.from_rows(index_shard(shard)):
+        return "does not match its shard's members; delete it (readers then scan the shard) or reconvert"
+    return None
+
+
 def parse_index(data: bytes, where: str, shard_bytes: int, samples: int) -> ShardIndex:
     """A sidecar's index, checked against its shard's size and count and for internal consistency
     (names validated as a scan would); DataError says what does not hold."""

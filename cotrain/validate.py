@@ -23,9 +23,8 @@ import numpy as np
 
 from cotrain import keys
 from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
-from cotrain.errors import DataError
-from cotrain.shardindex import INDEX_SUFFIX, ShardIndex, index_name, parse_index
-from cotrain.shards import index_shard, split_member
+from cotrain.shardindex import INDEX_SUFFIX, index_name, sidecar_problem
+from cotrain.shards import split_member
 
 __all__ = ["DEFAULT_MAX_PROBLEMS", "Problem", "ValidationReport", "check_sample", "validate"]
 
@@ -330,23 +329,9 @@ def _check_shard(root: Path, entry: ShardEntry, manifest: Manifest) -> _ShardRes
         res.problems.append(Problem(entry.name, f"sha256 {digest}, manifest says {entry.sha256}"))
     if res.samples != entry.samples:
         res.problems.append(Problem(entry.name, f"{res.samples} samples, manifest says {entry.samples}"))
-    if not res.problems:  # an intact shard: its sidecar index must describe it exactly
-        res.problems += _index_problems(root, entry)
+    if not res.problems and (problem := sidecar_problem(root / entry.name, entry.bytes, entry.samples)):
+        res.problems.append(Problem(index_name(entry.name), problem))  # only an intact shard's is checked
     return res
-
-
-def _index_problems(root: Path, entry: ShardEntry) -> list[Problem]:
-    """Readers trust a sidecar that matches the manifest's size and count, so check its spans too."""
-    name = index_name(entry.name)
-    if not (root / name).is_file():
-        return []
-    try:
-        sidecar = parse_index((root / name).read_bytes(), name, entry.bytes, entry.samples)
-    except DataError as exc:
-        return [Problem(name, exc.problem)]
-    if sidecar != ShardIndex.from_rows(index_shard(root / entry.name)):
-        return [Problem(name, "does not match its shard's members; delete it (readers then scan the shard) or reconvert")]
-    return []
 
 
 def _manifest_problems(root: Path, m: Manifest) -> tuple[list[Problem], list[ShardEntry]]:
