@@ -256,6 +256,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     # Metrics per run, flat; statistics files; plots.
     metrics = json.loads((run / "result.json").read_text())["metrics"]
     assert metrics["success_seen"] == sim["splits"]["seen"]["success_rate"]
+    closest = [e["closest"] for e in sim["episodes"]]
+    assert metrics["reach_overall"] == pytest.approx(sum(closest) / len(closest)) and metrics["reach_overall"] > 0
     assert metrics["vl_text_ce"] > 0 and metrics["action_mse"] > 0
     with open(out / "runs.csv") as fh:
         runs = list(csv.DictReader(fh))

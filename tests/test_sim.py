@@ -204,6 +204,13 @@ def test_expert_succeeds_and_random_fails_on_every_split(embodiment: str) -> Non
     assert {s: v["success_rate"] for s, v in expert["splits"].items()} == dict.fromkeys(cfg.splits, 1.0)
     assert rand["overall"]["success_rate"] <= 0.1
     assert [e["instruction"] for e in expert["episodes"]] == [e["instruction"] for e in rand["episodes"]]
+    # The expert reaches every task's object: within grasping distance for pick and place, at the contact
+    # distance it pushes from for push; a random policy, on average, stays far from it.
+    from cotrain.sim.world import CONTACT_RADIUS, GRASP_RADIUS
+
+    for e in expert["episodes"]:
+        assert e["closest"] <= (CONTACT_RADIUS + 0.005 if e["instruction"].startswith("push") else GRASP_RADIUS), e
+    assert rand["overall"]["mean_closest"] > 0.15 > expert["overall"]["mean_closest"]
 
 
 def test_eval_result_schema_and_determinism() -> None:
@@ -216,7 +223,8 @@ def test_eval_result_schema_and_determinism() -> None:
     assert set(result["groups"]) == {"unseen", "unseen_shift"}
     assert set(result["groups"]["unseen"]) == {"vision_language", "cross_embodiment", "human"}
     assert set(result["conditions"]["seen_shift"]) == {"lighting", "background"}
-    assert set(result["splits"]["seen"]) == {"episodes", "successes", "success_rate", "ci95", "mean_steps_success"}
+    assert set(result["splits"]["seen"]) == {"episodes", "successes", "success_rate", "ci95", "mean_steps_success",
+                                             "mean_closest"}
     json.dumps(result)
 
 
@@ -371,7 +379,8 @@ def test_cli_generate_refuses_to_overwrite_and_eval_baselines(tmp_path: Path) ->
     result = json.loads(proc.stdout)
     assert result["policy"] == "expert" and result["splits"]["seen"] == {
         "episodes": 2, "successes": 2, "success_rate": 1.0, "ci95": result["splits"]["seen"]["ci95"],
-        "mean_steps_success": result["splits"]["seen"]["mean_steps_success"]}
+        "mean_steps_success": result["splits"]["seen"]["mean_steps_success"],
+        "mean_closest": result["splits"]["seen"]["mean_closest"]}
     assert set(EMBODIMENTS) >= {"sim_arm", "sim_gripper"}
 
 

@@ -4,6 +4,10 @@
 - `unseen_<group>`: success on the unseen tasks of one group (the concept only one co-training
   modality shows: `vision_language` purple, `cross_embodiment` star, `human` triangle; `combo` the
   held-out verb-colour-shape triples), pooled over `unseen` and `unseen_shift`.
+- `reach_<split>`: the mean over episodes of the nearest the effector came to the task's object (metres
+  on the table plane, 0 once held), per split and overall: a dense closed-loop measure that can
+  separate mixtures whose success rates are all near 0 (lower is better; grasping needs <= 0.045,
+  pushing works from 0.11).
 - `action_mse`: normalised action MSE of sampled chunks on the held-out target-robot data (offline.json,
   cell-weighted over the held-out action datasets).
 - `vl_text_ce`: teacher-forced text cross-entropy on held-out vision-language data (token-weighted
@@ -38,6 +42,8 @@ METRICS: tuple[MetricDef, ...] = (
     *(MetricDef(f"success_{s}", f"success, {s.replace('_', ' ')}", True) for s in EVAL_SPLITS),
     MetricDef("success_overall", "success, all splits", True),
     *(MetricDef(f"unseen_{g}", f"unseen success, {g.replace('_', ' ')} group", True) for g in UNSEEN_GROUPS),
+    *(MetricDef(f"reach_{s}", f"closest approach to the object, {s.replace('_', ' ')}", False) for s in EVAL_SPLITS),
+    MetricDef("reach_overall", "closest approach to the object, all splits", False),
     MetricDef("action_mse", "held-out action MSE (normalised)", False),
     MetricDef("vl_text_ce", "held-out VL text CE (language retention)", False),
     MetricDef("train_loss", "final training loss", False, tested=False),
@@ -48,6 +54,12 @@ METRICS: tuple[MetricDef, ...] = (
 def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
     out = {f"success_{s}": float(v["success_rate"]) for s, v in sim["splits"].items()}
     out["success_overall"] = float(sim["overall"]["success_rate"])
+    reached = [e for e in sim["episodes"] if "closest" in e]  # absent in evaluations before the metric existed
+    for split in dict.fromkeys(e["split"] for e in reached):
+        out[f"reach_{split}"] = sum(e["closest"] for e in reached if e["split"] == split) / sum(
+            e["split"] == split for e in reached)
+    if reached:
+        out["reach_overall"] = sum(e["closest"] for e in reached) / len(reached)
     unseen = [e for e in sim["episodes"] if e["split"].startswith("unseen")]
     for group in UNSEEN_GROUPS:
         episodes = [e["success"] for e in unseen if e["group"] == group]

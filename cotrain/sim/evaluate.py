@@ -1,4 +1,5 @@
-"""Closed-loop evaluation: success rate per split (seen, unseen, seen_shift, unseen_shift) and group.
+"""Closed-loop evaluation: success rate per split (seen, unseen, seen_shift, unseen_shift) and group,
+and how near the effector came to the task's object (`closest`, `mean_closest`).
 
 A policy is any callable `policy(obs) -> action chunk [H, action_dim]`; the evaluator executes the
 first `replan_steps` actions of each chunk open loop (fewer if the episode ends), then asks again, as
@@ -132,20 +133,31 @@ def _check_chunk(chunk: np.ndarray, dims: int) -> np.ndarray:
 
 def run_episode(env: TabletopEnv, make_policy: PolicyFactory, spec_options: dict[str, Any],
                 replan_steps: int) -> dict[str, Any]:
-    """One closed-loop episode; returns its record (split, group, condition, success, steps)."""
+    """One closed-loop episode; returns its record (split, group, condition, success, steps, closest).
+
+    `closest` is the nearest the effector came to the task's object on the table plane (0 once it
+    holds it; a push works from 0.11): a dense measure of reaching the named object, informative
+    where success is rare.
+    """
     obs, info = env.reset(options=spec_options)
     policy = make_policy(env)
-    done = False
+    done, closest = False, _distance_to_object(env)
     while not done:
         chunk = _check_chunk(policy(obs), env.action_dim)
         for action in chunk[:replan_steps]:
             obs, _, terminated, truncated, info = env.step(action)
+            closest = min(closest, _distance_to_object(env))
             done = terminated or truncated
             if done:
                 break
     return {"split": info["split"], "index": spec_options["episode"].index, "group": info["group"],
             "condition": info["condition"], "instruction": info["instruction"], "success": bool(info["success"]),
-            "steps": int(info["steps"])}
+            "steps": int(info["steps"]), "closest": round(closest, 4)}
+
+
+def _distance_to_object(env: TabletopEnv) -> float:
+    world, _ = env.current()  # objects[0] is the task's object (scene.py)
+    return float(np.linalg.norm(world.ee[:2] - world.objects[0, :2]))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -162,7 +174,8 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     lo, hi = wilson_interval(k, n)
     steps = [r["steps"] for r in records if r["success"]]
     return {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)],
-            "mean_steps_success": float(np.mean(steps)) if steps else None}
+            "mean_steps_success": float(np.mean(steps)) if steps else None,
+            "mean_closest": round(float(np.mean([r["closest"] for r in records])), 4) if records else None}
 
 
 def _grouped(records: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
