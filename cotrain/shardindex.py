@@ -127,7 +127,8 @@ def _arrays(doc: dict[str, Any]) -> ShardIndex:
         raise ValueError("layouts and samples do not match")
     if layout_of.size and (layout_of.min() < 0 or layout_of.max() >= len(layouts)):
         raise ValueError("a layout number is out of range")
-    if int(sum(len(layouts[i]) for i in layout_of)) != len(offsets) or len(offsets) != len(sizes):
+    members = int(np.array([len(lay) for lay in layouts], np.int64)[layout_of].sum()) if layouts else 0
+    if members != len(offsets) or len(offsets) != len(sizes):
         raise ValueError("member counts do not match")
     return ShardIndex([str(k) for k in doc["keys"]], layouts, layout_of, offsets, sizes)
 

@@ -135,3 +135,14 @@ def test_sidecar_index_round_trip_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="describes a shard of .* bytes and 3 samples; the manifest lists 10 bytes"):
         parse_index(text.encode(), "i.json", 10, 3)
     assert doc["keys"] == ["k0", "k1", "k2"]
+
+
+def test_sidecar_of_an_empty_shard(tmp_path: Path) -> None:
+    from cotrain.shardindex import index_name, parse_index, write_index
+
+    path = tmp_path / "shard-000000.tar"
+    with open(path, "wb") as fh:
+        ShardWriter(fh).close()
+    write_index(path)
+    index = parse_index((tmp_path / index_name(path.name)).read_bytes(), "i.json", path.stat().st_size, 0)
+    assert index is not None and len(index) == 0  # a valid, empty index (readers must not take it for "none")

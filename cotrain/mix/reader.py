@@ -62,7 +62,9 @@ class SourceReader:
         if shard in self._indices:
             self._indices.move_to_end(shard)
             return self._indices[shard]
-        index = self._sidecar(shard) or self._scan(shard)
+        index = self._sidecar(shard)
+        if index is None:  # (not `or`: an index of an empty shard has length 0)
+            index = self._scan(shard)
         self._indices[shard] = index
         if len(self._indices) > self._max:
             self._indices.popitem(last=False)
@@ -70,6 +72,8 @@ class SourceReader:
 
     def _sidecar(self, shard: str) -> ShardIndex | None:
         entry = self._entries.get(shard)
+        if entry is None:
+            return None
         where = join(self.url, index_name(shard))
         try:
             data = self._files.read_all(index_name(shard))
@@ -79,7 +83,7 @@ class SourceReader:
             log.warning("%s: unreadable (%s); scanning the shard instead", where, exc)
             return None
         try:
-            return parse_index(data, where, entry.bytes, entry.samples) if entry else None
+            return parse_index(data, where, entry.bytes, entry.samples)
         except DataError as exc:
             log.warning("%s; scanning the shard instead", exc)
             return None
