@@ -6,6 +6,11 @@ training loader, with the *run's* norm stats for that dataset or embodiment):
   cached prefix and `flow_steps` Euler steps, compared with the ground truth over valid steps and
   real dimensions: `normalized` (model units, clipped like training targets) and `original`
   (denormalised prediction vs the raw chunk, plus MAE per action dimension by name);
+  `image_gain`: how much the normalised MSE rises when each sample is given another sample's
+  images (sample i gets those of sample i + n/2 of the n evaluated, so from elsewhere in the
+  dataset), with the same noise, state and text. Near 0 means the actions do not depend on what
+  the cameras show in a way that carries over to these samples: a policy that memorised its
+  training scenes, or ignores vision, scores ~0 on held-out data;
 - `text` (data with targets): teacher-forced next-token cross-entropy over target tokens, its
   perplexity and token accuracy: the language-retention probe of Lin et al.;
 - `action_tokens` (data with discrete tokens): teacher-forced CE and token accuracy.
@@ -80,13 +85,18 @@ class _Totals:
         s = self.sums
         out: dict[str, Any] = {"modality": modality, "samples": samples}
         if s.get("cells"):
+            mse = s["sq_norm"] / s["cells"]
             out["actions"] = {
                 "cells": int(s["cells"]),
-                "normalized": {"mse": s["sq_norm"] / s["cells"], "mae": s["abs_norm"] / s["cells"]},
+                "normalized": {"mse": mse, "mae": s["abs_norm"] / s["cells"]},
                 "original": {"mse": s["sq_orig"] / s["cells"], "mae": s["abs_orig"] / s["cells"],
                              "per_dim_mae": {n: float(a / c) for n, a, c in zip(self.names, self.dim_abs, self.dim_n)
                                              if c}},
             }
+            if "sq_shuffled" in s:
+                shuffled = s["sq_shuffled"] / s["cells"]
+                out["actions"]["normalized"]["mse_shuffled_images"] = shuffled
+                out["actions"]["image_gain"] = shuffled - mse
         for name in ("text", "action_tokens"):
             n = s.get(f"{name}_n", 0.0)
             if n:
@@ -114,12 +124,17 @@ def _token_metrics(run: LoadedRun, inputs: ModelInputs, totals: _Totals) -> None
         totals.add(f"{name}_n", sel.sum())
 
 
+def _valid_cells(inputs: ModelInputs, da: int) -> np.ndarray:
+    """[B, H, da] bool: valid steps x real action dimensions."""
+    return inputs.actions_valid.cpu().numpy()[:, :, None] & inputs.action_mask[:, :da].cpu().numpy()[:, None, :]
+
+
 def _action_metrics(run: LoadedRun, inputs: ModelInputs, raws: list[dict[str, Any]], transform: SampleTransform,
                     noise: torch.Tensor, steps: int, totals: _Totals) -> None:
     da = len(transform.manifest.action_names)
     pred = run.model.sample_actions(inputs, noise, steps)[:, :, :da].cpu().numpy()
     target = inputs.actions[:, :, :da].cpu().numpy()
-    mask = inputs.actions_valid.cpu().numpy()[:, :, None] & inputs.action_mask[:, :da].cpu().numpy()[:, None, :]
+    mask = _valid_cells(inputs, da)
     h = pred.shape[1]
     raw = np.zeros_like(pred)
     for i, r in enumerate(raws):
@@ -134,6 +149,16 @@ def _action_metrics(run: LoadedRun, inputs: ModelInputs, raws: list[dict[str, An
     totals.add("abs_orig", np.abs(orig[mask]).sum())
     totals.dim_abs += (np.abs(orig) * mask).sum(axis=(0, 1))
     totals.dim_n += mask.sum(axis=(0, 1))
+
+
+def _shuffled_image_metrics(run: LoadedRun, pairs: list[tuple[dict[str, Any], dict[str, Any]]], da: int,
+                            noise: torch.Tensor, steps: int, totals: _Totals) -> None:
+    """The squared error of a batch whose samples each show their donor's images: (sample, donor)
+    pairs; state, text, targets and masks stay the sample's own, and the noise is the batch's."""
+    inputs = run.inputs([{**s, "images": d["images"], "camera_present": d["camera_present"]} for s, d in pairs])
+    pred = run.model.sample_actions(inputs, noise, steps)[:, :, :da].cpu().numpy()
+    err = (pred - inputs.actions[:, :, :da].cpu().numpy())[_valid_cells(inputs, da)]
+    totals.add("sq_shuffled", np.square(err).sum())
 
 
 @torch.no_grad()
@@ -151,11 +176,17 @@ def evaluate_dataset(run: LoadedRun, path: Path, *, max_samples: int, batch_size
     picks = np.unique(np.linspace(0, manifest.num_samples - 1, min(max_samples, manifest.num_samples)).round())
     totals = _Totals(list(manifest.action_names))
     gen = torch.Generator().manual_seed(seed)
-    for start in range(0, len(picks), batch_size):
-        raws = [reader.read(int(i)) for i in picks[start: start + batch_size]]
-        inputs = run.inputs([transform(r) for r in raws])
+    raws = [reader.read(int(i)) for i in picks]
+    samples = [transform(r) for r in raws]
+    n = len(samples)
+    for start in range(0, n, batch_size):
+        batch = samples[start: start + batch_size]
+        inputs = run.inputs(batch)
         noise = torch.randn(tuple(inputs.actions.shape), generator=gen).to(run.device)
         if action_norm is not None and bool(inputs.actions_valid.any()):
-            _action_metrics(run, inputs, raws, transform, noise, flow_steps, totals)
+            _action_metrics(run, inputs, raws[start: start + batch_size], transform, noise, flow_steps, totals)
+            if n > 1:
+                pairs = [(s, samples[(start + i + n // 2) % n]) for i, s in enumerate(batch)]
+                _shuffled_image_metrics(run, pairs, len(manifest.action_names), noise, flow_steps, totals)
         _token_metrics(run, inputs, totals)
     return totals.report(len(picks), manifest.modality)

@@ -259,6 +259,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     closest = [e["closest"] for e in sim["episodes"]]
     assert metrics["reach_overall"] == pytest.approx(sum(closest) / len(closest)) and metrics["reach_overall"] > 0
     assert metrics["vl_text_ce"] > 0 and metrics["action_mse"] > 0
+    arm = offline["datasets"]["sim_arm"]["actions"]  # the only held-out set with actions
+    assert metrics["image_gain"] == pytest.approx(arm["normalized"]["mse_shuffled_images"] - metrics["action_mse"])
     with open(out / "runs.csv") as fh:
         runs = list(csv.DictReader(fh))
     assert [(r["mixture"], r["seed"]) for r in runs] == [("baseline", "0"), ("baseline", "1"),

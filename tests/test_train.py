@@ -345,3 +345,42 @@ def test_paligemma_from_a_local_checkpoint_frozen_and_lora(data: Path, tmp_path:
     policy = cotrain.Policy.load(tmp_path / "lora")
     chunk = policy.predict([np.zeros((24, 32, 3), np.uint8)] * 2, np.zeros(4), "pick", "bot")
     assert chunk.shape == (4, 3) and np.isfinite(chunk).all()
+
+
+def test_eval_image_gain_pairs_each_sample_with_another_samples_images(data: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy that memorised its scenes (actions looked up by image) is perfect on its own images and
+    as wrong as the donor's actions on swapped ones; a vision-blind policy gains nothing."""
+    import torch
+
+    from cotrain.evaluate import evaluate_dataset
+    from cotrain.model.policy import load_run
+
+    train(config(data, tmp_path / "run", steps=1))
+    run = load_run(tmp_path / "run")
+    memory: dict[float, torch.Tensor] = {}
+    order: list[float] = []
+    valid: list[torch.Tensor] = []
+
+    def memorised(inputs, noise, steps=None):  # every flat fixture image has its own grey level
+        scene = [round(float(v), 1) for v in inputs.images.float().mean(dim=(1, 2, 3, 4))]
+        if not memory:  # the first call sees every sample with its own images (one batch)
+            order.extend(scene)
+            valid.append(inputs.actions_valid.clone())
+            memory.update(zip(scene, inputs.actions.clone()))
+        return torch.stack([memory[s] for s in scene])
+
+    monkeypatch.setattr(run.model, "sample_actions", memorised)
+    report = evaluate_dataset(run, data / "robot", max_samples=40, batch_size=64, flow_steps=1, seed=0)["actions"]
+    targets = torch.stack([memory[s] for s in order])[:, :, :3]
+    n = len(order)
+    assert n == 40 and len(set(order)) == 40 and report["normalized"]["mse"] == 0.0
+    donors = targets[[(i + n // 2) % n for i in range(n)]]
+    cells = valid[0][:, :, None].expand_as(targets)  # the sample's own valid steps count, not the donor's
+    expected = float(((donors - targets) ** 2)[cells].mean())
+    assert report["normalized"]["mse_shuffled_images"] == pytest.approx(expected, rel=1e-5) and expected > 0.5
+    assert report["image_gain"] == pytest.approx(expected, rel=1e-5)
+
+    monkeypatch.setattr(run.model, "sample_actions", lambda inputs, noise, steps=None: torch.zeros_like(inputs.actions))
+    blind = evaluate_dataset(run, data / "robot", max_samples=40, batch_size=16, flow_steps=1, seed=0)["actions"]
+    assert blind["image_gain"] == 0.0 and blind["normalized"]["mse_shuffled_images"] == blind["normalized"]["mse"] > 0

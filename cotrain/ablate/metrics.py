@@ -10,6 +10,9 @@
   pushing works from 0.11).
 - `action_mse`: normalised action MSE of sampled chunks on the held-out target-robot data (offline.json,
   cell-weighted over the held-out action datasets).
+- `image_gain`: how much that MSE rises when each held-out sample is shown another sample's images
+  (cotrain/evaluate.py): whether the policy's actions follow what the camera shows in scenes it was
+  not trained on (higher is better; ~0 for a policy that memorised its scenes or ignores vision).
 - `vl_text_ce`: teacher-forced text cross-entropy on held-out vision-language data (token-weighted
   over the held-out text datasets); the language-retention probe: lower means more language kept.
 - `train_loss` (mean of the last 5 logged rows) and `train_seconds`: context, not compared.
@@ -45,6 +48,7 @@ METRICS: tuple[MetricDef, ...] = (
     *(MetricDef(f"reach_{s}", f"closest approach to the object, {s.replace('_', ' ')}", False) for s in EVAL_SPLITS),
     MetricDef("reach_overall", "closest approach to the object, all splits", False),
     MetricDef("action_mse", "held-out action MSE (normalised)", False),
+    MetricDef("image_gain", "held-out action MSE rise with another sample's images", True),
     MetricDef("vl_text_ce", "held-out VL text CE (language retention)", False),
     MetricDef("train_loss", "final training loss", False, tested=False),
     MetricDef("train_seconds", "training time (s)", False, tested=False),
@@ -69,17 +73,21 @@ def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
 
 
 def _offline_metrics(offline: dict[str, Any]) -> dict[str, float]:
-    cells = sq = tokens = ce = 0.0
+    cells = sq = tokens = ce = gain_cells = gain = 0.0
     for report in offline["datasets"].values():
         if "actions" in report:
             n = float(report["actions"]["cells"])
             cells, sq = cells + n, sq + n * float(report["actions"]["normalized"]["mse"])
+            if "image_gain" in report["actions"]:  # absent in evaluations before the probe existed
+                gain_cells, gain = gain_cells + n, gain + n * float(report["actions"]["image_gain"])
         if "text" in report:
             n = float(report["text"]["tokens"])
             tokens, ce = tokens + n, ce + n * float(report["text"]["ce"])
     out = {}
     if cells:
         out["action_mse"] = sq / cells
+    if gain_cells:
+        out["image_gain"] = gain / gain_cells
     if tokens:
         out["vl_text_ce"] = ce / tokens
     return out
