@@ -162,6 +162,24 @@ def test_collation_pads_and_normalises(data: Path) -> None:
     assert batch["state"].abs().max() <= 1.0
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batch_normalisation_equals_the_per_sample_transform(data: Path, workers: int) -> None:
+    """The loader normalises state and actions per source over the whole batch (collate.py); the
+    values must be exactly those of `SampleTransform` on each sample alone, padding left at 0."""
+    from cotrain.mix.loader import _SlotDataset
+
+    mixture = load_mixture(write_mix(data))
+    loader = MixtureLoader(mixture, num_workers=workers)
+    single = _SlotDataset(mixture, loader.transforms, loader.collator)
+    for step, batch in enumerate(itertools.islice(iter(loader), 3)):
+        for i, key in enumerate(loader.rank_keys(step)):
+            ref = single.fetch(key)  # normalised on its own
+            ds, da = len(ref["state"]), ref["actions"].shape[1]
+            np.testing.assert_array_equal(batch["state"][i, :ds].numpy(), ref["state"])
+            np.testing.assert_array_equal(batch["actions"][i, :, :da].numpy(), ref["actions"])
+            assert not batch["state"][i, ds:].any() and not batch["actions"][i, :, da:].any()
+
+
 def test_quantile_normalisation_maps_q01_q99_to_unit_range(data: Path) -> None:
     from cotrain.manifest import load_manifest
     from cotrain.mix.transform import build_normalizer

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from cotrain.mix.transform import Normalizer
+
 TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "modality", "embodiment", "key")
 
 
@@ -39,12 +41,14 @@ class Collator:
         array = np.zeros((batch, self.max_cameras, self.image_size, self.image_size, 3), np.uint8)
         return torch.from_numpy(array), array
 
-    def arrays(self, samples: Sequence[dict[str, Any]], images: tuple[Any, np.ndarray] | None = None) -> dict[str, Any]:
+    def arrays(self, samples: Sequence[dict[str, Any]], images: tuple[Any, np.ndarray] | None = None,
+               normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]] | None = None) -> dict[str, Any]:
         """The batch before `to_tensors`: numpy arrays, and the images as a tensor [B, C, S, S, 3].
 
         `images` is (tensor or None, array) the samples were already decoded into (row i = sample i,
         `SampleTransform(sample, images=row)`, every slot written); without it the samples' images are
-        copied into a new `image_buffer`.
+        copied into a new `image_buffer`. `normalizers` ((state, actions) per source id) normalises
+        samples made with `SampleTransform(..., normalize=False)` here, one source at a time.
 
         The DataLoader workers return this form, their images left in a shared buffer (ring.py) and
         the small arrays pickled inline. A tensor per field instead costs each batch 13 shared-memory
@@ -69,6 +73,9 @@ class Collator:
             state[i, :ds], state_mask[i, :ds] = smp["state"], True
             if da:
                 actions[i, :, :da], action_mask[i, :da], valid[i] = smp["actions"], True, smp["actions_valid"]
+        source = np.array([smp["source"] for smp in samples], np.int64)
+        if normalizers is not None:
+            _normalize(source, state, actions, normalizers)
         batch: dict[str, Any] = {
             "images": images_t,
             "camera_mask": cam_mask,
@@ -78,7 +85,7 @@ class Collator:
             "action_mask": action_mask,
             "actions_valid": valid,
             "has_actions": action_mask.any(axis=1),
-            "source": np.array([smp["source"] for smp in samples], np.int64),
+            "source": source,
             "loss_weight": np.array([smp["loss_weight"] for smp in samples], np.float32),
             "skipped": np.array([smp.get("skipped", 0) for smp in samples], np.int64),
         }
@@ -86,6 +93,21 @@ class Collator:
         for field in TEXT_FIELDS:
             batch[field] = [smp.get(field) for smp in samples]
         return batch
+
+
+def _normalize(source: np.ndarray, state: np.ndarray, actions: np.ndarray,
+               normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]]) -> None:
+    """In place: each source's rows of state [B, Ds] and actions [B, H, Da] through its normalizers,
+    over the source's own leading dims (padding stays 0)."""
+    for s in np.unique(source).tolist():
+        rows = np.flatnonzero(source == s)
+        state_norm, action_norm = normalizers[s]
+        if state_norm is not None:
+            d = len(state_norm.offset)
+            state[rows, :d] = state_norm(state[rows, :d])
+        if action_norm is not None:
+            d = len(action_norm.offset)
+            actions[rows, :, :d] = action_norm(actions[rows, :, :d])
 
 
 def to_tensors(batch: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class _SlotDataset:
         self.transforms = transforms
         self.collator = collator
         self.ring = ring  # with DataLoader workers: where they decode images to (ring.py)
+        self.normalizers = [(t.state_norm, t.action_norm) for t in transforms]  # applied per batch (collate.py)
         self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
 
     def _reader(self, source: int) -> SourceReader:
@@ -72,11 +73,12 @@ class _SlotDataset:
         worker the buffer is one of the ring's and the batch carries its `RingSlot` as "images"."""
         if self.ring is None:
             buffer = self.collator.image_buffer(len(keys))
-            return self.collator.arrays([self.fetch(key, buffer[1][i]) for i, key in enumerate(keys)], images=buffer)
+            return self.collator.arrays([self.fetch(key, buffer[1][i], normalize=False) for i, key in enumerate(keys)],
+                                        images=buffer, normalizers=self.normalizers)
         slot, images = self.ring.claim()
         try:
-            batch = self.collator.arrays([self.fetch(key, images[i]) for i, key in enumerate(keys)],
-                                         images=(None, images))
+            batch = self.collator.arrays([self.fetch(key, images[i], normalize=False) for i, key in enumerate(keys)],
+                                         images=(None, images), normalizers=self.normalizers)
         except CotrainError as exc:  # sent as a value: torch re-raises worker errors as a bare RuntimeError
             self.ring.cancel(slot)
             return {WORKER_ERROR: exc}
@@ -89,12 +91,12 @@ class _SlotDataset:
     def __getitem__(self, key: SlotKey) -> dict[str, Any]:
         return self.fetch(key)
 
-    def fetch(self, key: SlotKey, images: np.ndarray | None = None) -> dict[str, Any]:
+    def fetch(self, key: SlotKey, images: np.ndarray | None = None, normalize: bool = True) -> dict[str, Any]:
         step, _, source, index, draw = key
         src = self.mixture.sources[source]
         for attempt in range(MAX_REPLACEMENTS + 1):
             try:
-                sample = self.transforms[source](self._reader(source).read(index), images)
+                sample = self.transforms[source](self._reader(source).read(index), images, normalize=normalize)
                 sample["skipped"] = attempt
                 return sample
             except (CotrainError, OSError, ValueError, KeyError) as exc:

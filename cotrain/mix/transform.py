@@ -105,11 +105,16 @@ class SampleTransform:
                    build_normalizer(st, normalization, floor, clip, "state"),
                    build_normalizer(ac, normalization, floor, clip, "actions"))
 
-    def __call__(self, sample: Mapping[str, Any], images: np.ndarray | None = None) -> dict[str, Any]:
+    def __call__(self, sample: Mapping[str, Any], images: np.ndarray | None = None, *,
+                 normalize: bool = True) -> dict[str, Any]:
         """The processed sample. `images` ([C, S, S, 3] uint8, e.g. one row of a batch buffer) receives
         the first C cameras, and every slot of it is written (absent cameras and spare slots zeroed),
         so a batch is decoded in place with no per-sample canvas or copy; by default a new canvas of
-        all the source's cameras is returned."""
+        all the source's cameras is returned.
+
+        `normalize=False` leaves state and actions in raw units (float32, same shapes and padding) for
+        a caller that normalises a whole batch at once (`Collator.arrays(..., normalizers=...)`): the
+        same values, in a few array operations per source instead of ten per sample."""
         cams = self.manifest.cameras
         present = np.array([keys.camera_member(c) in sample for c in cams], bool)
         # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
@@ -136,21 +141,22 @@ class SampleTransform:
             "target": sample.get(keys.TARGET),
             "conversation": sample.get(keys.CONVERSATION),
         }
-        out.update(self._lowdim(sample))
+        out.update(self._lowdim(sample, normalize))
         tokens = sample.get(keys.ACTION_TOKENS)
         out["action_tokens"] = None if tokens is None else np.asarray(tokens, np.int64)
         return out
 
-    def _lowdim(self, sample: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _lowdim(self, sample: Mapping[str, Any], normalize: bool = True) -> dict[str, np.ndarray]:
         state = sample.get(keys.STATE)
         actions = sample.get(keys.ACTIONS)
         out = {}
         if state is not None and self.state_norm is not None:
-            out["state"] = self.state_norm(np.asarray(state, np.float64))
+            out["state"] = self.state_norm(np.asarray(state, np.float64)) if normalize else np.asarray(state, np.float32)
         else:
             out["state"] = np.zeros(0, np.float32)
         if actions is not None and self.action_norm is not None:
-            chunk = self.action_norm(np.asarray(actions, np.float64))[: self.horizon]
+            raw = np.asarray(actions, np.float64 if normalize else np.float32)[: self.horizon]
+            chunk = self.action_norm(raw) if normalize else raw
             valid = sample[keys.ACTIONS_VALID] if keys.ACTIONS_VALID in sample else np.ones(len(chunk), bool)
             valid = np.asarray(valid, bool)[: self.horizon]
             pad = self.horizon - len(chunk)
