@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -100,3 +101,35 @@ def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
     doc = _run("loader_bench.py", tmp_path / "loader.json", "--only", "mixture-w0", "--no-long", "--baseline", str(ROOT))
     assert set(doc["summary"]) == {"floor", "floor-x2", "mixture-w0", "mixture-w0@baseline"}
     assert _positive(doc["baseline"]["mixture_w0_speedup"]) and "mixture_w2_speedup" not in doc["baseline"]
+
+
+def test_grounding_probe_quick(tmp_path: Path) -> None:
+    doc = _run("grounding_probe.py", tmp_path / "probe.json")
+    _check_machine(doc, "grounding_probe")
+    assert doc["settings"]["steps"] == 12 and doc["settings"]["readout"] == "flow"
+    assert set(doc["tasks"]) == {"effector", "fixed", "colour", "instruction"}
+    for task, body in doc["tasks"].items():
+        assert _positive(body["mean_predictor_median_error_m"]), task
+        for model in ("vla", "reference"):
+            row = body[model]
+            assert _positive(row["median_error_m"]) and 0 <= row["within_grasp_radius"] <= 1, (task, model)
+            assert [c["step"] for c in row["curve"]] == [2, 4, 6, 8, 10, 12]
+            assert row["median_error_m"] == row["curve"][-1]["median_error_m"]
+    assert doc["tasks"]["colour"]["example_text"] in {"red", "green", "blue", "yellow"}
+    assert doc["tasks"]["instruction"]["example_text"].split()[0] in {"pick", "push", "place"}
+
+
+@pytest.mark.parametrize("task", ["fixed", "colour"])
+def test_grounding_probe_targets_lie_on_what_the_text_names(task: str) -> None:
+    # The probe is only meaningful if each target point is on the thing its text names: look there.
+    from benchmarks.grounding_probe import make_data
+    from cotrain.sim.scene import COLOURS
+
+    images, texts, targets = make_data(task, "test", 24, 64)
+    for image, text, target in zip(images, texts, targets):
+        x, y = ((target + 1) / 2 * 64).astype(int)
+        window = image[max(y - 3, 0): y + 4, max(x - 3, 0): x + 4].reshape(-1, 3).astype(float)
+        distance = np.linalg.norm(window - np.array(COLOURS[text], float), axis=1).min()
+        others = [np.linalg.norm(window - np.array(rgb, float), axis=1).min() for name, rgb in COLOURS.items()
+                  if name != text]
+        assert distance < 40 and distance < min(others), (text, target, distance)
