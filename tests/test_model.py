@@ -162,6 +162,37 @@ def test_tiny_preset_size_and_unknown_preset() -> None:
         get_preset("tiyn")
 
 
+@pytest.mark.parametrize("scheme", ["fan_in", "transformers"])
+def test_random_init_scale_follows_the_scheme(scheme: str) -> None:
+    # fan_in: N(0, 1/fan_in) for linears and N(0, 1/width) for embeddings; transformers: its N(0, 0.02).
+    # (Pretrained presets are never redrawn: test_embeddings_and_prefix_pass_match_transformers
+    # compares their forward with transformers' own on the same checkpoint.)
+    model, cfg, _ = tiny(init_scheme=scheme)
+    block = model.blocks[0]
+    weights = {"backbone q": (block.backbone.self_attn.q_proj.weight, 64),
+               "expert q": (block.expert.self_attn.q_proj.weight, 32),
+               "backbone down": (block.backbone.mlp.down_proj.weight, 128),
+               "projector": (model.projector.linear.weight, 32),
+               "text embedding": (model.embed_tokens.weight, 64)}
+    for name, (weight, fan_in) in weights.items():
+        want = fan_in ** -0.5 if scheme == "fan_in" else 0.02
+        assert weight.std().item() == pytest.approx(want, rel=0.15), name
+    again, _, _ = tiny(init_scheme=scheme)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_init_scheme_is_a_training_option_with_the_library_default() -> None:
+    from cotrain.train.config import make_train_config
+
+    def scheme(**fields: object) -> str:
+        train = make_train_config(mixture="m.yaml", steps=1, out="o", **fields)
+        return with_overrides(get_preset("tiny"), **train.model_overrides()).init_scheme
+
+    assert scheme() == "transformers" and scheme(init_scheme="fan_in") == "fan_in"
+    with pytest.raises(ConfigError, match=r"init_scheme: Input should be 'transformers' or 'fan_in'"):
+        scheme(init_scheme="xavier")
+
+
 @pytest.mark.parametrize("backbone", ["gemma", "gemma2"])
 def test_cached_sampling_equals_uncached(backbone: str) -> None:
     model, _, layout = tiny(backbone=backbone)

@@ -77,6 +77,10 @@ class ModelConfig(BaseModel):
     lora_rank: int = Field(0, ge=0, description="LoRA rank on the backbone's language layers (0: off).")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: the rank).")
     activation_checkpointing: bool = False
+    init_scheme: Literal["transformers", "fan_in"] = Field(
+        "transformers", description="Random init of a random-init preset: 'transformers' keeps the library's "
+        "N(0, 0.02), calibrated for widths near 2048; 'fan_in' draws linear weights from N(0, 1/fan_in) and "
+        "embeddings from N(0, 1/width), which narrow presets learn binding with (docs/training.md).")
     backbone_config: dict[str, Any] | None = Field(None, description="Resolved transformers PaliGemmaConfig dict.")
     text_vocab_size: int | None = Field(None, ge=1, description="Text tokenizer size (tiny/small; set at build).")
 
