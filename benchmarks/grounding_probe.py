@@ -155,18 +155,15 @@ class VLAProbe:
         self.readout = readout
 
     def _inputs(self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor | None) -> Any:
-        from cotrain.model.inputs import ModelInputs
+        """A loader-style batch (one camera, no state, a 1-step chunk) through the trainer's build_inputs."""
+        from cotrain.model.inputs import build_inputs
 
-        b, encoded = len(texts), [self.layout.encode({"instruction": t})[0] for t in texts]
-        ids = torch.zeros(b, max(len(e) for e in encoded), dtype=torch.long)
-        valid = torch.zeros_like(ids, dtype=torch.bool)
-        for i, row in enumerate(encoded):
-            ids[i, : len(row)], valid[i, : len(row)] = torch.tensor(row), True
-        actions = torch.zeros(b, 1, 2) if targets_b2 is None else targets_b2[:, None]
-        return ModelInputs(images=images[:, None], camera_mask=torch.ones(b, 1, dtype=torch.bool), text_ids=ids,
-                           text_valid=valid, text_kind=torch.zeros_like(ids), state=torch.zeros(b, 1),
-                           state_valid=torch.zeros(b, dtype=torch.bool), actions=actions,
-                           actions_valid=torch.ones(b, 1, dtype=torch.bool), action_mask=torch.ones(b, 2, dtype=torch.bool))
+        b = len(texts)
+        batch = {"instruction": texts, "images": images[:, None], "camera_mask": torch.ones(b, 1, dtype=torch.bool),
+                 "state": torch.zeros(b, 1), "state_mask": torch.zeros(b, 1, dtype=torch.bool),
+                 "actions": torch.zeros(b, 1, 2) if targets_b2 is None else targets_b2[:, None],
+                 "actions_valid": torch.ones(b, 1, dtype=torch.bool), "action_mask": torch.ones(b, 2, dtype=torch.bool)}
+        return build_inputs(batch, self.layout)[0]
 
     def loss(self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b = len(texts)
@@ -201,7 +198,9 @@ def _score(model: Any, data: Data) -> dict[str, float]:
 
 def train_probe(model: Any, params: list[nn.Parameter], train: Data, test: Data, steps: int, lr: float,
                 seed: int, batch: int = 32) -> dict[str, Any]:
-    """AdamW with 50 warm-up steps and a cosine decay (the study's schedule); held-out scores at sixths."""
+    """AdamW, 50 linear warm-up steps inside a cosine decay to 0 over all steps, gradient clipping at 1;
+    held-out scores at each sixth. (Not cotrain.train.optim.CosineSchedule, whose warm-up and floor differ
+    slightly: the committed runs in docs/ablation-results/grounding/ were made with this one.)"""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     gen, n, curve, start = torch.Generator().manual_seed(seed), len(train[1]), [], time.perf_counter()
     images = torch.from_numpy(train[0]).permute(0, 3, 1, 2)
