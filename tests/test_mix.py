@@ -213,6 +213,13 @@ def test_bad_sample_raise_and_skip(data: Path, tmp_path: Path) -> None:
     assert loader.state_dict()["skipped"]["vl"] >= 1
     again = MixtureLoader(load_mixture(write_mix(tmp_path / "d", "skip.yaml", phases=phases, bad_samples="skip")))
     assert [keys_of(b) for b in again] == [keys_of(b) for b in batches]  # replacement is deterministic
+    # A replaced row holds exactly its replacement (written over whatever the failed sample left).
+    from cotrain.mix.loader import _SlotDataset
+
+    dataset = _SlotDataset(loader.mixture, loader.transforms, loader.collator)
+    for step, batch in enumerate(batches):
+        plain = loader.collator([dataset.fetch(key) for key in loader.rank_keys(step)])
+        assert_same_batch(batch, {**plain, "step": step})
 
 
 def test_nested_mixture_and_balance(data: Path) -> None:

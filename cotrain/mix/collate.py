@@ -15,9 +15,36 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.mix.transform import Normalizer
+from cotrain.mix.normalize import Normalizer
 
 TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "modality", "embodiment", "key")
+
+
+@dataclass
+class BatchRows:
+    """A batch under construction: every field preallocated, row i written in place by
+    `SampleTransform.into` (the loader's path: no per-sample dicts, no second copy of anything).
+    Padding is 0 / False; images are written whole (every camera slot) by the transform."""
+
+    images_t: Any  # torch uint8 [B, C, S, S, 3] sharing `images`' memory, or None (a ring buffer)
+    images: np.ndarray  # uint8 [B, C, S, S, 3]
+    camera_mask: np.ndarray  # bool [B, C]
+    state: np.ndarray  # f32 [B, Ds]
+    state_mask: np.ndarray  # bool [B, Ds]
+    actions: np.ndarray  # f32 [B, H, Da]
+    action_mask: np.ndarray  # bool [B, Da]
+    actions_valid: np.ndarray  # bool [B, H]
+    source: np.ndarray  # int64 [B]
+    loss_weight: np.ndarray  # f32 [B]
+    skipped: np.ndarray  # int64 [B]
+    action_tokens: list[np.ndarray | None]
+    text: dict[str, list[Any]]  # TEXT_FIELDS -> one entry per row
+
+    def clear_row(self, i: int) -> None:
+        """Back to padding, after a failed sample wrote part of row i (its replacement may write less)."""
+        for a in (self.camera_mask, self.state, self.state_mask, self.actions, self.action_mask, self.actions_valid):
+            a[i] = 0
+        self.action_tokens[i] = None
 
 
 @dataclass(frozen=True)
@@ -34,65 +61,69 @@ class Collator:
         """The padded batch as tensors (shapes in the module docstring)."""
         return to_tensors(self.arrays(samples))
 
-    def image_buffer(self, batch: int) -> tuple[Any, np.ndarray]:
-        """The images of a batch of `batch` samples: a zeroed uint8 tensor [B, C, S, S, 3] and its numpy view."""
+    def image_buffer(self, batch: int, zeroed: bool = True) -> tuple[Any, np.ndarray]:
+        """The images of a batch of `batch` samples: a uint8 tensor [B, C, S, S, 3] and its numpy view.
+
+        `zeroed=False` skips clearing 150 KB per camera slot, for a caller that writes every slot
+        (`SampleTransform.into` does)."""
         import torch
 
-        array = np.zeros((batch, self.max_cameras, self.image_size, self.image_size, 3), np.uint8)
+        shape = (batch, self.max_cameras, self.image_size, self.image_size, 3)
+        array = np.zeros(shape, np.uint8) if zeroed else np.empty(shape, np.uint8)
         return torch.from_numpy(array), array
 
-    def arrays(self, samples: Sequence[dict[str, Any]], images: tuple[Any, np.ndarray] | None = None,
+    def rows(self, batch: int, images: tuple[Any, np.ndarray] | None = None) -> BatchRows:
+        """An empty batch of `batch` rows to write samples into; `images` (tensor or None, array
+        [B, C, S, S, 3]) is where they go, by default a new uncleared buffer (every slot is written)."""
+        images_t, array = images if images is not None else self.image_buffer(batch, zeroed=False)
+        b, c, h, d = batch, self.max_cameras, self.horizon, self.action_dim
+        return BatchRows(
+            images_t, array, np.zeros((b, c), bool), np.zeros((b, self.state_dim), np.float32),
+            np.zeros((b, self.state_dim), bool), np.zeros((b, h, d), np.float32), np.zeros((b, d), bool),
+            np.zeros((b, h), bool), np.zeros(b, np.int64), np.zeros(b, np.float32), np.zeros(b, np.int64),
+            [None] * b, {field: [None] * b for field in TEXT_FIELDS})
+
+    def finish(self, rows: BatchRows,
                normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]] | None = None) -> dict[str, Any]:
-        """The batch before `to_tensors`: numpy arrays, and the images as a tensor [B, C, S, S, 3].
+        """The written rows as the `arrays` form; `normalizers` ((state, actions) per source id) maps
+        raw state and actions to model units, one source at a time."""
+        if normalizers is not None:
+            _normalize(rows.source, rows.state, rows.actions, normalizers)
+        batch: dict[str, Any] = {
+            "images": rows.images_t, "camera_mask": rows.camera_mask, "state": rows.state,
+            "state_mask": rows.state_mask, "actions": rows.actions, "action_mask": rows.action_mask,
+            "actions_valid": rows.actions_valid, "has_actions": rows.action_mask.any(axis=1),
+            "source": rows.source, "loss_weight": rows.loss_weight, "skipped": rows.skipped,
+        }
+        batch.update(_tokens(rows.action_tokens))
+        batch.update(rows.text)
+        return batch
 
-        `images` is (tensor or None, array) the samples were already decoded into (row i = sample i,
-        `SampleTransform(sample, images=row)`, every slot written); without it the samples' images are
-        copied into a new `image_buffer`. `normalizers` ((state, actions) per source id) normalises
-        samples made with `SampleTransform(..., normalize=False)` here, one source at a time.
+    def arrays(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The batch before `to_tensors` (numpy arrays, images a tensor [B, C, S, S, 3]) from processed
+        samples (`SampleTransform(sample)` dicts, already normalised).
 
-        The DataLoader workers return this form, their images left in a shared buffer (ring.py) and
-        the small arrays pickled inline. A tensor per field instead costs each batch 13 shared-memory
-        segments and file-descriptor handshakes (measured: 8 ms of CPU per batch of 32 against under
-        3 ms), and a numpy-backed tensor is copied into shared memory by the queue's feeder thread,
-        where a worker stopped mid-send (loop left early) could die with SIGABRT.
+        The DataLoader workers return this form (built with `rows` / `finish`), their images left in a
+        shared buffer (ring.py) and the small arrays pickled inline. A tensor per field instead costs
+        each batch 13 shared-memory segments and file-descriptor handshakes (measured: 8 ms of CPU per
+        batch of 32 against under 3 ms), and a numpy-backed tensor is copied into shared memory by the
+        queue's feeder thread, where a worker stopped mid-send (loop left early) could die with SIGABRT.
         """
-        b, placed = len(samples), images is not None
-        images_t, images = images if images is not None else self.image_buffer(b)
-        cam_mask = np.zeros((b, self.max_cameras), bool)
-        state = np.zeros((b, self.state_dim), np.float32)
-        state_mask = np.zeros((b, self.state_dim), bool)
-        actions = np.zeros((b, self.horizon, self.action_dim), np.float32)
-        action_mask = np.zeros((b, self.action_dim), bool)
-        valid = np.zeros((b, self.horizon), bool)
+        rows = self.rows(len(samples), self.image_buffer(len(samples)))  # zeroed: only present cameras are copied
         for i, smp in enumerate(samples):
             c = min(len(smp["images"]), self.max_cameras)
-            cam_mask[i, :c] = smp["camera_present"][:c]
-            if not placed:
-                images[i, :c] = smp["images"][:c]
+            rows.images[i, :c] = smp["images"][:c]
+            rows.camera_mask[i, :c] = smp["camera_present"][:c]
             ds, da = len(smp["state"]), smp["actions"].shape[1]
-            state[i, :ds], state_mask[i, :ds] = smp["state"], True
+            rows.state[i, :ds], rows.state_mask[i, :ds] = smp["state"], True
             if da:
-                actions[i, :, :da], action_mask[i, :da], valid[i] = smp["actions"], True, smp["actions_valid"]
-        source = np.array([smp["source"] for smp in samples], np.int64)
-        if normalizers is not None:
-            _normalize(source, state, actions, normalizers)
-        batch: dict[str, Any] = {
-            "images": images_t,
-            "camera_mask": cam_mask,
-            "state": state,
-            "state_mask": state_mask,
-            "actions": actions,
-            "action_mask": action_mask,
-            "actions_valid": valid,
-            "has_actions": action_mask.any(axis=1),
-            "source": source,
-            "loss_weight": np.array([smp["loss_weight"] for smp in samples], np.float32),
-            "skipped": np.array([smp.get("skipped", 0) for smp in samples], np.int64),
-        }
-        batch.update(_tokens(samples))
-        for field in TEXT_FIELDS:
-            batch[field] = [smp.get(field) for smp in samples]
-        return batch
+                rows.actions[i, :, :da], rows.action_mask[i, :da] = smp["actions"], True
+                rows.actions_valid[i] = smp["actions_valid"]
+            rows.source[i], rows.loss_weight[i], rows.skipped[i] = smp["source"], smp["loss_weight"], smp.get("skipped", 0)
+            rows.action_tokens[i] = smp.get("action_tokens")
+            for field in TEXT_FIELDS:
+                rows.text[field][i] = smp.get(field)
+        return self.finish(rows)
 
 
 def _normalize(source: np.ndarray, state: np.ndarray, actions: np.ndarray,
@@ -120,12 +151,11 @@ def to_tensors(batch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _tokens(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    length = max((len(t) for t in (s.get("action_tokens") for s in samples) if t is not None), default=0)
-    ids = np.zeros((len(samples), length), np.int64)
-    mask = np.zeros((len(samples), length), bool)
-    for i, smp in enumerate(samples):
-        tok = smp.get("action_tokens")
+def _tokens(tokens: Sequence[np.ndarray | None]) -> dict[str, Any]:
+    length = max((len(t) for t in tokens if t is not None), default=0)
+    ids = np.zeros((len(tokens), length), np.int64)
+    mask = np.zeros((len(tokens), length), bool)
+    for i, tok in enumerate(tokens):
         if tok is not None:
             ids[i, : len(tok)], mask[i, : len(tok)] = tok, True
     return {"action_tokens": ids, "action_tokens_mask": mask}

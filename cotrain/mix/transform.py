@@ -1,8 +1,6 @@
-"""Per-sample processing in the loader: JPEG -> letterboxed image, normalised state and actions.
+"""Per-sample processing in the loader: JPEG -> letterboxed image, state and actions padded to the
+horizon, normalised with the source's own stats (normalize.py).
 
-Normalisation uses each source's own manifest stats (never pooled across embodiments):
-- quantile: x -> 2 (x - q01) / max(q99 - q01, floor) - 1, clipped to [-clip, clip];
-- mean_std: x -> (x - mean) / max(std, floor), clipped likewise.
 Missing stats for a source that has state or actions are an error, never a silent identity.
 """
 
@@ -17,7 +15,11 @@ import numpy as np
 
 from cotrain import keys
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import DimStats, Manifest
+from cotrain.manifest import Manifest
+from cotrain.mix.collate import BatchRows, Collator
+from cotrain.mix.normalize import Normalizer, build_normalizer
+
+__all__ = ["Normalizer", "SampleTransform", "build_normalizer", "letterbox_jpeg"]
 
 
 def letterbox_jpeg(data: bytes, side: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -48,41 +50,6 @@ def letterbox_jpeg(data: bytes, side: int, out: np.ndarray | None = None) -> np.
 
 
 @dataclass(frozen=True)
-class Normalizer:
-    """Affine maps for one source: y = clip((x - offset) * scale - shift, -clip, clip)."""
-
-    offset: np.ndarray
-    scale: np.ndarray
-    shift: float
-    clip: float
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        # In place on the one temporary, and minimum/maximum rather than np.clip (same values, NaN
-        # included): this runs twice per sample, where np.clip's Python-level dispatch showed up.
-        y = x - self.offset
-        y *= self.scale
-        y -= self.shift
-        np.minimum(y, self.clip, out=y)
-        np.maximum(y, -self.clip, out=y)
-        return y.astype(np.float32)
-
-    def inverse(self, y: np.ndarray) -> np.ndarray:
-        return ((y + self.shift) / self.scale + self.offset).astype(np.float32)
-
-
-def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> Normalizer | None:
-    if stats is None:
-        return None
-    if kind == "quantile":
-        lo, hi = np.asarray(stats.q01, np.float64), np.asarray(stats.q99, np.float64)
-        return Normalizer(lo, 2.0 / np.maximum(hi - lo, floor), 1.0, clip)
-    if kind == "mean_std":
-        mean, std = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
-        return Normalizer(mean, 1.0 / np.maximum(std, floor), 0.0, clip)
-    raise ConfigError(f"unknown normalization {kind!r}; valid: quantile, mean_std")
-
-
-@dataclass(frozen=True)
 class SampleTransform:
     """Turns one decoded sample of one source into model-ready numpy arrays and text."""
 
@@ -105,64 +72,79 @@ class SampleTransform:
                    build_normalizer(st, normalization, floor, clip, "state"),
                    build_normalizer(ac, normalization, floor, clip, "actions"))
 
-    def __call__(self, sample: Mapping[str, Any], images: np.ndarray | None = None, *,
-                 normalize: bool = True) -> dict[str, Any]:
-        """The processed sample. `images` ([C, S, S, 3] uint8, e.g. one row of a batch buffer) receives
-        the first C cameras, and every slot of it is written (absent cameras and spare slots zeroed),
-        so a batch is decoded in place with no per-sample canvas or copy; by default a new canvas of
-        all the source's cameras is returned.
-
-        `normalize=False` leaves state and actions in raw units (float32, same shapes and padding) for
-        a caller that normalises a whole batch at once (`Collator.arrays(..., normalizers=...)`): the
-        same values, in a few array operations per source instead of ten per sample."""
-        cams = self.manifest.cameras
-        present = np.array([keys.camera_member(c) in sample for c in cams], bool)
-        # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
-        if self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO) and not present.all():
-            missing = cams[int(np.argmin(present))]
-            raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing!r}")
-        if images is None:
-            images = np.zeros((len(cams), self.image_size, self.image_size, 3), np.uint8)
-        for i in range(len(images)):
-            if i < len(cams) and present[i]:
-                letterbox_jpeg(sample[keys.camera_member(cams[i])], self.image_size, out=images[i])
-            else:
-                images[i] = 0
+    def __call__(self, sample: Mapping[str, Any], images: np.ndarray | None = None) -> dict[str, Any]:
+        """The processed sample on its own, normalised: images [C, S, S, 3] of the source's C cameras
+        (drawn into `images`, e.g. a row of a batch buffer, when given), camera_present, state [Ds],
+        actions [H, Da] and actions_valid [H] of the source's own sizes, text and ids."""
+        cams, ds, da = len(self.manifest.cameras), self._dim(self.state_norm), self._dim(self.action_norm)
+        collator = Collator(max_cameras=cams if images is None else len(images), image_size=self.image_size,
+                            state_dim=ds, action_dim=da, horizon=self.horizon)
+        rows = collator.rows(1, None if images is None else (None, images[None]))
+        self.into(sample, rows, 0)
+        # A sample without state or actions keeps 0 dims of them (as its masks say), whatever the stats.
+        state = rows.state[0, : int(rows.state_mask[0].sum())]
+        actions = rows.actions[0, :, : int(rows.action_mask[0].sum())]
+        if self.state_norm is not None and len(state):
+            state = self.state_norm(state)
+        if self.action_norm is not None and actions.shape[1]:
+            actions = self.action_norm(actions)
         out: dict[str, Any] = {
-            "images": images[: len(cams)],
-            "camera_present": present,
-            "source": self.source,
-            "modality": self.manifest.modality,
-            "embodiment": self.manifest.embodiment or "",
-            "loss_weight": self.loss_weight,
-            "key": sample.get("__key__", ""),
-            "instruction": sample.get(keys.INSTRUCTION),
-            "prompt": sample.get(keys.PROMPT),
-            "target": sample.get(keys.TARGET),
-            "conversation": sample.get(keys.CONVERSATION),
+            "images": rows.images[0, :cams], "camera_present": rows.camera_mask[0, :cams], "source": self.source,
+            "loss_weight": self.loss_weight, "state": state, "actions": actions,
+            "actions_valid": rows.actions_valid[0], "action_tokens": rows.action_tokens[0],
         }
-        out.update(self._lowdim(sample, normalize))
-        tokens = sample.get(keys.ACTION_TOKENS)
-        out["action_tokens"] = None if tokens is None else np.asarray(tokens, np.int64)
+        out.update({field: values[0] for field, values in rows.text.items()})
         return out
 
-    def _lowdim(self, sample: Mapping[str, Any], normalize: bool = True) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _dim(norm: Normalizer | None) -> int:
+        return 0 if norm is None else len(norm.offset)
+
+    def into(self, sample: Mapping[str, Any], rows: BatchRows, i: int) -> None:
+        """Write the sample into row i of a batch: every camera slot of `rows.images[i]` (absent cameras
+        and spare slots zeroed, so the buffer need not be cleared), state and actions in raw units
+        (the batch is normalised per source in `Collator.finish`), masks, text and ids. On an error the
+        row may be partly written (`BatchRows.clear_row`)."""
+        cams = self.manifest.cameras
+        present = [keys.camera_member(c) in sample for c in cams]
+        # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
+        if not all(present) and self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO):
+            missing = cams[present.index(False)]
+            raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing!r}")
+        images = rows.images[i]
+        for c in range(len(images)):
+            if c < len(cams) and present[c]:
+                letterbox_jpeg(sample[keys.camera_member(cams[c])], self.image_size, out=images[c])
+            else:
+                images[c] = 0
+        n = min(len(cams), len(images))
+        rows.camera_mask[i, :n] = present[:n]
+        self._lowdim_into(sample, rows, i)
+        rows.source[i], rows.loss_weight[i] = self.source, self.loss_weight
+        tokens = sample.get(keys.ACTION_TOKENS)
+        rows.action_tokens[i] = None if tokens is None else np.asarray(tokens, np.int64)
+        text = rows.text
+        text["modality"][i], text["embodiment"][i] = self.manifest.modality, self.manifest.embodiment or ""
+        text["key"][i] = sample.get("__key__", "")
+        for field, member in _TEXT_MEMBERS:
+            text[field][i] = sample.get(member)
+
+    def _lowdim_into(self, sample: Mapping[str, Any], rows: BatchRows, i: int) -> None:
         state = sample.get(keys.STATE)
-        actions = sample.get(keys.ACTIONS)
-        out = {}
         if state is not None and self.state_norm is not None:
-            out["state"] = self.state_norm(np.asarray(state, np.float64)) if normalize else np.asarray(state, np.float32)
-        else:
-            out["state"] = np.zeros(0, np.float32)
-        if actions is not None and self.action_norm is not None:
-            raw = np.asarray(actions, np.float64 if normalize else np.float32)[: self.horizon]
-            chunk = self.action_norm(raw) if normalize else raw
-            valid = sample[keys.ACTIONS_VALID] if keys.ACTIONS_VALID in sample else np.ones(len(chunk), bool)
-            valid = np.asarray(valid, bool)[: self.horizon]
-            pad = self.horizon - len(chunk)
-            out["actions"] = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-            out["actions_valid"] = np.concatenate([valid, np.zeros(pad, bool)]) if pad else valid
-        else:
-            out["actions"] = np.zeros((self.horizon, 0), np.float32)
-            out["actions_valid"] = np.zeros(self.horizon, bool)
-        return out
+            d = len(state)
+            rows.state[i, :d], rows.state_mask[i, :d] = state, True
+        actions = sample.get(keys.ACTIONS)
+        if actions is None or self.action_norm is None:
+            return
+        chunk = np.asarray(actions)[: self.horizon]
+        n, d = chunk.shape
+        rows.actions[i, :n, :d], rows.action_mask[i, :d] = chunk, True
+        if n < self.horizon:  # a chunk cut short by the episode's end repeats its last action (invalid steps)
+            rows.actions[i, n:, :d] = chunk[-1]
+        valid = sample.get(keys.ACTIONS_VALID)
+        rows.actions_valid[i, :n] = True if valid is None else np.asarray(valid, bool)[:n]
+
+
+_TEXT_MEMBERS = (("instruction", keys.INSTRUCTION), ("prompt", keys.PROMPT), ("target", keys.TARGET),
+                 ("conversation", keys.CONVERSATION))
