@@ -71,7 +71,13 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
     _check_machine(doc, "loader")
     table = doc["summary"]
     keys = {"floor", "floor-x2"} | {f"{k}-w{w}" for k in ("wds", "mixture", "randommix", "hf") for w in (0, 2)}
-    assert set(table) == keys
+    assert set(table) == keys | {"interleaved-w0"}
+    inter = table.pop("interleaved-w0")  # the floor and the loader alternating in one process
+    assert _positive(inter["ratio_to_floor"]) and _positive(inter["cpu_ratio_to_floor"])
+    assert _positive(inter["samples_per_s"]) and _positive(inter["floor_samples_per_s"])
+    chunks = doc["runs"]["interleaved-w0"][0]["chunks"]
+    assert len(chunks) == 8 and inter["ratio_to_floor"] == pytest.approx(
+        float(np.median([c["floor_s"] / c["mixture_s"] for c in chunks])), abs=1e-4)
     for key, row in table.items():
         for field in ("samples_per_s", "ratio_to_floor", "paired_ratio_to_floor", "samples_per_cpu_s", "peak_pss_mib"):
             assert _positive(row[field]), (key, field, row[field])
@@ -87,8 +93,8 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
         (long_run["pss_100pct_mib"] - long_run["pss_10pct_mib"]) / long_run["pss_10pct_mib"], abs=2e-3)
     assert long_run["realised"] == pytest.approx([0.5, 0.3, 0.2], abs=1 / 2000)
     targets = doc["targets"]
-    assert set(targets) == {"mixture_w0_ratio", "mixture_w2_ratio", "mixture_faster_than", "worst_window_error",
-                            "memory_growth"}
+    assert set(targets) == {"mixture_w0_ratio", "mixture_w0_interleaved_ratio", "mixture_w2_ratio",
+                            "mixture_faster_than", "worst_window_error", "memory_growth"}
     assert all(isinstance(t["met"], bool) for t in targets.values())
     runs = doc["runs"]
     assert targets["mixture_w0_ratio"]["value"] == table["mixture-w0"]["paired_ratio_to_floor"] == pytest.approx(
@@ -99,7 +105,9 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
 def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
     # --only one MixtureLoader variant with --baseline: the baseline repeats just that variant.
     doc = _run("loader_bench.py", tmp_path / "loader.json", "--only", "mixture-w0", "--no-long", "--baseline", str(ROOT))
-    assert set(doc["summary"]) == {"floor", "floor-x2", "mixture-w0", "mixture-w0@baseline"}
+    assert set(doc["summary"]) == {"floor", "floor-x2", "mixture-w0", "mixture-w0@baseline", "interleaved-w0",
+                                   "interleaved-w0@baseline"}
+    assert set(doc["baseline"]["interleaved_w0_ratio"]) == {"new", "baseline"}
     assert _positive(doc["baseline"]["mixture_w0_speedup"]) and "mixture_w2_speedup" not in doc["baseline"]
 
 

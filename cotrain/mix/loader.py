@@ -60,6 +60,7 @@ class _SlotDataset:
         self.collator = collator
         self.ring = ring  # with DataLoader workers: where they decode images to (ring.py)
         self.normalizers = [(t.state_norm, t.action_norm) for t in transforms]  # applied per batch (collate.py)
+        self.members = [t.members for t in transforms]  # decoded per sample; other members are skipped
         self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
 
     def _reader(self, source: int) -> SourceReader:
@@ -113,7 +114,7 @@ class _SlotDataset:
         src = self.mixture.sources[source]
         for attempt in range(MAX_REPLACEMENTS + 1):
             try:
-                use(self._reader(source).read(index))
+                use(self._reader(source).read(index, self.members[source]))
                 return attempt
             except (CotrainError, OSError, ValueError, KeyError) as exc:
                 if self.mixture.spec.bad_samples == "raise":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Collection
 from itertools import accumulate
 from typing import Any
 
@@ -112,6 +113,10 @@ class SourceReader:
             raw[ext] = block[offset - start: offset - start + size]
         return raw
 
-    def read(self, index: int) -> dict[str, Any]:
-        """Decoded sample: npy/json/txt members decoded, images still JPEG bytes."""
-        return decode_sample(self.read_raw(index))
+    def read(self, index: int, members: Collection[str] | None = None) -> dict[str, Any]:
+        """Decoded sample: npy/json/txt members decoded, images still JPEG bytes. With `members`, only
+        those are kept (and decoded): the loader skips what its transform never reads (e.g. meta.json)."""
+        raw = self.read_raw(index)
+        if members is not None:
+            raw = {k: v for k, v in raw.items() if k in members or k.startswith("__")}
+        return decode_sample(raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,16 @@ class SampleTransform:
         out.update({field: values[0] for field, values in rows.text.items()})
         return out
 
+    @cached_property  # (a frozen dataclass still has a __dict__ for cached_property to fill)
+    def _camera_members(self) -> tuple[str, ...]:
+        return tuple(keys.camera_member(c) for c in self.manifest.cameras)
+
+    @cached_property
+    def members(self) -> frozenset[str]:
+        """The sample members `into` reads (anything else in a shard need not be decoded)."""
+        return frozenset({*self._camera_members, keys.STATE, keys.ACTIONS, keys.ACTIONS_VALID, keys.ACTION_TOKENS,
+                          *(member for _, member in _TEXT_MEMBERS)})
+
     @staticmethod
     def _dim(norm: Normalizer | None) -> int:
         return 0 if norm is None else len(norm.offset)
@@ -105,20 +116,21 @@ class SampleTransform:
         and spare slots zeroed, so the buffer need not be cleared), state and actions in raw units
         (the batch is normalised per source in `Collator.finish`), masks, text and ids. On an error the
         row may be partly written (`BatchRows.clear_row`)."""
-        cams = self.manifest.cameras
-        present = [keys.camera_member(c) in sample for c in cams]
+        members = self._camera_members
+        present = [m in sample for m in members]
+        complete = all(present)
         # Robot samples carry every camera; image-text samples may hold fewer images than the dataset's most.
-        if not all(present) and self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO):
-            missing = cams[present.index(False)]
+        if not complete and self.manifest.modality in (keys.ROBOT, keys.HUMAN_VIDEO):
+            missing = self.manifest.cameras[present.index(False)]
             raise DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')} lacks camera {missing!r}")
         images = rows.images[i]
         for c in range(len(images)):
-            if c < len(cams) and present[c]:
-                letterbox_jpeg(sample[keys.camera_member(cams[c])], self.image_size, out=images[c])
+            if c < len(members) and present[c]:
+                letterbox_jpeg(sample[members[c]], self.image_size, out=images[c])
             else:
                 images[c] = 0
-        n = min(len(cams), len(images))
-        rows.camera_mask[i, :n] = present[:n]
+        n = min(len(members), len(images))
+        rows.camera_mask[i, :n] = True if complete else present[:n]
         self._lowdim_into(sample, rows, i)
         rows.source[i], rows.loss_weight[i] = self.source, self.loss_weight
         tokens = sample.get(keys.ACTION_TOKENS)
