@@ -20,7 +20,9 @@ from cotrain.manifest import Manifest
 from cotrain.mix.collate import BatchRows, Collator
 from cotrain.mix.normalize import Normalizer, build_normalizer
 
-__all__ = ["Normalizer", "SampleTransform", "build_normalizer", "letterbox_jpeg"]
+__all__ = ["ImageJob", "Normalizer", "SampleTransform", "build_normalizer", "letterbox_jpeg"]
+
+ImageJob = tuple[bytes, np.ndarray]  # a camera's JPEG and the [S, S, 3] batch slot it decodes into
 
 
 def letterbox_jpeg(data: bytes, side: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -111,11 +113,13 @@ class SampleTransform:
     def _dim(norm: Normalizer | None) -> int:
         return 0 if norm is None else len(norm.offset)
 
-    def into(self, sample: Mapping[str, Any], rows: BatchRows, i: int) -> None:
+    def into(self, sample: Mapping[str, Any], rows: BatchRows, i: int, jobs: list[ImageJob] | None = None) -> None:
         """Write the sample into row i of a batch: every camera slot of `rows.images[i]` (absent cameras
         and spare slots zeroed, so the buffer need not be cleared), state and actions in raw units
-        (the batch is normalised per source in `Collator.finish`), masks, text and ids. On an error the
-        row may be partly written (`BatchRows.clear_row`)."""
+        (the batch is normalised per source in `Collator.finish`), masks, text and ids. With `jobs`,
+        the JPEGs are not decoded here but listed there with their slots, for the caller to decode
+        (`letterbox_jpeg(data, side, out=slot)`). On an error the row may be partly written
+        (`BatchRows.clear_row`)."""
         members = self._camera_members
         present = [m in sample for m in members]
         complete = all(present)
@@ -126,7 +130,10 @@ class SampleTransform:
         images = rows.images[i]
         for c in range(len(images)):
             if c < len(members) and present[c]:
-                letterbox_jpeg(sample[members[c]], self.image_size, out=images[c])
+                if jobs is None:
+                    letterbox_jpeg(sample[members[c]], self.image_size, out=images[c])
+                else:
+                    jobs.append((sample[members[c]], images[c]))
             else:
                 images[c] = 0
         n = min(len(members), len(images))
