@@ -13,6 +13,8 @@ workers (`-w2`); the floor's 2-worker counterpart is 2 plain processes, each dec
 then times the next `timed` samples. Ratios are to the floor of the same worker count; each round
 runs floor, mixture-w0, floor-x2, mixture-w2, then the peers, so that each MixtureLoader run can
 be divided by the floor run just before it (`paired_ratio_to_floor`, what the targets check).
+`interleaved-w0` runs the floor and (b) in one process, alternating 10 batches of each, so that
+both are timed at the same machine speed (`run_interleaved`); its ratio is checked too.
 
 For the mixing variants (b, c, d) the realised source proportions of the timed samples are compared
 with the target weights: the largest error overall, and in the worst window of `window` consecutive
@@ -159,7 +161,8 @@ def run_floor(root: Path, size: dict[str, Any], part: int, parts: int) -> dict[s
 
 
 def run_interleaved(root: Path, size: dict[str, Any]) -> dict[str, Any]:
-    """The floor and the 1-process MixtureLoader alternating in ONE process, a few batches at a time over the same planned samples, each chunk timed on its own (wall and CPU).
+    """The floor and the 1-process MixtureLoader alternating in ONE process, a few batches at a time
+    over the same planned samples, each chunk timed on its own (wall and CPU).
 
     Why: identical decoding runs at two speeds in different fresh processes on the reference VM
     (README, "Reading the numbers"), so a fresh-process floor run and the loader run after it may
@@ -368,7 +371,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="rounds per variant (default 3; 1 with --quick)")
     p.add_argument("--out", default=None, help="result JSON path (default benchmarks/results/loader-<time>.json)")
     p.add_argument("--workdir", default=None, help="keep the data here (default: a temp dir, removed)")
-    p.add_argument("--only", default=None, help="comma list of variants besides the floors, e.g. mixture-w0 (no targets)")
+    p.add_argument("--only", default=None, help="comma list of variants besides the floors and interleaved-w0 "
+                                                 "(always run), e.g. mixture-w0 (no targets)")
     p.add_argument("--no-long", action="store_true", help="skip the long memory run (no targets)")
     p.add_argument("--baseline", default=None, help="also run the MixtureLoader variants with cotrain imported "
                                                      "from this earlier checkout (e.g. a git worktree), same rounds")
