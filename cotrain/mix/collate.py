@@ -85,8 +85,15 @@ class Collator:
 
     def finish(self, rows: BatchRows,
                normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]] | None = None) -> dict[str, Any]:
-        """The written rows as the `arrays` form; `normalizers` ((state, actions) per source id) maps
-        raw state and actions to model units, one source at a time."""
+        """The written rows as the `arrays` form (numpy arrays, images a tensor or a ring buffer's
+        None); `normalizers` ((state, actions) per source id) maps raw state and actions to model
+        units, one source at a time.
+
+        DataLoader workers return this form, their images left in a shared buffer (ring.py) and the
+        small arrays pickled inline. A tensor per field instead costs each batch 13 shared-memory
+        segments and file-descriptor handshakes (measured: 8 ms of CPU per batch of 32 against under
+        3 ms), and a numpy-backed tensor is copied into shared memory by the queue's feeder thread,
+        where a worker stopped mid-send (loop left early) could die with SIGABRT."""
         if normalizers is not None:
             _normalize(rows.source, rows.state, rows.actions, normalizers)
         batch: dict[str, Any] = {
@@ -101,14 +108,7 @@ class Collator:
 
     def arrays(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The batch before `to_tensors` (numpy arrays, images a tensor [B, C, S, S, 3]) from processed
-        samples (`SampleTransform(sample)` dicts, already normalised).
-
-        The DataLoader workers return this form (built with `rows` / `finish`), their images left in a
-        shared buffer (ring.py) and the small arrays pickled inline. A tensor per field instead costs
-        each batch 13 shared-memory segments and file-descriptor handshakes (measured: 8 ms of CPU per
-        batch of 32 against under 3 ms), and a numpy-backed tensor is copied into shared memory by the
-        queue's feeder thread, where a worker stopped mid-send (loop left early) could die with SIGABRT.
-        """
+        samples (`SampleTransform(sample)` dicts, already normalised)."""
         rows = self.rows(len(samples), self.image_buffer(len(samples)))  # zeroed: only present cameras are copied
         for i, smp in enumerate(samples):
             c = min(len(smp["images"]), self.max_cameras)
