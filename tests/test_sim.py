@@ -213,6 +213,28 @@ def test_expert_succeeds_and_random_fails_on_every_split(embodiment: str) -> Non
     assert rand["overall"]["mean_closest"] > 0.15 > expert["overall"]["mean_closest"]
 
 
+def test_train_split_replays_the_target_demonstrations() -> None:
+    """`train` episode i is demonstration i of a corpus with the same seed and verbs: same scene, same
+    first frame; the privileged expert solves them all; the split is reported on its own."""
+    cfg = CorpusConfig(seed=3, verbs=("pick", "push"))
+    renderer = Renderer(cfg.image_size)
+    recs = record_role("target", "sim_arm", 3, cfg, renderer)
+    env = TabletopEnv("sim_arm")
+    for i, rec in enumerate(recs):
+        spec = sample_eval_episode("train", i, 3, env.embodiment, verbs=cfg.verbs)
+        assert (spec.scene, spec.condition, spec.split, spec.group) == (rec.spec.scene, rec.spec.condition,
+                                                                       "train", "train")
+        obs, info = env.reset(options={"episode": spec})
+        np.testing.assert_array_equal(obs["images"]["top"], rec.images["top"][0])
+        assert obs["instruction"] == rec.instruction and info["split"] == "train"
+    ev = EvalConfig(episodes=6, splits=("train", "seen"), seed=3, verbs=cfg.verbs)
+    result = evaluate_policy(expert_policy(ev), ev, name="expert")
+    assert [e["instruction"] for e in result["episodes"] if e["split"] == "train"] == [r.instruction for r in recs]
+    assert result["splits"]["train"]["success_rate"] == 1.0 and set(result["groups"]) == set()
+    with pytest.raises(ConfigError, match="choose from seen, unseen, seen_shift, unseen_shift, train"):
+        EvalConfig(splits=("training",))
+
+
 def test_eval_result_schema_and_determinism() -> None:
     cfg = EvalConfig(episodes=10, replan_steps=4)
     result = evaluate_policy(random_policy(cfg), cfg, name="random")

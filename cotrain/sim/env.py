@@ -15,7 +15,7 @@ every evaluation episode is solvable and the expert's success rate measures the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,9 @@ from cotrain.sim.embodiments import Embodiment, get_embodiment
 from cotrain.sim.expert import ExpertParams, expert_action
 from cotrain.sim.render import SHIFTS, Condition, Renderer, sample_condition
 from cotrain.sim.scene import (
+    ALL_SPLITS,
     EVAL_SPLITS,
+    TRAIN_SPLIT,
     ROLES,
     UNSEEN_GROUPS,
     VERBS,
@@ -87,9 +89,13 @@ def sample_demo_episode(role: str, index: int, seed: int, embodiment: Embodiment
 def sample_eval_episode(split: str, index: int, seed: int, embodiment: Embodiment, max_steps: int | None = None,
                         verbs: Sequence[str] = VERBS) -> EpisodeSpec:
     """Evaluation episode `index` of a split: unseen cycles its groups (those with tasks of `verbs`),
-    shifted splits cycle SHIFTS."""
-    if split not in EVAL_SPLITS:
-        raise ValueError(f"unknown split {split!r}; splits: {', '.join(EVAL_SPLITS)}")
+    shifted splits cycle SHIFTS. `train` is the target robot's demonstration `index` of a corpus
+    generated with this `seed` and `verbs` (its layout, task and normal conditions)."""
+    if split not in ALL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(ALL_SPLITS)}")
+    if split == TRAIN_SPLIT:
+        spec, _ = sample_demo_episode("target", index, seed, embodiment, max_steps, verbs)
+        return replace(spec, split=TRAIN_SPLIT, group=TRAIN_SPLIT)
     groups = [g for g in UNSEEN_GROUPS if unseen_tasks(g, verbs)]
     unseen = split.startswith("unseen")
     group = groups[index % len(groups)] if unseen else "seen"

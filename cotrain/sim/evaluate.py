@@ -27,7 +27,7 @@ from cotrain.errors import ConfigError
 from cotrain.sim.embodiments import DEFAULT_TARGET, ROBOTS
 from cotrain.sim.env import TabletopEnv, episode_rng, sample_eval_episode
 from cotrain.sim.expert import ExpertParams, expert_chunk
-from cotrain.sim.scene import EVAL_SPLITS, VERBS, check_verbs
+from cotrain.sim.scene import ALL_SPLITS, EVAL_SPLITS, VERBS, check_verbs
 
 Policy = Callable[[dict[str, Any]], np.ndarray]
 PolicyFactory = Callable[[TabletopEnv], Policy]
@@ -41,7 +41,7 @@ class EvalConfig:
 
     Args:
         episodes: total episodes, spread round-robin over `splits`.
-        splits: evaluation splits, from EVAL_SPLITS.
+        splits: evaluation splits, from EVAL_SPLITS, or `train` (the training demonstrations' layouts).
         embodiment: the robot the policy drives.
         replan_steps: actions executed from each chunk before the policy is asked again.
         horizon: chunk length the baselines produce.
@@ -66,9 +66,9 @@ class EvalConfig:
             check_verbs(self.verbs)
         except ValueError as exc:
             raise ConfigError(f"--verbs: {exc}") from None
-        unknown = [s for s in self.splits if s not in EVAL_SPLITS]
+        unknown = [s for s in self.splits if s not in ALL_SPLITS]
         if unknown or not self.splits:
-            raise ConfigError(f"--splits {','.join(self.splits)!r}: choose from {', '.join(EVAL_SPLITS)}")
+            raise ConfigError(f"--splits {','.join(self.splits)!r}: choose from {', '.join(ALL_SPLITS)}")
         if self.embodiment not in ROBOTS:
             raise ConfigError(f"--embodiment {self.embodiment!r}: choose from {', '.join(ROBOTS)}")
         if self.episodes < 1 or self.replan_steps < 1 or self.horizon < 1:
@@ -92,7 +92,7 @@ def random_policy(cfg: EvalConfig) -> PolicyFactory:
     """Uniform moves within the step limit and a random gripper command, seeded per episode."""
     def make(env: TabletopEnv) -> Policy:
         spec = env.current()[1]
-        rng = episode_rng(cfg.seed, _RANDOM_STREAM + EVAL_SPLITS.index(spec.split), spec.index)
+        rng = episode_rng(cfg.seed, _RANDOM_STREAM + ALL_SPLITS.index(spec.split), spec.index)
         step, dims = env.embodiment.max_step, env.action_dim
 
         def act(obs: dict[str, Any]) -> np.ndarray:

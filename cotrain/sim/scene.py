@@ -52,6 +52,10 @@ HELD_OUT_COMBOS: tuple[tuple[str, str, str], ...] = (
 UNSEEN_GROUPS: dict[str, str | None] = {"vision_language": "purple", "cross_embodiment": "star",
                                         "human": "triangle", "combo": None}
 EVAL_SPLITS = ("seen", "unseen", "seen_shift", "unseen_shift")
+# Opt-in diagnostic split: the layouts and tasks of the target robot's own demonstrations, to tell a policy
+# that cannot control (fails there too) from one that cannot generalise (solves them, fails `seen`).
+TRAIN_SPLIT = "train"
+ALL_SPLITS = (*EVAL_SPLITS, TRAIN_SPLIT)
 
 OBJECT_RADIUS = 0.075
 GOAL_RADIUS = 0.11
