@@ -15,8 +15,9 @@ import yaml
 from cotrain.ablate.stats import (compact_letter_display, holm, pairwise_welch, regularized_beta, student_t_sf,
                                   summarise, welch_t_test)
 from cotrain.ablate.study import rescale_phases
+from cotrain.dataset import Dataset
 from cotrain.errors import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, episodes_of
 
 # --- incomplete beta and Student t ------------------------------------------------------------------
 
@@ -251,6 +252,11 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert rows[0]["proportions"]["target"] == 0 and rows[3]["proportions"]["target"] == 0.5  # phase 2 mixes it in
     sim = json.loads((run / "sim.json").read_text())
     assert sim["config"]["episodes"] == 4 and sim["config"]["image_size"] == 32 and sim["config"]["verbs"] == ["pick"]
+    # The memorisation check replays the corpus's 3 training demos (train_episodes 24, capped at 3).
+    on_train = json.loads((run / "sim_train.json").read_text())
+    assert on_train["config"]["splits"] == ["train"] and on_train["config"]["episodes"] == 3
+    demos = episodes_of(Dataset.open(data / "sim_arm"))
+    assert [e["instruction"] for e in on_train["episodes"]] == [demos[str(i)][0]["instruction.txt"] for i in range(3)]
     offline = json.loads((run / "offline.json").read_text())
     assert set(offline["datasets"]) == {"sim_arm", "sim_captions", "sim_qa"} and offline["step"] == 4
     # Metrics per run, flat; statistics files; plots.
@@ -259,6 +265,9 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     closest = [e["closest"] for e in sim["episodes"]]
     assert metrics["reach_overall"] == pytest.approx(sum(closest) / len(closest)) and metrics["reach_overall"] > 0
     assert metrics["vl_text_ce"] > 0 and metrics["action_mse"] > 0
+    assert metrics["success_train"] == on_train["splits"]["train"]["success_rate"]
+    assert metrics["reach_train"] == pytest.approx(on_train["splits"]["train"]["mean_closest"], abs=1e-4)
+    assert metrics["success_overall"] == sim["overall"]["success_rate"]  # not the train file's overall
     arm = offline["datasets"]["sim_arm"]["actions"]  # the only held-out set with actions
     assert metrics["image_gain"] == pytest.approx(arm["normalized"]["mse_shuffled_images"] - metrics["action_mse"])
     with open(out / "runs.csv") as fh:
@@ -298,6 +307,10 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert third.runs[0].metrics == result.runs[0].metrics
     resumed = {k: v for k, v in third.runs[1].metrics.items() if k != "train_seconds"}
     assert resumed == {k: v for k, v in result.runs[1].metrics.items() if k != "train_seconds"}  # exact resume
+    # Turning the memorisation check off re-evaluates without retraining; the other metrics stay the same.
+    fourth = run_ablation(dataclasses.replace(cfg, train_episodes=0))
+    assert [(r.trained, r.evaluated) for r in fourth.runs] == [(False, True)] * 4 and not (run / "sim_train.json").exists()
+    assert fourth.runs[3].metrics == {k: v for k, v in result.runs[3].metrics.items() if not k.endswith("_train")}
 
 
 def test_changed_steps_need_a_new_out(tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ class StudyData:
     verbs: tuple[str, ...]
     image_size: int
     heldout: tuple[Path, ...] = field(default_factory=tuple)
+    seed: int = 0  # generation seed of the training corpus (the simulator's `train` split replays it)
+    episodes: int = 0  # the target robot's training demonstrations
 
 
 def study_dataset_names(target: str = "sim_arm") -> list[str]:
@@ -147,4 +149,4 @@ def load_study_data(root: str | Path) -> StudyData:
     record = json.loads(path.read_text())
     cfg = record["config"]
     return StudyData(root, cfg["target"], tuple(cfg["verbs"]), int(cfg["image_size"]),
-                     tuple(root / p for p in record["heldout"]))
+                     tuple(root / p for p in record["heldout"]), int(cfg["seed"]), int(cfg["episodes"]))

@@ -8,6 +8,9 @@
   on the table plane, 0 once held), per split and overall: a dense closed-loop measure that can
   separate mixtures whose success rates are all near 0 (lower is better; grasping needs <= 0.045,
   pushing works from 0.11).
+- `success_train`, `reach_train`: the same on the layouts of the target robot's own training
+  demonstrations (sim_train.json): a run that does well there but not on `seen` has memorised its
+  scenes; one that fails there too cannot control the robot yet.
 - `action_mse`: normalised action MSE of sampled chunks on the held-out target-robot data (offline.json,
   cell-weighted over the held-out action datasets).
 - `image_gain`: how much that MSE rises when each held-out sample is shown another sample's images
@@ -47,6 +50,8 @@ METRICS: tuple[MetricDef, ...] = (
     *(MetricDef(f"unseen_{g}", f"unseen success, {g.replace('_', ' ')} group", True) for g in UNSEEN_GROUPS),
     *(MetricDef(f"reach_{s}", f"closest approach to the object, {s.replace('_', ' ')}", False) for s in EVAL_SPLITS),
     MetricDef("reach_overall", "closest approach to the object, all splits", False),
+    MetricDef("success_train", "success, own training layouts", True),
+    MetricDef("reach_train", "closest approach to the object, own training layouts", False),
     MetricDef("action_mse", "held-out action MSE (normalised)", False),
     MetricDef("image_gain", "held-out action MSE rise with another sample's images", True),
     MetricDef("vl_text_ce", "held-out VL text CE (language retention)", False),
@@ -70,6 +75,11 @@ def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
         if episodes:
             out[f"unseen_{group}"] = sum(episodes) / len(episodes)
     return out
+
+
+def _train_split_metrics(sim: dict[str, Any]) -> dict[str, float]:
+    """success_train and reach_train only: the file's `overall` is the train split, not all splits."""
+    return {k: v for k, v in _sim_metrics(sim).items() if k in ("success_train", "reach_train")}
 
 
 def _offline_metrics(offline: dict[str, Any]) -> dict[str, float]:
@@ -108,9 +118,11 @@ def _train_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def run_metrics(run_dir: Path) -> dict[str, float]:
-    """Flat metrics of a run from its sim.json, offline.json and training files (absent files: no keys)."""
+    """Flat metrics of a run from its sim.json, sim_train.json, offline.json and training files (absent
+    files: no keys)."""
     out: dict[str, float] = {}
-    for name, extract in (("sim.json", _sim_metrics), ("offline.json", _offline_metrics)):
+    for name, extract in (("sim.json", _sim_metrics), ("sim_train.json", _train_split_metrics),
+                          ("offline.json", _offline_metrics)):
         path = run_dir / name
         if path.is_file():
             out.update(extract(json.loads(path.read_text())))

@@ -1,7 +1,7 @@
 """The study's figures (matplotlib, Agg backend, written atomically as PNG):
 
-- `success_per_split.png`: closed-loop success per split (seen, unseen, seen shift, unseen shift)
-  for every mixture: bars = mean over seeds, whiskers = SD, dots = the seeds;
+- `success_per_split.png`: closed-loop success per split (seen, unseen, seen shift, unseen shift,
+  and the run's own training layouts when evaluated) for every mixture: bars = mean over seeds, whiskers = SD, dots = the seeds;
 - `unseen_groups.png`: unseen-task success by the modality that carries the task's new concept;
 - `language_retention.png`: held-out vision-language text CE per mixture (lower = more language
   kept), with the baseline's mean as a dashed line.

@@ -6,6 +6,7 @@ Per run, under `OUT/runs/<mixture>/seed<k>/`:
     train/         the trainer's run directory (`cotrain.train.loop.train`, checkpoints, metrics.jsonl)
     offline.json   `cotrain.evaluate.evaluate_run` on the held-out datasets
     sim.json       `cotrain.sim.evaluate.evaluate_policy` with the run's Policy, `episodes` episodes
+    sim_train.json the same on `train_episodes` layouts of its own training demonstrations (`train` split)
     result.json    the run's flat metrics (metrics.py) and the evaluation settings; written last
 
 Resumable at every level: a run whose `result.json` matches the study's evaluation settings and whose
@@ -22,7 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ def _eval_settings(cfg: AblationConfig, data: StudyData | None, first: StudyMixt
     return {"episodes": cfg.episodes, "eval_seed": cfg.eval_seed, "eval_samples": cfg.eval_samples,
             "eval_data": eval_data, "embodiment": data.target if data else None,
             "verbs": list(data.verbs) if data else None, "image_size": first.spec.image_size,
-            "target_source": cfg.target_source}
+            "target_source": cfg.target_source,
+            "train_episodes": min(cfg.train_episodes, data.episodes) if data else 0,
+            "corpus_seed": data.seed if data else None}
 
 
 def _final_step(train_dir: Path) -> int:
@@ -146,9 +149,10 @@ def run_policy_factory(train_dir: Path, source: str) -> Any:
 def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
     from cotrain.evaluate import evaluate_run
     from cotrain.sim.evaluate import EvalConfig, evaluate_policy
+    from cotrain.sim.scene import TRAIN_SPLIT
 
     train_dir = run_dir / "train"
-    for stale in ("offline.json", "sim.json"):  # settings may have changed since the last evaluation
+    for stale in ("offline.json", "sim.json", "sim_train.json"):  # settings may have changed since then
         (run_dir / stale).unlink(missing_ok=True)
     if settings["eval_data"]:
         offline = evaluate_run(train_dir, settings["eval_data"], max_samples=settings["eval_samples"], seed=0)
@@ -156,8 +160,13 @@ def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
     if settings["embodiment"]:
         ecfg = EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
                           image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]))
-        sim = evaluate_policy(run_policy_factory(train_dir, settings["target_source"]), ecfg, name=str(run_dir))
+        factory = run_policy_factory(train_dir, settings["target_source"])
+        sim = evaluate_policy(factory, ecfg, name=str(run_dir))
         write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
+        if settings["train_episodes"]:
+            tcfg = replace(ecfg, episodes=settings["train_episodes"], splits=(TRAIN_SPLIT,), seed=settings["corpus_seed"])
+            on_train = evaluate_policy(factory, tcfg, name=str(run_dir))
+            write_text_atomic(run_dir / "sim_train.json", json.dumps(on_train, indent=1) + "\n")
 
 
 def _load(path: Path) -> dict[str, Any] | None:

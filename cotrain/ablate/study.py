@@ -50,6 +50,9 @@ class AblationConfig:
         steps: optimiser steps per run (phases rescaled); None keeps each mixture's declared total.
         model: model preset.
         episodes: closed-loop simulator episodes per run (round-robin over the four splits).
+        train_episodes: further episodes on the layouts of the target robot's own training
+            demonstrations (the simulator's `train` split; at most their number; 0: none), which
+            tells memorising runs (they solve or reach these) from ones that cannot control at all.
         eval_samples: held-out samples per offline evaluation dataset.
         eval_seed: simulator evaluation seed (the same episodes for every run).
         eval_data: held-out datasets for the offline evaluation (default: the study folder's).
@@ -69,6 +72,7 @@ class AblationConfig:
     steps: int | None = None
     model: str = "tiny"
     episodes: int = 48
+    train_episodes: int = 24
     eval_samples: int = 128
     eval_seed: int = 0
     eval_data: tuple[str, ...] = ()
@@ -86,6 +90,8 @@ class AblationConfig:
         for flag, value in checks.items():
             if value < 1:
                 raise ConfigError(f"{flag} {value}: must be at least 1")
+        if self.train_episodes < 0:
+            raise ConfigError(f"--train-episodes {self.train_episodes}: must be 0 (none) or more")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"--steps {self.steps}: must be at least 1")
         if not self.mixtures:

@@ -17,6 +17,8 @@ def ablate_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps per run, phases rescaled (default: each "
                                         "mixture's own total).", show_default=False),
     episodes: int = typer.Option(48, "--episodes", help="Closed-loop simulator episodes per run."),
+    train_episodes: int = typer.Option(24, "--train-episodes", help="Further episodes on the layouts of the "
+                                       "target robot's own training demos (memorisation check; 0: none)."),
     eval_samples: int = typer.Option(128, "--eval-samples", help="Held-out samples per offline eval dataset."),
     eval_data: list[Path] = typer.Option([], "--eval-data", help="Held-out datasets for the offline eval "
                                          "(default: the study data's held-out sets)."),
@@ -36,7 +38,7 @@ def ablate_cmd(
     from cotrain.cli.train_cmd import _parse_sets
 
     cfg = AblationConfig(mixtures=tuple(str(m) for m in mixtures), out=str(out), seeds=seeds, steps=steps, model=model,
-                         episodes=episodes, eval_samples=eval_samples, eval_data=tuple(str(p) for p in eval_data),
+                         episodes=episodes, train_episodes=train_episodes, eval_samples=eval_samples, eval_data=tuple(str(p) for p in eval_data),
                          baseline=baseline, train_overrides=_parse_sets(sets), prepare=prepare,
                          jobs=jobs, threads=threads)
     result = run_ablation(cfg, progress=lambda msg: typer.echo(msg, err=True))
