@@ -284,7 +284,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert stats[("vl_text_ce", "baseline")]["p_vs_baseline"] == "" and row["cld"] in {"a", "b"}
     md = (out / "results.md").read_text()
     assert "| vl_tokens_two_phase |" in md and "(baseline)" in md and "held-out VL text CE" in md
-    for png in ("success_per_split.png", "unseen_groups.png", "language_retention.png"):
+    for png in ("success_per_split.png", "reach_per_split.png", "unseen_groups.png", "language_retention.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert any("[4/4] vl_tokens_two_phase seed 1: training 4 steps" in m for m in messages)
 

@@ -2,6 +2,8 @@
 
 - `success_per_split.png`: closed-loop success per split (seen, unseen, seen shift, unseen shift,
   and the run's own training layouts when evaluated) for every mixture: bars = mean over seeds, whiskers = SD, dots = the seeds;
+- `reach_per_split.png`: the closest approach to the task's object per split (metres, lower is
+  better; the grasp radius dashed), the dense measure where success is rare;
 - `unseen_groups.png`: unseen-task success by the modality that carries the task's new concept;
 - `language_retention.png`: held-out vision-language text CE per mixture (lower = more language
   kept), with the baseline's mean as a dashed line.
@@ -19,6 +21,7 @@ import numpy as np
 
 from cotrain.ablate.metrics import METRICS
 from cotrain.atomic import write_bytes_atomic
+from cotrain.sim.world import GRASP_RADIUS
 
 if TYPE_CHECKING:
     from cotrain.ablate.runner import AblationResult
@@ -41,7 +44,10 @@ def save_png(fig: Any, path: Path) -> Path:
     return path
 
 
-def _grouped(result: AblationResult, keys: Sequence[str], labels: Sequence[str], title: str, path: Path) -> Path | None:
+def _grouped(result: AblationResult, keys: Sequence[str], labels: Sequence[str], title: str, path: Path,
+             ylabel: str = "success rate", ylim: tuple[float, float] | None = (0, 1.05),
+             mark: tuple[float, str] | None = None) -> Path | None:
+    """Bars per mixture and key (mean, SD whiskers, seed dots); `mark` = a dashed reference line (y, label)."""
     import matplotlib.pyplot as plt
 
     if not any(_values(result, m, k) for m in result.mixtures for k in keys):
@@ -59,7 +65,11 @@ def _grouped(result: AblationResult, keys: Sequence[str], labels: Sequence[str],
         for p, v in zip(pos, vals):
             ax.scatter(np.full(len(v), p), v, s=7, color="k", zorder=3)
     ax.set_xticks(x, result.mixtures, rotation=30, ha="right")
-    ax.set(ylim=(0, 1.05), ylabel="success rate", title=title)
+    ax.set(ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if mark is not None:
+        ax.axhline(mark[0], color="k", lw=0.8, ls="--", label=mark[1])
     ax.axvline(result.mixtures.index(result.baseline) + 0.5, color="grey", lw=0.6, ls=":")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     fig.tight_layout()
@@ -98,6 +108,7 @@ def write_plots(result: AblationResult) -> dict[str, Path]:
     labels = {m.key: m.label for m in METRICS}
     splits = [m.key for m in METRICS if m.key.startswith("success_") and m.key != "success_overall"]
     groups = [m.key for m in METRICS if m.key.startswith("unseen_")]
+    reach = [m.key for m in METRICS if m.key.startswith("reach_") and m.key != "reach_overall"]
     out = {
         "success_per_split.png": _grouped(result, splits, [labels[k].removeprefix("success, ") for k in splits],
                                           "Closed-loop success per split (mean ± SD over seeds, dots = seeds)",
@@ -105,6 +116,11 @@ def write_plots(result: AblationResult) -> dict[str, Path]:
         "unseen_groups.png": _grouped(result, groups, [labels[k].removeprefix("unseen success, ") for k in groups],
                                       "Unseen-task success by the modality that carries the new concept",
                                       result.out / "unseen_groups.png"),
+        "reach_per_split.png": _grouped(result, reach,
+                                        [labels[k].removeprefix("closest approach to the object, ") for k in reach],
+                                        "Closest approach to the task's object per split (lower is better)",
+                                        result.out / "reach_per_split.png", ylabel="metres on the table plane",
+                                        ylim=None, mark=(GRASP_RADIUS, "grasp radius")),
         "language_retention.png": _retention(result, result.out / "language_retention.png"),
     }
     return {k: v for k, v in out.items() if v is not None}
