@@ -309,7 +309,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert resumed == {k: v for k, v in result.runs[1].metrics.items() if k != "train_seconds"}  # exact resume
     # Turning the memorisation check off re-evaluates without retraining; the other metrics stay the same.
     fourth = run_ablation(dataclasses.replace(cfg, train_episodes=0))
-    assert [(r.trained, r.evaluated) for r in fourth.runs] == [(False, True)] * 4 and not (run / "sim_train.json").exists()
+    assert [(r.trained, r.evaluated) for r in fourth.runs] == [(False, True)] * 4
+    assert not (run / "sim_train.json").exists()
     assert fourth.runs[3].metrics == {k: v for k, v in result.runs[3].metrics.items() if not k.endswith("_train")}
 
 

@@ -1,7 +1,8 @@
 """The study's figures (matplotlib, Agg backend, written atomically as PNG):
 
 - `success_per_split.png`: closed-loop success per split (seen, unseen, seen shift, unseen shift,
-  and the run's own training layouts when evaluated) for every mixture: bars = mean over seeds, whiskers = SD, dots = the seeds;
+  and the run's own training layouts when evaluated) for every mixture: bars = mean over seeds,
+  whiskers = SD, dots = the seeds;
 - `reach_per_split.png`: the closest approach to the task's object per split (metres, lower is
   better; the grasp radius dashed), the dense measure where success is rare;
 - `unseen_groups.png`: unseen-task success by the modality that carries the task's new concept;

@@ -164,7 +164,8 @@ def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
         sim = evaluate_policy(factory, ecfg, name=str(run_dir))
         write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
         if settings["train_episodes"]:
-            tcfg = replace(ecfg, episodes=settings["train_episodes"], splits=(TRAIN_SPLIT,), seed=settings["corpus_seed"])
+            tcfg = replace(ecfg, episodes=settings["train_episodes"], splits=(TRAIN_SPLIT,),
+                           seed=settings["corpus_seed"])
             on_train = evaluate_policy(factory, tcfg, name=str(run_dir))
             write_text_atomic(run_dir / "sim_train.json", json.dumps(on_train, indent=1) + "\n")
 

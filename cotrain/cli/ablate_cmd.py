@@ -38,7 +38,8 @@ def ablate_cmd(
     from cotrain.cli.train_cmd import _parse_sets
 
     cfg = AblationConfig(mixtures=tuple(str(m) for m in mixtures), out=str(out), seeds=seeds, steps=steps, model=model,
-                         episodes=episodes, train_episodes=train_episodes, eval_samples=eval_samples, eval_data=tuple(str(p) for p in eval_data),
+                         episodes=episodes, train_episodes=train_episodes, eval_samples=eval_samples,
+                         eval_data=tuple(str(p) for p in eval_data),
                          baseline=baseline, train_overrides=_parse_sets(sets), prepare=prepare,
                          jobs=jobs, threads=threads)
     result = run_ablation(cfg, progress=lambda msg: typer.echo(msg, err=True))

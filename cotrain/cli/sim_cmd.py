@@ -57,7 +57,8 @@ def eval_cmd(
     policy: Optional[str] = typer.Option(None, "--policy", help="Baseline instead of a run: expert or random."),
     episodes: int = typer.Option(50, "--episodes", help="Total episodes, spread round-robin over the splits."),
     splits: str = typer.Option("seen,unseen,seen_shift,unseen_shift", "--splits",
-                              help="Comma-separated splits; `train` replays the training demos' layouts (--seed as generated)."),
+                              help="Comma-separated splits; `train` replays the training demos' layouts "
+                              "(--seed as generated)."),
     embodiment: str = typer.Option("sim_arm", "--embodiment", help="Robot to drive: sim_arm or sim_gripper."),
     replan_steps: int = typer.Option(8, "--replan-steps", help="Actions executed per chunk before replanning."),
     image_size: int = typer.Option(64, "--image-size", help="Camera image side (as generated for training)."),

@@ -26,8 +26,8 @@ from cotrain.sim.render import SHIFTS, Condition, Renderer, sample_condition
 from cotrain.sim.scene import (
     ALL_SPLITS,
     EVAL_SPLITS,
-    TRAIN_SPLIT,
     ROLES,
+    TRAIN_SPLIT,
     UNSEEN_GROUPS,
     VERBS,
     Scene,
