@@ -4,6 +4,7 @@ baselines, and the generated corpus going through the real converters (exact val
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from cotrain.sim.evaluate import (
     load_run_policy,
     random_policy,
     stateless,
+    tracking_slope,
 )
 from cotrain.sim.expert import ExpertParams, expert_action
 from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
@@ -246,8 +248,45 @@ def test_eval_result_schema_and_determinism() -> None:
     assert set(result["groups"]["unseen"]) == {"vision_language", "cross_embodiment", "human"}
     assert set(result["conditions"]["seen_shift"]) == {"lighting", "background"}
     assert set(result["splits"]["seen"]) == {"episodes", "successes", "success_rate", "ci95", "mean_steps_success",
-                                             "mean_closest"}
+                                             "mean_closest", "closed", "tracking"}
     json.dumps(result)
+
+
+def _go_and_close(target: Any) -> Any:
+    """A factory for a policy that moves to `target(world)` (xy), lowers and closes there."""
+    def make(env: TabletopEnv) -> Any:
+        def act(obs: dict[str, Any]) -> np.ndarray:
+            world = env.current()[0]
+            goal = np.append(target(world), 0.02)
+            delta = np.clip(goal - world.ee, -0.03, 0.03)
+            close = float(np.linalg.norm(goal - world.ee) < 0.01)
+            return np.append(delta, close)[None].astype(np.float32)  # one step: no overshoot
+        return act
+    return make
+
+
+def test_tracking_tells_going_to_the_named_object_from_not() -> None:
+    """The first-close point follows the task's object for the expert and for a policy that goes to it;
+    it does not for one that always closes at the table's centre or goes for another object."""
+    cfg = EvalConfig(episodes=24, splits=("seen",), verbs=("pick",))
+    results = {name: evaluate_policy(make, cfg, name=name) for name, make in (
+        ("expert", expert_policy(cfg)), ("named", _go_and_close(lambda w: w.objects[0, :2])),
+        ("centre", _go_and_close(lambda w: np.array([0.5, 0.5]))),
+        ("other", _go_and_close(lambda w: w.objects[1, :2])))}
+    seen = {name: r["splits"]["seen"] for name, r in results.items()}
+    assert {name: s["closed"] for name, s in seen.items()} == dict.fromkeys(results, 24)
+    assert seen["expert"]["tracking"] == pytest.approx(1.0, abs=0.02)
+    assert seen["named"]["tracking"] == pytest.approx(1.0, abs=0.02) and seen["named"]["mean_closest"] == 0.0  # held
+    assert seen["centre"]["tracking"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(seen["other"]["tracking"]) < 0.5 and seen["other"]["success_rate"] == 0.0
+    for e in results["named"]["episodes"]:
+        assert np.linalg.norm(np.subtract(e["first_close_xy"], e["object_xy"])) < 0.01, e
+    # Too few closes (a policy that never closes; files written before the metric) give no slope.
+    assert tracking_slope(results["named"]["episodes"][:2]) is None
+    assert tracking_slope([{k: v for k, v in e.items() if k != "first_close_xy"}
+                           for e in results["named"]["episodes"]]) is None
+    still = evaluate_policy(stateless(lambda obs: np.zeros((4, 4), np.float32)), replace(cfg, episodes=3))
+    assert still["splits"]["seen"]["closed"] == 0 and still["splits"]["seen"]["tracking"] is None
 
 
 def test_bad_chunk_shape_is_an_error() -> None:
@@ -402,7 +441,7 @@ def test_cli_generate_refuses_to_overwrite_and_eval_baselines(tmp_path: Path) ->
     assert result["policy"] == "expert" and result["splits"]["seen"] == {
         "episodes": 2, "successes": 2, "success_rate": 1.0, "ci95": result["splits"]["seen"]["ci95"],
         "mean_steps_success": result["splits"]["seen"]["mean_steps_success"],
-        "mean_closest": result["splits"]["seen"]["mean_closest"]}
+        "mean_closest": result["splits"]["seen"]["mean_closest"], "closed": 2, "tracking": None}
     assert set(EMBODIMENTS) >= {"sim_arm", "sim_gripper"}
 
 

@@ -103,7 +103,9 @@ def _policy(run_dir: Path | None, policy: str | None, cfg: EvalConfig) -> tuple[
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     def fmt(s: dict[str, Any]) -> str:
         lo, hi = s["ci95"]
-        return f"{s['success_rate']:.3f} ({s['successes']}/{s['episodes']}, 95% CI {lo:.2f}-{hi:.2f})"
+        tracking = "-" if s.get("tracking") is None else f"{s['tracking']:.2f}"
+        return (f"{s['success_rate']:.3f} ({s['successes']}/{s['episodes']}, 95% CI {lo:.2f}-{hi:.2f}); "
+                f"closest {s['mean_closest']:.3f} m; tracking {tracking}")
 
     rows = [(split, fmt(s)) for split, s in result["splits"].items()]
     rows += [(f"  {split} / {g}", fmt(s)) for split, groups in result["groups"].items() for g, s in groups.items()]

@@ -1,5 +1,6 @@
 """Closed-loop evaluation: success rate per split (seen, unseen, seen_shift, unseen_shift) and group,
-and how near the effector came to the task's object (`closest`, `mean_closest`).
+how near the effector came to the task's object (`closest`, `mean_closest`), and whether the policy
+goes where that object is (`tracking`, from where the gripper first closes: see `tracking_slope`).
 
 A policy is any callable `policy(obs) -> action chunk [H, action_dim]`; the evaluator executes the
 first `replan_steps` actions of each chunk open loop (fewer if the episode ends), then asks again, as
@@ -133,26 +134,52 @@ def _check_chunk(chunk: np.ndarray, dims: int) -> np.ndarray:
 
 def run_episode(env: TabletopEnv, make_policy: PolicyFactory, spec_options: dict[str, Any],
                 replan_steps: int) -> dict[str, Any]:
-    """One closed-loop episode; returns its record (split, group, condition, success, steps, closest).
+    """One closed-loop episode; returns its record (split, group, condition, success, steps, closest, ...).
 
     `closest` is the nearest the effector came to the task's object on the table plane (0 once it
     holds it; a push works from 0.11): a dense measure of reaching the named object, informative
-    where success is rare.
+    where success is rare. `object_xy` is where that object stood at the start (what the first image
+    showed) and `first_close_xy` where the effector was when the gripper first closed (None if it
+    never did): every verb's expert closes at or just behind the object, so these two say whether
+    the policy goes where the named object is, even when it fails.
     """
     obs, info = env.reset(options=spec_options)
     policy = make_policy(env)
-    done, closest = False, _distance_to_object(env)
+    done, closest, first_close = False, _distance_to_object(env), None
+    object_xy = env.current()[0].objects[0, :2].copy()
     while not done:
         chunk = _check_chunk(policy(obs), env.action_dim)
         for action in chunk[:replan_steps]:
+            was_closed = env.current()[0].closed
             obs, _, terminated, truncated, info = env.step(action)
+            world = env.current()[0]
+            if first_close is None and world.closed and not was_closed:
+                first_close = [round(float(v), 4) for v in world.ee[:2]]
             closest = min(closest, _distance_to_object(env))
             done = terminated or truncated
             if done:
                 break
     return {"split": info["split"], "index": spec_options["episode"].index, "group": info["group"],
             "condition": info["condition"], "instruction": info["instruction"], "success": bool(info["success"]),
-            "steps": int(info["steps"]), "closest": round(closest, 4)}
+            "steps": int(info["steps"]), "closest": round(closest, 4),
+            "object_xy": [round(float(v), 4) for v in object_xy], "first_close_xy": first_close}
+
+
+def tracking_slope(records: Sequence[dict[str, Any]]) -> float | None:
+    """Least-squares slope of where the gripper first closed on where the task's object stood.
+
+    Both table axes are pooled after centring each: 1 means the policy closes wherever the named
+    object is (the expert: about 1), 0 that it closes in the same place whatever the layout (a
+    policy that replays the demos' average path). None with fewer than 3 episodes that closed.
+    Only pairs recorded by `run_episode` count (older evaluation files lack them).
+    """
+    pairs = [(r["object_xy"], r["first_close_xy"]) for r in records if r.get("first_close_xy") is not None]
+    if len(pairs) < 3:
+        return None
+    objects, closes = (np.asarray(side, np.float64) for side in zip(*pairs))
+    objects, closes = objects - objects.mean(0), closes - closes.mean(0)
+    spread = float((objects * objects).sum())
+    return round(float((objects * closes).sum()) / spread, 4) if spread > 0 else None
 
 
 def _distance_to_object(env: TabletopEnv) -> float:
@@ -175,7 +202,8 @@ def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     steps = [r["steps"] for r in records if r["success"]]
     return {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)],
             "mean_steps_success": float(np.mean(steps)) if steps else None,
-            "mean_closest": round(float(np.mean([r["closest"] for r in records])), 4) if records else None}
+            "mean_closest": round(float(np.mean([r["closest"] for r in records])), 4) if records else None,
+            "closed": sum(r.get("first_close_xy") is not None for r in records), "tracking": tracking_slope(records)}
 
 
 def _grouped(records: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
