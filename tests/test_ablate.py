@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
+from cotrain.ablate.runner import EVALUATION_VERSION
 from cotrain.ablate.stats import (compact_letter_display, holm, pairwise_welch, regularized_beta, student_t_sf,
                                   summarise, welch_t_test)
 from cotrain.ablate.study import rescale_phases
 from cotrain.dataset import Dataset
 from cotrain.errors import ConfigError
+from cotrain.sim.evaluate import tracking_slope
 from tests.conftest import ROOT, episodes_of
 
 # --- incomplete beta and Student t ------------------------------------------------------------------
@@ -268,6 +270,12 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert metrics["success_train"] == on_train["splits"]["train"]["success_rate"]
     assert metrics["reach_train"] == pytest.approx(on_train["splits"]["train"]["mean_closest"], abs=1e-4)
     assert metrics["success_overall"] == sim["overall"]["success_rate"]  # not the train file's overall
+    # tracking_* are absent where fewer than 3 episodes closed the gripper (tracking_slope gives None).
+    seen_episodes = [e for e in sim["episodes"] if e["split"] in ("seen", "seen_shift")]
+    assert metrics.get("tracking_seen") == tracking_slope(seen_episodes)
+    assert metrics.get("tracking_train") == tracking_slope(on_train["episodes"])
+    settings = json.loads((run / "result.json").read_text())["settings"]
+    assert settings["evaluation_version"] == EVALUATION_VERSION
     arm = offline["datasets"]["sim_arm"]["actions"]  # the only held-out set with actions
     assert metrics["image_gain"] == pytest.approx(arm["normalized"]["mse_shuffled_images"] - metrics["action_mse"])
     with open(out / "runs.csv") as fh:
@@ -286,6 +294,9 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert "| vl_tokens_two_phase |" in md and "(baseline)" in md and "held-out VL text CE" in md
     for png in ("success_per_split.png", "reach_per_split.png", "unseen_groups.png", "language_retention.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # Written only when some run closed its gripper in at least 3 episodes of a split family.
+    tracked = any(k.startswith("tracking_") for r in result.runs for k in r.metrics)
+    assert (out / "tracking.png").is_file() == tracked
     assert any("[4/4] vl_tokens_two_phase seed 1: training 4 steps" in m for m in messages)
 
     # Second invocation: every run is kept (nothing trained or evaluated again), reports rewritten the same.

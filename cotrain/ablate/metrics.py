@@ -8,7 +8,12 @@
   on the table plane, 0 once held), per split and overall: a dense closed-loop measure that can
   separate mixtures whose success rates are all near 0 (lower is better; grasping needs <= 0.045,
   pushing works from 0.11).
-- `success_train`, `reach_train`: the same on the layouts of the target robot's own training
+- `tracking_seen`, `tracking_unseen`: how closely where the gripper first closes follows where the
+  task's object stood (`cotrain.sim.evaluate.tracking_slope`, seen tasks pooled with their shifted
+  episodes, unseen likewise): 1 for the expert, about 0 for a policy that closes in the same place
+  whatever the layout or that goes for another object; on unseen tasks, whether the policy finds the
+  object named by the concept it never saw on its own robot.
+- `success_train`, `reach_train`, `tracking_train`: the same on the layouts of the target robot's own training
   demonstrations (sim_train.json): a run that does well there but not on `seen` has memorised its
   scenes; one that fails there too cannot control the robot yet.
 - `action_mse`: normalised action MSE of sampled chunks on the held-out target-robot data (offline.json,
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cotrain.sim.evaluate import tracking_slope
 from cotrain.sim.scene import EVAL_SPLITS, UNSEEN_GROUPS
 
 __all__ = ["METRICS", "MetricDef", "run_metrics"]
@@ -50,8 +56,11 @@ METRICS: tuple[MetricDef, ...] = (
     *(MetricDef(f"unseen_{g}", f"unseen success, {g.replace('_', ' ')} group", True) for g in UNSEEN_GROUPS),
     *(MetricDef(f"reach_{s}", f"closest approach to the object, {s.replace('_', ' ')}", False) for s in EVAL_SPLITS),
     MetricDef("reach_overall", "closest approach to the object, all splits", False),
+    MetricDef("tracking_seen", "first grasp follows the object, seen tasks", True),
+    MetricDef("tracking_unseen", "first grasp follows the object, unseen tasks", True),
     MetricDef("success_train", "success, own training layouts", True),
     MetricDef("reach_train", "closest approach to the object, own training layouts", False),
+    MetricDef("tracking_train", "first grasp follows the object, own training layouts", True),
     MetricDef("action_mse", "held-out action MSE (normalised)", False),
     MetricDef("image_gain", "held-out action MSE rise with another sample's images", True),
     MetricDef("vl_text_ce", "held-out VL text CE (language retention)", False),
@@ -69,6 +78,10 @@ def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
             e["split"] == split for e in reached)
     if reached:
         out["reach_overall"] = sum(e["closest"] for e in reached) / len(reached)
+    for family in ("seen", "unseen", "train"):
+        slope = tracking_slope([e for e in sim["episodes"] if e["split"].removesuffix("_shift") == family])
+        if slope is not None:
+            out[f"tracking_{family}"] = slope
     unseen = [e for e in sim["episodes"] if e["split"].startswith("unseen")]
     for group in UNSEEN_GROUPS:
         episodes = [e["success"] for e in unseen if e["group"] == group]
@@ -78,8 +91,8 @@ def _sim_metrics(sim: dict[str, Any]) -> dict[str, float]:
 
 
 def _train_split_metrics(sim: dict[str, Any]) -> dict[str, float]:
-    """success_train and reach_train only: the file's `overall` is the train split, not all splits."""
-    return {k: v for k, v in _sim_metrics(sim).items() if k in ("success_train", "reach_train")}
+    """The train split's metrics only: the file's `overall` is the train split, not all splits."""
+    return {k: v for k, v in _sim_metrics(sim).items() if k in ("success_train", "reach_train", "tracking_train")}
 
 
 def _offline_metrics(offline: dict[str, Any]) -> dict[str, float]:

@@ -5,6 +5,8 @@
   whiskers = SD, dots = the seeds;
 - `reach_per_split.png`: the closest approach to the task's object per split (metres, lower is
   better; the grasp radius dashed), the dense measure where success is rare;
+- `tracking.png`: whether the gripper first closes where the task's object stood (slope; the
+  expert's 1 dashed), on seen and unseen tasks and the run's own training layouts;
 - `unseen_groups.png`: unseen-task success by the modality that carries the task's new concept;
 - `language_retention.png`: held-out vision-language text CE per mixture (lower = more language
   kept), with the baseline's mean as a dashed line.
@@ -110,6 +112,7 @@ def write_plots(result: AblationResult) -> dict[str, Path]:
     splits = [m.key for m in METRICS if m.key.startswith("success_") and m.key != "success_overall"]
     groups = [m.key for m in METRICS if m.key.startswith("unseen_")]
     reach = [m.key for m in METRICS if m.key.startswith("reach_") and m.key != "reach_overall"]
+    tracking = [m.key for m in METRICS if m.key.startswith("tracking_")]
     out = {
         "success_per_split.png": _grouped(result, splits, [labels[k].removeprefix("success, ") for k in splits],
                                           "Closed-loop success per split (mean ± SD over seeds, dots = seeds)",
@@ -122,6 +125,11 @@ def write_plots(result: AblationResult) -> dict[str, Path]:
                                         "Closest approach to the task's object per split (lower is better)",
                                         result.out / "reach_per_split.png", ylabel="metres on the table plane",
                                         ylim=None, mark=(GRASP_RADIUS, "grasp radius")),
+        "tracking.png": _grouped(result, tracking, [labels[k].removeprefix("first grasp follows the object, ")
+                                                    for k in tracking],
+                                 "Does the first grasp follow the task's object? (slope; 1 = always at it)",
+                                 result.out / "tracking.png", ylabel="slope of grasp point on object position",
+                                 ylim=None, mark=(1.0, "expert")),
         "language_retention.png": _retention(result, result.out / "language_retention.png"),
     }
     return {k: v for k, v in out.items() if v is not None}

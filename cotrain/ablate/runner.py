@@ -14,6 +14,8 @@ last checkpoint is at its final step is skipped; a run with a partial checkpoint
 (the trainer's exact resume); a trained run without results is only evaluated. A run directory made
 with other training settings is refused (its mixture.yaml or the trainer's stored config differs),
 so changing `--steps` or `--set` needs a new `--out`; more `--seeds` or more mixtures just add runs.
+A study evaluated by an older version of the evaluators (`EVALUATION_VERSION`) is re-evaluated the
+same way, its training kept.
 """
 
 from __future__ import annotations
@@ -93,10 +95,15 @@ def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | 
     return None
 
 
+# Bumped whenever the evaluators record something new that metrics.py reads (2: the first-close point
+# behind the `tracking_*` metrics), so that results of an earlier version are recomputed, not mixed in.
+EVALUATION_VERSION = 2
+
+
 def _eval_settings(cfg: AblationConfig, data: StudyData | None, first: StudyMixture) -> dict[str, Any]:
     eval_data = [str(Path(p).resolve()) for p in cfg.eval_data] or [str(p) for p in (data.heldout if data else ())]
-    return {"episodes": cfg.episodes, "eval_seed": cfg.eval_seed, "eval_samples": cfg.eval_samples,
-            "eval_data": eval_data, "embodiment": data.target if data else None,
+    return {"evaluation_version": EVALUATION_VERSION, "episodes": cfg.episodes, "eval_seed": cfg.eval_seed,
+            "eval_samples": cfg.eval_samples, "eval_data": eval_data, "embodiment": data.target if data else None,
             "verbs": list(data.verbs) if data else None, "image_size": first.spec.image_size,
             "target_source": cfg.target_source,
             "train_episodes": min(cfg.train_episodes, data.episodes) if data else 0,
