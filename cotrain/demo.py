@@ -137,10 +137,12 @@ def source_table(sources: list[Any], offline: dict[str, Any], rows: list[dict[st
 def sim_table(sim: dict[str, Any]) -> Table:
     table = Table(title="closed loop in the simulator", title_justify="left",
                   caption=f"{sim['overall']['episodes']} episodes in {sim['seconds']} s", caption_justify="left")
-    for col in ("split", "success", "95% CI"):
+    for col in ("split", "success", "95% CI", "closest (m)", "tracking"):
         table.add_column(col)
     for split, s in [*sim["splits"].items(), ("overall", sim["overall"])]:
-        table.add_row(split, f"{s['successes']}/{s['episodes']}", f"{s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}")
+        tracking = "-" if s["tracking"] is None else f"{s['tracking']:.2f}"  # needs 3 episodes that closed
+        table.add_row(split, f"{s['successes']}/{s['episodes']}", f"{s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}",
+                      f"{s['mean_closest']:.3f}", tracking)
     return table
 
 

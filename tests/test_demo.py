@@ -93,9 +93,11 @@ def test_demo_main_job_at_a_tiny_size(tmp_path: Path, one_thread: None, capsys: 
     assert rows[-1]["step"] == 8 and rows[0]["proportions"]["human"] > 0 and rows[-1]["proportions"]["human"] == 0
     offline = json.loads((tmp_path / "run" / "offline.json").read_text())
     assert set(offline["datasets"]) >= {"target", "human", "captions", "subtasks", "heldout_target", "heldout_captions"}
-    assert json.loads((tmp_path / "run" / "sim.json").read_text())["overall"]["episodes"] == 4
+    sim = json.loads((tmp_path / "run" / "sim.json").read_text())
+    assert sim["overall"]["episodes"] == 4
     for png in ("schedule.png", "loss_per_source.png", "sim_success.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert "per-source metrics" in printed and "gripper_red_star" in printed and "ALOHA HDF5" in printed
     assert "closed loop in the simulator" in printed and "4 episodes in" in printed
+    assert "tracking" in printed and f"{sim['overall']['mean_closest']:.3f}" in printed
     assert f"plot: {tmp_path / 'plots' / 'schedule.png'}" in printed
