@@ -127,6 +127,21 @@ def test_grounding_probe_quick(tmp_path: Path) -> None:
     assert doc["tasks"]["instruction"]["example_text"].split()[0] in {"pick", "push", "place"}
 
 
+def test_sim_bc_reference_quick(tmp_path: Path) -> None:
+    doc = _run("sim_bc_reference.py", tmp_path / "bc.json", "--threads", "1")
+    _check_machine(doc, "sim_bc_reference")
+    settings = doc["settings"]
+    assert settings["data"] == "generated" and settings["verbs"] == "pick" and settings["steps"] == 6
+    assert settings["samples"] > 4 and _positive(settings["parameters"])
+    assert [row["step"] for row in doc["curve"]] == [3, 6]
+    for row in doc["curve"]:
+        assert _positive(row["loss_last_100"]) and row["train_seconds"] >= 0
+        for split in ("seen", "train"):
+            summary = row[split]
+            assert summary["episodes"] == 2 and 0 <= summary["successes"] <= 2, (row["step"], split)
+            assert _positive(summary["mean_closest"]) or summary["successes"] == 2
+
+
 @pytest.mark.parametrize("task", ["fixed", "colour"])
 def test_grounding_probe_targets_lie_on_what_the_text_names(task: str) -> None:
     # The probe is only meaningful if each target point is on the thing its text names: look there.
