@@ -29,6 +29,7 @@ from cotrain.sim.embodiments import DEFAULT_TARGET, ROBOTS
 from cotrain.sim.env import TabletopEnv, episode_rng, sample_eval_episode
 from cotrain.sim.expert import ExpertParams, expert_chunk
 from cotrain.sim.scene import ALL_SPLITS, EVAL_SPLITS, VERBS, check_verbs
+from cotrain.sim.world import World
 
 Policy = Callable[[dict[str, Any]], np.ndarray]
 PolicyFactory = Callable[[TabletopEnv], Policy]
@@ -145,17 +146,17 @@ def run_episode(env: TabletopEnv, make_policy: PolicyFactory, spec_options: dict
     """
     obs, info = env.reset(options=spec_options)
     policy = make_policy(env)
-    done, closest, first_close = False, _distance_to_object(env), None
-    object_xy = env.current()[0].objects[0, :2].copy()
+    world = env.current()[0]
+    done, closest, first_close, was_closed = False, _distance_to_object(world), None, world.closed
+    object_xy = world.objects[0, :2].copy()
     while not done:
         chunk = _check_chunk(policy(obs), env.action_dim)
         for action in chunk[:replan_steps]:
-            was_closed = env.current()[0].closed
             obs, _, terminated, truncated, info = env.step(action)
             world = env.current()[0]
             if first_close is None and world.closed and not was_closed:
                 first_close = [round(float(v), 4) for v in world.ee[:2]]
-            closest = min(closest, _distance_to_object(env))
+            was_closed, closest = world.closed, min(closest, _distance_to_object(world))
             done = terminated or truncated
             if done:
                 break
@@ -182,8 +183,8 @@ def tracking_slope(records: Sequence[dict[str, Any]]) -> float | None:
     return round(float((objects * closes).sum()) / spread, 4) if spread > 0 else None
 
 
-def _distance_to_object(env: TabletopEnv) -> float:
-    world, _ = env.current()  # objects[0] is the task's object (scene.py)
+def _distance_to_object(world: World) -> float:
+    """Table-plane distance from the effector to the task's object (objects[0], scene.py)."""
     return float(np.linalg.norm(world.ee[:2] - world.objects[0, :2]))
 
 
