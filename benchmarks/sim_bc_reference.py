@@ -41,6 +41,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine_info, write_results  # noqa: E402
+from cotrain.model.vision_stem import sincos_grid  # noqa: E402  (the tiny-conv preset's grid)
 
 MAX_TEXT_BYTES = 48
 
@@ -93,14 +94,6 @@ def encode_texts(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         raw = list(text.encode())[:MAX_TEXT_BYTES]
         ids[i, : len(raw)], ok[i, : len(raw)] = torch.tensor(raw), True
     return ids, ok
-
-
-def sincos_grid(side: int, width: int) -> torch.Tensor:
-    """[side * side, width] fixed positions, row-major: sin/cos of the column, then of the row."""
-    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    freqs = 1.0 / 100.0 ** (torch.arange(width // 4, dtype=torch.float32) / (width // 4))
-    angles = [axis.reshape(-1, 1).float() * freqs for axis in (cols, rows)]
-    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)
 
 
 class ReferencePolicy(nn.Module):

@@ -28,7 +28,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 def train_cmd(
     mixture: Path = typer.Argument(..., help="Mixture YAML."),
-    model: str = typer.Option("tiny", "--model", help="Preset: tiny, small, paligemma, paligemma2."),
+    model: str = typer.Option("tiny", "--model", help="Preset: tiny, tiny-conv, small, paligemma, paligemma2."),
     steps: int = typer.Option(..., "--steps", help="Optimiser steps of the whole run."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, TensorBoard)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),

@@ -1,4 +1,4 @@
-"""The PaliGemma backbone and the Gemma action expert, built with transformers, never patched.
+"""The PaliGemma backbone and the Gemma action expert, built with transformers.
 
 - Random-init presets (`tiny`, `small`) build a `PaliGemmaConfig` from `SiglipVisionConfig` +
   `GemmaConfig` and instantiate `PaliGemmaForConditionalGeneration` from it.
@@ -9,6 +9,9 @@
 - The expert is the text model's class (`GemmaModel` / `Gemma2Model`) from a copy of the text
   config with the expert's width and MLP size; depth, heads, KV heads, head_dim, RoPE and (Gemma 2)
   soft-capping are the backbone's, as the one shared attention requires. Its embedding is unused.
+
+A random-init tower may have its patch embedding swapped for a convolutional stem
+(`VisionSpec.stem = "conv"`, vision_stem.py); the tower's own forward is kept.
 
 Only the weights are taken from transformers; the forward pass (embedding scaling included) is our
 own (vla.py), so the transformers 4.x -> 5.4 move of the sqrt(width) factor cannot change it.
@@ -25,6 +28,7 @@ import torch
 
 from cotrain.errors import ConfigError
 from cotrain.model.config import ModelConfig
+from cotrain.model.vision_stem import apply_vision_front_end
 
 __all__ = ["build_networks", "check_checkpoint_dir", "lm_vocab_size", "random_backbone_config"]
 
@@ -134,4 +138,6 @@ def build_networks(cfg: ModelConfig, init_from: str | Path | None = None) -> tup
         if cfg.backbone_config is None:
             raise ConfigError(f"preset {cfg.preset!r}: no backbone config resolved (pass --init-from DIR)")
         vlm = PaliGemmaForConditionalGeneration(PaliGemmaConfig.from_dict(cfg.backbone_config))
+        if cfg.vision is not None:
+            apply_vision_front_end(vlm.model.vision_tower, cfg.vision.stem)
     return vlm, _expert(vlm.config.text_config, cfg)

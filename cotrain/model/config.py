@@ -1,4 +1,4 @@
-"""Model configuration: frozen pydantic models and the named presets (`tiny`, `small`, `paligemma`, `paligemma2`).
+"""Model configuration: frozen pydantic models and the named presets (`tiny`, `tiny-conv`, `small`, `paligemma`, ...).
 
 A preset fixes the architecture; data-dependent sizes (`horizon`, `action_dim`, `state_dim`,
 `max_cameras`, `image_size`) may be left None and are filled from the mixture by the trainer
@@ -23,15 +23,27 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
 class VisionSpec(BaseModel):
-    """A SigLIP vision tower built at random init (tiny/small presets)."""
+    """A SigLIP vision tower built at random init (tiny/small presets); front ends in vision_stem.py."""
 
     model_config = _FROZEN
 
     patch_size: int = Field(..., ge=1)
     width: int = Field(..., ge=8)
-    depth: int = Field(..., ge=1)
+    depth: int = Field(..., ge=0, description="SigLIP layers; 0 feeds the embedded patches to the backbone.")
     mlp: int = Field(..., ge=8)
     heads: int = Field(..., ge=1)
+    stem: Literal["patch", "conv"] = Field("patch", description="patch: SigLIP's linear patch embedding; "
+                                           "conv: stride-2 3x3 convolutions down to the patch grid.")
+    positions: Literal["learned", "sincos"] = Field("learned", description="learned: SigLIP's table at random "
+                                                    "init; sincos: the same table started from a 2-D sine-cosine grid.")
+
+    @model_validator(mode="after")
+    def _front_end(self) -> VisionSpec:
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {self.patch_size}")
+        if self.positions == "sincos" and self.width % 4:
+            raise ValueError(f"positions 'sincos' needs a width divisible by 4, got {self.width}")
+        return self
 
 
 class StreamSpec(BaseModel):
@@ -103,6 +115,15 @@ _TINY = ModelConfig(
     text=StreamSpec(width=64, depth=2, mlp=128, heads=2, kv_heads=1, head_dim=16),
     expert_width=32, expert_mlp=64, max_text_tokens=32, action_vocab_size=1024,
 )
+# `tiny` at width 128 with the convolutional front end and no SigLIP layers: the variant that learned
+# to follow the named object in the simulator (docs/ablation.md, "What makes a from-scratch VLA look"),
+# about 4x the tiny model's step time on CPU.
+_TINY_CONV = ModelConfig(
+    preset="tiny-conv",
+    vision=VisionSpec(patch_size=8, width=128, depth=0, mlp=256, heads=4, stem="conv", positions="sincos"),
+    text=StreamSpec(width=128, depth=3, mlp=256, heads=4, kv_heads=4, head_dim=32),
+    expert_width=64, expert_mlp=128, max_text_tokens=64, action_vocab_size=1024, init_scheme="fan_in",
+)
 _SMALL = ModelConfig(
     preset="small",
     vision=VisionSpec(patch_size=16, width=384, depth=6, mlp=1536, heads=6),
@@ -126,7 +147,7 @@ _PALIGEMMA_RANDOM = ModelConfig(
     max_text_tokens=48, action_vocab_size=2048, action_token_skip=128,
 )
 
-PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _SMALL, _PALIGEMMA, _PALIGEMMA2, _PALIGEMMA_RANDOM)}
+PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _TINY_CONV, _SMALL, _PALIGEMMA, _PALIGEMMA2, _PALIGEMMA_RANDOM)}
 
 
 def get_preset(name: str) -> ModelConfig:

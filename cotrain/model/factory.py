@@ -24,6 +24,7 @@ from cotrain.errors import ConfigError
 from cotrain.model.backbone import build_networks, random_backbone_config
 from cotrain.model.config import ModelConfig
 from cotrain.model.text import TextTokenizer, build_byte_tokenizer
+from cotrain.model.vision_stem import init_sincos_positions
 from cotrain.model.vla import VLA
 
 __all__ = ["apply_trainable", "build_vla", "count_parameters", "fan_in_init", "load_tokenizer_for"]
@@ -57,6 +58,8 @@ def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
         model = VLA(cfg, vlm, expert)
         if not cfg.pretrained and cfg.init_scheme == "fan_in":
             fan_in_init(model)
+        if cfg.vision is not None and cfg.vision.positions == "sincos":  # after fan_in_init, which redraws tables
+            init_sincos_positions(model.vision_tower)
     if cfg.lora_rank:
         _add_lora(model, cfg)
     apply_trainable(model, cfg)

@@ -26,7 +26,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mixture: str = Field(..., description="Mixture YAML.")
-    model: str = Field("tiny", description="Model preset: tiny, small, paligemma, paligemma2.")
+    model: str = Field("tiny", description="Model preset: tiny, tiny-conv, small, paligemma, paligemma2.")
     steps: int = Field(..., ge=1, description="Optimiser steps of the whole run.")
     out: str = Field(..., description="Run directory.")
     resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.")
