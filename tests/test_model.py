@@ -193,6 +193,22 @@ def test_init_scheme_is_a_training_option_with_the_library_default() -> None:
         scheme(init_scheme="xavier")
 
 
+def test_time_beta_is_a_training_option_and_reaches_the_noise_draw() -> None:
+    from cotrain.train.config import make_train_config
+
+    def model_cfg(**fields: object):
+        train = make_train_config(mixture="m.yaml", steps=1, out="o", **fields)
+        return with_overrides(get_preset("tiny"), **train.model_overrides())
+
+    assert model_cfg().time_beta == (1.5, 1.0)
+    cfg = model_cfg(time_beta=[4, 1])  # as `--set time_beta=[4,1]` parses
+    assert cfg.time_beta == (4.0, 1.0)
+    t = sample_time(100_000, torch.Generator().manual_seed(0), *cfg.time_beta)
+    assert abs(t.mean().item() - (0.8 * 0.999 + 0.001)) < 3e-3  # Beta(4, 1) mean 0.8
+    with pytest.raises(ConfigError, match=r"time_beta \[0.0, 1.0\]: both Beta parameters must be > 0"):
+        model_cfg(time_beta=[0, 1])
+
+
 @pytest.mark.parametrize("backbone", ["gemma", "gemma2"])
 def test_cached_sampling_equals_uncached(backbone: str) -> None:
     model, _, layout = tiny(backbone=backbone)

@@ -100,6 +100,8 @@ class ModelConfig(BaseModel):
     def _consistent(self) -> ModelConfig:
         if not self.pretrained and (self.vision is None or self.text is None):
             raise ValueError(f"preset {self.preset!r}: a random-init preset needs both 'vision' and 'text'")
+        if min(self.time_beta) <= 0:
+            raise ValueError(f"time_beta {list(self.time_beta)}: both Beta parameters must be > 0")
         if self.text is not None and self.text.heads % self.text.kv_heads:
             raise ValueError(f"heads {self.text.heads} is not a multiple of kv_heads {self.text.kv_heads}")
         return self
@@ -115,14 +117,15 @@ _TINY = ModelConfig(
     text=StreamSpec(width=64, depth=2, mlp=128, heads=2, kv_heads=1, head_dim=16),
     expert_width=32, expert_mlp=64, max_text_tokens=32, action_vocab_size=1024,
 )
-# `tiny` at width 128 with the convolutional front end and no SigLIP layers: the variant that learned
-# to follow the named object in the simulator (docs/ablation.md, "What makes a from-scratch VLA look"),
-# about 4x the tiny model's step time on CPU.
+# `tiny` at width 128 with the convolutional front end, no SigLIP layers and flow times drawn nearer
+# the noisy end: the from-scratch variant whose grasps follow the named object in the simulator
+# (docs/ablation.md, "What makes a from-scratch VLA look"); about 4x the tiny model's step time on CPU.
 _TINY_CONV = ModelConfig(
     preset="tiny-conv",
     vision=VisionSpec(patch_size=8, width=128, depth=0, mlp=256, heads=4, stem="conv", positions="sincos"),
     text=StreamSpec(width=128, depth=3, mlp=256, heads=4, kv_heads=4, head_dim=32),
     expert_width=64, expert_mlp=128, max_text_tokens=64, action_vocab_size=1024, init_scheme="fan_in",
+    time_beta=(4.0, 1.0),
 )
 _SMALL = ModelConfig(
     preset="small",

@@ -65,6 +65,8 @@ class TrainConfig(BaseModel):
     expert_mlp: int | None = Field(None, ge=8, description="Action expert MLP size (default: the preset's).")
     init_scheme: Literal["transformers", "fan_in"] | None = Field(
         None, description="Random init of random-init presets (default: the preset's; docs/training.md).")
+    time_beta: tuple[float, float] | None = Field(
+        None, description="Beta(a, b) of the flow-matching time, t = 1 the noisy end (default: the preset's).")
     flow_loss_weight: float | None = Field(None, ge=0)
     text_loss_weight: float | None = Field(None, ge=0)
     action_token_loss_weight: float | None = Field(None, ge=0)
@@ -81,7 +83,8 @@ class TrainConfig(BaseModel):
     def model_overrides(self) -> dict[str, Any]:
         """Fields that override the preset's ModelConfig (None: keep the preset's)."""
         names = ("horizon", "action_dim", "state_dim", "max_text_tokens", "action_vocab_size", "flow_steps",
-                 "expert_width", "expert_mlp", "init_scheme", "flow_loss_weight", "text_loss_weight", "action_token_loss_weight")
+                 "expert_width", "expert_mlp", "init_scheme", "time_beta", "flow_loss_weight", "text_loss_weight",
+                 "action_token_loss_weight")
         out = {n: getattr(self, n) for n in names}
         out.update(freeze=self.freeze, lora_rank=self.lora_rank, knowledge_insulation=self.knowledge_insulation,
                    activation_checkpointing=self.activation_checkpointing)
