@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = ["ConvPatchStem", "apply_vision_front_end", "init_sincos_positions", "sincos_grid"]
 
-_CHANNELS = (16, 32, 64, 128)  # hidden channels of the stride-2 stages before the last one
+_CHANNELS = (16, 32, 64, 128)  # hidden channels of the stages before the last (128 beyond the fourth)
 
 
 class ConvPatchStem(nn.Module):
@@ -32,9 +32,7 @@ class ConvPatchStem(nn.Module):
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ValueError(f"a conv stem needs a power-of-two patch size >= 2, got {patch_size}")
         stages = patch_size.bit_length() - 1
-        channels = [*_CHANNELS[: stages - 1], width]
-        if stages - 1 > len(_CHANNELS):
-            channels = [*_CHANNELS, *[_CHANNELS[-1]] * (stages - 1 - len(_CHANNELS)), width]
+        channels = [*(_CHANNELS[min(i, len(_CHANNELS) - 1)] for i in range(stages - 1)), width]
         layers: list[nn.Module] = []
         previous = 3
         for i, out in enumerate(channels):
