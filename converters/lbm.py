@@ -1,8 +1,11 @@
 """TRI VLA Foundry / LBM WebDataset shards, re-keyed into cotrain samples.
 
 Layout (TRI-ML/vla_foundry `data/robotics/README.md`, `preprocessing/robotics/converters/spartan.py`):
-`manifest.jsonl` with one `{"shard": "shards/shard-000000.tar", "num_sequences": N}` per line, the
-tar shards, and optionally `stats.json` (per lowdim key: mean, std, min, max, percentile_*, ...).
+`manifest.jsonl` with one `{"shard": ..., "num_sequences": N}` per line, the tar shards, and
+optionally `stats.json` (per lowdim key: mean, std, min, max, percentile_*, ...). Real manifests name
+a shard by its stem relative to the manifest's folder (`"shard_000000"`: VLA Foundry's dataloader
+appends `.tar`), its docs by the file (`"shards/shard-000000.tar"`); both are read, and neither may
+lead outside the dataset folder.
 Each tar sample (key = a UUID) is ONE anchor frame, already windowed by the preprocessor:
 - `<k>.<cam>_t-1.jpg`, `<k>.<cam>_t0.jpg`: cameras one step before and at the anchor (224x224);
 - `<k>.lowdim.npz`: arrays over 16 steps = 1 past + anchor + 14 future, e.g.
@@ -36,10 +39,11 @@ from cotrain import keys
 from cotrain.convert.robot import parse_camera_map, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, RobotOptions, Unit, UnitSink
 from cotrain.errors import ConfigError, DataError, suggest
-from cotrain.imaging import parse_size, to_jpeg
+from cotrain.imaging import image_problem, parse_size, to_jpeg
+from cotrain.jsonl import iter_jsonl
 from cotrain.shards import encode_json, encode_npy, iter_samples
 from cotrain.stats import EpisodeLowdim
-from cotrain.jsonl import iter_jsonl
+from cotrain_converters.source_files import inside
 
 MANIFEST = "manifest.jsonl"
 SOURCE_STATS = "stats.json"
@@ -105,8 +109,21 @@ class _Sample:
     images: dict[str, bytes]
 
     def fail(self, problem: str, *, key: str | None = None, frame: int | None = None) -> DataError:
-        episode = self.metadata.get("episode_id")
+        episode, anchor = self.metadata.get("episode_id"), self.metadata.get("anchor_timestep")
+        if frame is None and isinstance(anchor, int):
+            frame = anchor
         return DataError(self.where, f"sample {self.key}: {problem}", episode=episode, frame=frame, key=key)
+
+    def check_cameras(self, expected: Sequence[str] | None) -> None:
+        """Every camera of the dataset (`expected`) and every one `metadata.json` `camera_names` lists
+        has its `_t0` image here: a camera absent from the sample that sets the layout would
+        otherwise vanish from every sample without a word."""
+        listed = self.metadata.get("camera_names")
+        wanted = {str(c) for c in (listed if isinstance(listed, list) else [])} | set(expected or [])
+        missing = sorted(wanted - set(self.images))
+        if missing:
+            raise self.fail(f"no {missing[0]}_t0 image, but the dataset or metadata.json camera_names has that camera "
+                            f"(images here: {', '.join(sorted(self.images)) or 'none'})", key=f"{missing[0]}_t0.jpg")
 
     @property
     def length(self) -> int:
@@ -154,6 +171,17 @@ def _parse(raw: Mapping[str, Any], where: str) -> _Sample:
     return _Sample(where, key, lowdim, metadata, instructions, images)
 
 
+def shard_file(src: Path, shard: str, entry: int) -> Path:
+    """The tar a manifest entry names: `x.tar` as written, a stem `x` as `x.tar` (VLA Foundry's reader
+    appends `.tar` to every entry), relative to the dataset folder and never outside it."""
+    where, name = src / MANIFEST, shard if shard.endswith(".tar") else shard + ".tar"
+    path = inside(src, name, where=where, key=f"entry {entry}", what="shard")
+    if not path.is_file():
+        tried = repr(name) if name == shard else f"{name!r} (the stem {shard!r} + .tar, as VLA Foundry reads it)"
+        raise DataError(where, f"shard {tried} not found under {src}", key=f"entry {entry}")
+    return path
+
+
 def _read_manifest(src: Path) -> list[tuple[str, int]]:
     path = src / MANIFEST
     if not path.is_file():
@@ -170,11 +198,12 @@ def _read_manifest(src: Path) -> list[tuple[str, int]]:
 
 def _probe(src: Path, shard: str, opts: LbmOptions) -> dict[str, Any]:
     """The layout every sample must share, read from the first sample of the first shard."""
-    where = str(src / shard)
-    raw = next(iter_samples(src / shard), None)
+    path = shard_file(src, shard, 1)
+    raw = next(iter_samples(path), None)
     if raw is None:
-        raise DataError(where, "the first shard holds no samples")
-    sample = _parse(raw, where)
+        raise DataError(path, "the first shard holds no samples")
+    sample = _parse(raw, str(path))
+    sample.check_cameras(None)
     anchor = sample.anchor()
     horizon = min(opts.horizon, sample.length - anchor)
     return {
@@ -193,10 +222,10 @@ def list_units(src: Path, opts: LbmOptions) -> list[Unit]:
                           "they cannot be resampled (leave --fps unset)")
     rows = _read_manifest(src)
     for n, (shard, _) in enumerate(rows, 1):
-        if not (src / shard).is_file():
-            raise DataError(src / MANIFEST, f"entry {n}: shard {shard!r} not found under {src}", key=shard)
+        shard_file(src, shard, n)
     layout = _probe(src, rows[0][0], opts) if rows else {}
-    return [Unit(index=i, id=shard, est_samples=count, ref={"shard": shard, "num_sequences": count, "layout": layout})
+    return [Unit(index=i, id=shard, est_samples=count, ref={"shard": shard, "entry": i + 1, "num_sequences": count,
+                                                          "layout": layout})
             for i, (shard, count) in enumerate(rows)]
 
 
@@ -222,7 +251,7 @@ def describe(src: Path, opts: LbmOptions, units: Sequence[Unit]) -> DatasetInfo:
              "anchor_index": layout["anchor"], "instruction_set": opts.instruction_set,
              "source_stats": _source_stats(src, [*skeys, *akeys])}
     info = robot_info(opts, state_names=state_names, action_names=action_names, fps=None,
-                      cameras=layout["cameras"], where=str(src / units[0].id), extra=extra)
+                      cameras=layout["cameras"], where=str(shard_file(src, units[0].id, 1)), extra=extra)
     return replace(info, horizon=layout["horizon"])
 
 
@@ -283,18 +312,24 @@ def _frames(sample: _Sample, camera_map: Mapping[str, str], opts: LbmOptions) ->
         if source not in sample.images:
             raise sample.fail(f"no {source}_t0 image (it has: {', '.join(sorted(sample.images)) or 'none'})",
                               key=f"{source}_t0.jpg")
-        out[keys.camera_member(name)] = to_jpeg(sample.images[source], bound, opts.jpeg_quality)
+        data = sample.images[source]
+        if problem := image_problem(data):
+            raise sample.fail(problem, key=f"{source}_t0.jpg")
+        out[keys.camera_member(name)] = to_jpeg(data, bound, opts.jpeg_quality)
     return out
 
 
 def convert_unit(src: Path, opts: LbmOptions, unit: Unit, sink: UnitSink) -> None:
-    layout, where = unit.ref["layout"], str(src / unit.ref["shard"])
+    layout = unit.ref["layout"]
+    path = shard_file(src, unit.ref["shard"], int(unit.ref.get("entry", unit.index + 1)))
+    where = str(path)
     skeys, akeys, horizon = state_keys(opts), action_keys(opts), layout["horizon"]
     camera_map = {} if opts.no_images else parse_camera_map(opts.cameras, layout["cameras"], where)
     groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     count = 0
-    for raw in iter_samples(src / unit.ref["shard"]):
+    for raw in iter_samples(path):
         sample = _parse(raw, where)
+        sample.check_cameras(layout["cameras"])
         anchor = sample.anchor()
         state = _state(sample, skeys, layout["state_dims"], anchor)
         chunk, valid = _chunk(sample, akeys, layout["action_dims"], anchor, horizon)

@@ -84,3 +84,20 @@ def to_jpeg(image: np.ndarray | bytes, bound: tuple[int, int] | None, quality: i
         image = decode_image(bytes(image))
     size = fit_size(image.shape[0], image.shape[1], bound)
     return encode_jpeg(resize(image, size), quality)
+
+
+def image_problem(data: bytes) -> str | None:
+    """Why encoded image bytes do not decode completely, or None when they do.
+
+    Converters pass JPEGs through untouched, so nothing else would ever decode them before training;
+    a full decode (not PIL's header-only `verify`) is what catches truncated and corrupt entropy
+    data, the same check `cotrain validate` applies to the written shards.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        return f"image does not decode ({len(data)} bytes): {exc}"
+    return None

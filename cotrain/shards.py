@@ -174,6 +174,10 @@ def split_member(name: str) -> tuple[str, str]:
     return key, ext
 
 
+_KINDS = {tarfile.SYMTYPE: "symbolic link", tarfile.LNKTYPE: "hard link", tarfile.FIFOTYPE: "FIFO",
+          tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
+
+
 def iter_samples(source: str | Path | BinaryIO, *, where: str | None = None) -> Iterator[dict[str, bytes]]:
     """Yield raw samples `{"__key__": key, ext: bytes, ...}` of one shard in file order."""
     label = where or str(source)
@@ -189,8 +193,11 @@ def iter_samples(source: str | Path | BinaryIO, *, where: str | None = None) -> 
     try:
         with tar:
             for info in tar:
-                if not info.isfile():
+                if info.isdir():
                     continue
+                if not info.isfile():  # a link's data is not in the shard: skipping it would drop a member
+                    raise DataError(label, f"member {info.name!r} is a {_KINDS.get(info.type, 'special')} member, "
+                                           "not a regular file", key=info.name)
                 key, ext = split_member(info.name)
                 check_member(key, ext, label)
                 if current and current["__key__"] != key:

@@ -142,7 +142,9 @@ def test_sample_without_anchor_camera_is_an_error(src: Path, tmp_path: Path) -> 
     samples = list(source_samples(bad).items())
     samples[2][1].pop("wrist_left_minus_t0.jpg")
     write_tar(shard, samples)
-    with pytest.raises(DataError, match=r"episode episode_0.*no wrist_left_minus_t0 image \(it has: scene_right_0\)"):
+    with pytest.raises(DataError, match=r"episode episode_0, frame 2, key '.*wrist_left_minus_t0.jpg'.*no wrist_left_minus_t0 image, "
+                                         r"but the dataset or metadata.json camera_names has that camera "
+                                         r"\(images here: scene_right_0\)"):
         convert("lbm", bad, tmp_path / "o", LbmOptions())
 
 
@@ -166,3 +168,76 @@ def test_cli(src: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["samples"] == 47
     assert load_manifest(tmp_path / "o").provenance.arguments["action_source"] == "desired"
+
+
+# --- What real producers write (issue 18) ---------------------------------------------------------
+
+
+def test_manifest_naming_shards_by_stem_reads_like_vla_foundry(src: Path, converted: Path, tmp_path: Path) -> None:
+    stems = write_lbm(tmp_path / "stems", stems=True)
+    assert json.loads((stems / "manifest.jsonl").read_text().splitlines()[0])["shard"] == "shard_000000"
+    convert("lbm", stems, tmp_path / "o", LbmOptions(shard_size=25))
+    got = [(s["meta.json"]["source_shard"], s["state.npy"]) for s in Dataset.open(tmp_path / "o").iter_decoded()]
+    want = [s["state.npy"] for s in Dataset.open(converted).iter_decoded()]
+    assert len(got) == len(want) == 47 and got[0][0] == "shard_000000"
+    for (_, a), b in zip(got, want):
+        np.testing.assert_array_equal(a, b)  # the same data, whichever way the manifest names shards
+
+
+def test_stem_without_its_tar_names_what_was_tried(tmp_path: Path) -> None:
+    bad = write_lbm(tmp_path / "stems", lengths=(4,), stems=True, stats=False)
+    (bad / "shard_000000.tar").rename(bad / "shard_000000")  # the reader would look for shard_000000.tar
+    with pytest.raises(DataError, match=r"manifest.jsonl, key 'entry 1': shard 'shard_000000.tar' \(the stem "
+                                        r"'shard_000000' \+ .tar, as VLA Foundry reads it\) not found"):
+        convert("lbm", bad, tmp_path / "o", LbmOptions())
+
+
+@pytest.mark.parametrize("entry", ["../outside/shard-000000.tar", "{abs}", "shards/../../outside/shard-000000",
+                                   "link"])
+def test_shard_paths_never_leave_the_dataset(tmp_path: Path, entry: str) -> None:
+    outside = write_lbm(tmp_path / "outside", lengths=(4,), stats=False)
+    (outside / "shards" / "shard-000000.tar").rename(outside / "shard-000000.tar")
+    bad = write_lbm(tmp_path / "bad", lengths=(4,), stats=False)
+    if entry == "link":  # a shard inside the folder that is a symlink to a tar outside it
+        (bad / "link.tar").symlink_to(outside / "shard-000000.tar")
+    entry = entry.replace("{abs}", str(outside / "shard-000000.tar"))
+    (bad / "manifest.jsonl").write_text(json.dumps({"shard": entry, "num_sequences": 4}) + "\n")
+    with pytest.raises(DataError, match=r"manifest.jsonl, key 'entry 1': shard .* (is absolute|leads outside the "
+                                        r"dataset folder)"):
+        convert("lbm", bad, tmp_path / "o", LbmOptions())
+    assert not (tmp_path / "o").exists()
+
+
+def test_symlinked_camera_member_is_refused_not_dropped(tmp_path: Path) -> None:
+    bad = write_lbm(tmp_path / "bad", lengths=(3,), stats=False)
+    samples = list(source_samples(bad).items())
+    key = samples[0][0]
+    samples[0][1]["wrist_left_minus_t0.jpg"] = f"{key}.wrist_left_minus_t-1.jpg"  # type: ignore[assignment]
+    write_tar(bad / "shards" / "shard-000000.tar", samples)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match=rf"shard-000000.tar, key '{key}.wrist_left_minus_t0.jpg': member "
+                                        rf"'{key}.wrist_left_minus_t0.jpg' is a symbolic link member"):
+        convert("lbm", bad, tmp_path / "o", LbmOptions())
+
+
+def test_layout_camera_missing_from_first_sample_is_an_error(tmp_path: Path) -> None:
+    bad = write_lbm(tmp_path / "bad", lengths=(3,), stats=False)
+    samples = list(source_samples(bad).items())
+    samples[0][1].pop("wrist_left_minus_t0.jpg")  # metadata.json camera_names still lists the camera
+    write_tar(bad / "shards" / "shard-000000.tar", samples)
+    with pytest.raises(DataError, match=r"episode episode_0, frame 0, .*no wrist_left_minus_t0 image"):
+        convert("lbm", bad, tmp_path / "o", LbmOptions())
+
+
+def test_corrupt_anchor_jpeg_fails_or_is_skipped(tmp_path: Path) -> None:
+    bad = write_lbm(tmp_path / "bad", lengths=(5, 4), samples_per_shard=5, stats=False)
+    samples = list(source_samples(bad).items())
+    jpeg = samples[2][1]["scene_right_0_t0.jpg"]
+    samples[2][1]["scene_right_0_t0.jpg"] = jpeg[: len(jpeg) // 2]
+    write_tar(bad / "shards" / "shard-000000.tar", samples[:5])
+    with pytest.raises(DataError) as err:
+        convert("lbm", bad, tmp_path / "o", LbmOptions())
+    assert str(err.value).startswith(f"{bad / 'shards' / 'shard-000000.tar'}, episode episode_0, frame 2, "
+                                     "key 'scene_right_0_t0.jpg': sample ")
+    assert "image does not decode" in str(err.value) and not (tmp_path / "o").exists()
+    report = convert("lbm", bad, tmp_path / "skip", LbmOptions(on_bad_episode="skip"))
+    assert report.samples == 4 and len(report.skipped) == 1 and "image does not decode" in report.skipped[0]

@@ -1,0 +1,52 @@
+"""Files named by source data, and image bytes taken from it: both checked before they are used.
+
+Paths inside a dataset (an HF Image struct's `path`, a shard listed in a manifest) are data, not
+options: a dataset must never make the converter read a file outside its own folder, whether by an
+absolute path, `..` components or a symlink that points away. `inside` resolves such a path against
+the source root and refuses escapes, naming the file and place that held it.
+
+Image bytes that pass through untouched (JPEGs that need no resize) are never decoded by the
+converter otherwise; `checked_image` decodes them fully, so a truncated or corrupt frame fails the
+conversion (or is skipped with `--on-bad-episode skip`) instead of failing `cotrain validate` later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cotrain.errors import DataError
+from cotrain.imaging import image_problem
+
+
+def inside(root: Path, ref: str, *, base: Path | None = None, where: object, episode: object | None = None,
+           frame: int | None = None, key: str | None = None, what: str = "path") -> Path:
+    """`ref` (relative to `base`, default `root`) resolved, symlinks included; a DataError when it leaves `root`.
+
+    Args:
+        root: the source root nothing may escape.
+        ref: the path as written in the data.
+        base: the folder a relative `ref` is relative to (e.g. the parquet file's folder).
+        where, episode, frame, key: where `ref` was found, for the error.
+        what: what `ref` names, for the error ("image path", "shard").
+    """
+    if not ref or "\0" in ref:
+        raise DataError(where, f"{what} {ref!r} is empty or invalid", episode=episode, frame=frame, key=key)
+    if os.path.isabs(ref):
+        raise DataError(where, f"{what} {ref!r} is absolute: paths in a dataset must be relative to its folder "
+                               f"{root}", episode=episode, frame=frame, key=key)
+    real_root = root.resolve()
+    target = ((base or root) / ref).resolve()
+    if target != real_root and real_root not in target.parents:
+        raise DataError(where, f"{what} {ref!r} leads outside the dataset folder {root} (to {target}); paths "
+                               "in a dataset must stay inside it", episode=episode, frame=frame, key=key)
+    return target
+
+
+def checked_image(data: bytes, *, where: object, episode: object | None = None, frame: int | None = None,
+                  key: str | None = None) -> bytes:
+    """`data` itself when it decodes completely; else a DataError naming the place."""
+    problem = image_problem(data)
+    if problem:
+        raise DataError(where, problem, episode=episode, frame=frame, key=key)
+    return data
