@@ -26,6 +26,7 @@ from pydantic import Field
 
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink, VisionLanguageOptions
 from cotrain.errors import ConfigError, DataError, suggest
+from cotrain_converters.source_files import inside
 from cotrain_converters.vl_common import (
     RECORDS_PER_UNIT,
     CaptionsMode,
@@ -280,13 +281,14 @@ def describe(src: Path, opts: HFParquetOptions, units: Sequence[Unit]) -> Datase
 
 
 def _image_bytes(value: Any, path: Path, record: str, key: str) -> bytes:
-    """Embedded bytes, else the file named by `path` (relative to the parquet file's folder)."""
+    """Embedded bytes, else the file named by `path`, relative to the parquet file's folder (the source
+    root: SRC or the folder of the one file given) and never outside it."""
     if not isinstance(value, dict):
         raise DataError(path, "image is null", episode=record, key=key)
     if value.get("bytes") is not None:
         return value["bytes"]
     ref = value.get("path")
-    target = (path.parent / ref) if ref else None
+    target = inside(path.parent, str(ref), where=path, episode=record, key=key, what="image path") if ref else None
     if target is None or not target.is_file():
         raise DataError(path, f"image has no embedded bytes and its path {ref!r} is not a file",
                         episode=record, key=key)

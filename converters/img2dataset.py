@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotrain import tarindex
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink, VisionLanguageOptions
 from cotrain.errors import DataError
 from cotrain_converters.vl_common import (
@@ -135,17 +136,56 @@ def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit]:
 
     builder = UnitBuilder(make_ref, per_unit=RECORDS_PER_UNIT)
     for path in tars:
-        with _open(path) as tar:
-            for record in _iter_records(tar, str(path), read_images=False):
-                reason = _left_out(record, _json(record, str(path)), str(path))
-                if reason:
-                    builder.drop(reason)
-                    continue
-                builder.add((path.name, record))
-                if builder.pending and record.end - builder.pending[0][1].start >= _UNIT_BYTES:
-                    builder.close()
+        damage = tar_damage(path)
+        records = _readable_records(path, tolerate=damage is not None)
+        # tarfile stops quietly where a tar is cut short; the record read last may then lack members,
+        # so it goes, with the damage, into a unit of its own that fails (or is skipped and listed).
+        suspect = records.pop() if damage and records else None
+        for record in records:
+            reason = _left_out(record, _json(record, str(path)), str(path))
+            if reason:
+                builder.drop(reason)
+                continue
+            builder.add((path.name, record))
+            if builder.pending and record.end - builder.pending[0][1].start >= _UNIT_BYTES:
+                builder.close()
         builder.close()  # a unit never spans two tars
+        if damage:
+            where = f"after key {suspect.key}" if suspect else "at its start"
+            builder.standalone(f"{path.name} damaged {where}", 1, {"tar": path.name, "damaged": damage,
+                                                                   "key": suspect.key if suspect else None})
     return builder.finish()
+
+
+def _readable_records(path: Path, *, tolerate: bool) -> list[_Record]:
+    """The records tarfile reads; with `tolerate` (damage already found), those before it fails."""
+    records: list[_Record] = []
+    with _open(path) as tar:
+        try:
+            records.extend(_iter_records(tar, str(path), read_images=False))
+        except DataError:
+            if not tolerate:
+                raise
+    return records
+
+
+def tar_damage(path: Path) -> str | None:
+    """Why a tar is cut short or damaged, or None. tarfile reads a tar truncated at a member boundary,
+    or inside a member it was not asked to read, as if it ended there: the members are scanned with
+    their checksums, and the end-of-archive marker every tar writer puts after the last member must
+    follow it."""
+    try:
+        members = tarindex.scan_path(path)
+    except DataError as exc:
+        return exc.problem
+    end = members[-1][1] + -(-members[-1][2] // _BLOCK) * _BLOCK if members else 0
+    with path.open("rb") as fh:
+        fh.seek(end)
+        marker = fh.read(_BLOCK)
+    if marker != bytes(_BLOCK):
+        return (f"truncated tar: no end-of-archive marker after the last member (the file ends at byte "
+                f"{path.stat().st_size}); records after that point are lost")
+    return None
 
 
 def _open(path: Path) -> tarfile.TarFile:
@@ -171,6 +211,9 @@ def _read_range(path: Path, start: int, end: int) -> bytes:
 def convert_unit(src: Path, opts: Img2DatasetOptions, unit: Unit, sink: UnitSink) -> None:
     path = src / unit.ref["tar"] if src.is_dir() else src
     label = str(path)
+    if "damaged" in unit.ref:
+        record = f"key {unit.ref['key']}" if unit.ref["key"] else None
+        raise DataError(path, unit.ref["damaged"], episode=record)
     # The unit's byte range starts at a member header, so it parses as a tar of its own.
     data = _read_range(path, unit.ref["start"], unit.ref["end"])
     name = dataset_name(src, opts)

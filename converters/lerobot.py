@@ -34,6 +34,7 @@ from cotrain_converters.lerobot_meta import (
     load_meta,
     load_tasks,
 )
+from cotrain_converters.source_files import checked_image, inside
 
 # LeRobot's own check (`check_timestamps_sync`) accepts timestamps within 1e-4 s of frame_index / fps.
 _TIMESTAMP_TOLERANCE_S = 1e-4
@@ -241,8 +242,9 @@ def _image_value(meta: LeRobotMeta, item: object, path: Path, episode: int, fram
     """An HF Image struct {bytes, path} -> JPEG bytes (passed through) or a decoded array."""
     data = item.get("bytes") if isinstance(item, dict) else item
     if data is None and isinstance(item, dict) and item.get("path"):
-        # HF stores only the path when the image stayed a separate file; try it beside the dataset.
-        candidate = Path(item["path"]) if Path(item["path"]).is_absolute() else meta.root / item["path"]
+        # HF stores only the path when the image stayed a separate file: read it inside the dataset only.
+        candidate = inside(meta.root, str(item["path"]), where=path, episode=episode, frame=frame, key=key,
+                           what="image path")
         if not candidate.is_file():
             raise DataError(path, f"image has no bytes and its path {item['path']!r} does not exist",
                             episode=episode, frame=frame, key=key)
@@ -250,7 +252,7 @@ def _image_value(meta: LeRobotMeta, item: object, path: Path, episode: int, fram
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise DataError(path, "missing image bytes", episode=episode, frame=frame, key=key)
     if is_jpeg(data):
-        return bytes(data)
+        return checked_image(bytes(data), where=path, episode=episode, frame=frame, key=key)
     try:
         return decode_image(bytes(data))
     except Exception as exc:  # noqa: BLE001  (PIL raises many types for corrupt data)

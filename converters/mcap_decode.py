@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cotrain.errors import CotrainError, DataError
-from cotrain.imaging import is_jpeg
+from cotrain.imaging import image_problem, is_jpeg
 from cotrain_converters.mcap_topics import FieldPath, field_value, message_fields
 
 SUPPORTED = "cdr+ros2msg (ROS 2), protobuf+protobuf, json"
@@ -76,7 +76,8 @@ def open_reader(path: Path) -> Iterator[Any]:
         raise DataError(path, f"cannot open ({exc.strerror})") from None
     try:
         with reading(path):
-            reader = make_reader(handle)
+            # Chunk CRCs are checked: a flipped bit inside a chunk would otherwise change a message silently.
+            reader = make_reader(handle, validate_crcs=True)
         yield reader
     finally:
         handle.close()
@@ -199,6 +200,8 @@ def _compressed(fmt: str, data: bytes) -> np.ndarray | bytes:
     if "compresseddepth" in low or not any(name in low for name in _COMPRESSED_FORMATS):
         raise ValueError(f"compressed image format {fmt!r} is not supported (supported: jpeg, png)")
     if is_jpeg(data):
+        if problem := image_problem(data):  # passed through undecoded below, so decoded once here
+            raise ValueError(problem)
         return data  # stored as is: no decode, no quality loss (unless a resize is asked for)
     if data.startswith(_PNG_MAGIC):
         from cotrain.imaging import decode_image

@@ -29,7 +29,7 @@ from pydantic import Field
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit, UnitSink
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import is_jpeg
+from cotrain.imaging import image_problem, is_jpeg
 from cotrain_converters.oxe_table import KeyRef, Standard, load_table, standardise
 from cotrain_converters.tf_example import RawFeature, decode_int64s, find_feature, parse_example
 from cotrain_converters.tfds_features import FeatureSpec, decode_steps, load_features
@@ -258,6 +258,8 @@ def _frame_source(images: list[bytes], camera: str, ep: _Episode, episode_id: st
             if not (is_jpeg(data) or data.startswith(_PNG)):
                 raise DataError(ep.path, f"record {ep.record}: step {i} of {camera!r} is not a JPEG or PNG image "
                                          f"({len(data)} bytes)", episode=episode_id, frame=i, key=camera)
+            if problem := image_problem(data):
+                raise DataError(ep.path, f"record {ep.record}: {problem}", episode=episode_id, frame=i, key=camera)
             yield data
 
     return frames

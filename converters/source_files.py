@@ -3,7 +3,7 @@
 Paths inside a dataset (an HF Image struct's `path`, a shard listed in a manifest) are data, not
 options: a dataset must never make the converter read a file outside its own folder, whether by an
 absolute path, `..` components or a symlink that points away. `inside` resolves such a path against
-the source root and refuses escapes, naming the file and place that held it.
+the source root (absolute paths too) and refuses escapes, naming the file and place that held it.
 
 Image bytes that pass through untouched (JPEGs that need no resize) are never decoded by the
 converter otherwise; `checked_image` decodes them fully, so a truncated or corrupt frame fails the
@@ -32,14 +32,14 @@ def inside(root: Path, ref: str, *, base: Path | None = None, where: object, epi
     """
     if not ref or "\0" in ref:
         raise DataError(where, f"{what} {ref!r} is empty or invalid", episode=episode, frame=frame, key=key)
-    if os.path.isabs(ref):
-        raise DataError(where, f"{what} {ref!r} is absolute: paths in a dataset must be relative to its folder "
-                               f"{root}", episode=episode, frame=frame, key=key)
     real_root = root.resolve()
+    # Absolute paths are allowed while they stay inside: HF `datasets` writes the absolute path of an
+    # image it did not embed (Dataset.to_parquet), and such a file beside the parquet is the dataset's own.
     target = ((base or root) / ref).resolve()
     if target != real_root and real_root not in target.parents:
-        raise DataError(where, f"{what} {ref!r} leads outside the dataset folder {root} (to {target}); paths "
-                               "in a dataset must stay inside it", episode=episode, frame=frame, key=key)
+        kind = "is absolute and lies" if os.path.isabs(ref) else "leads"
+        raise DataError(where, f"{what} {ref!r} {kind} outside the dataset folder {root} (resolved: {target}); "
+                               "paths in a dataset must stay inside it", episode=episode, frame=frame, key=key)
     return target
 
 

@@ -25,7 +25,7 @@ from pydantic import Field
 from cotrain import keys
 from cotrain.convert.spec import DatasetInfo, Unit, VisionLanguageOptions
 from cotrain.errors import DataError
-from cotrain.imaging import parse_size, to_jpeg
+from cotrain.imaging import image_problem, parse_size, to_jpeg
 from cotrain.shards import encode_json
 
 # 256 records keep a unit at a few MB of JPEGs and give a 100k-image set ~400 units to spread over workers.
@@ -77,11 +77,13 @@ def store_image(data: bytes, opts: VisionLanguageOptions, *, file: object, recor
                 key: str | None = None) -> StoredImage:
     """Source image bytes (any PIL format) -> JPEG within `--image-size`.
 
-    JPEGs that need no resize pass through byte for byte (see `imaging.to_jpeg`); their header is
-    still parsed, so a file that is not an image at all fails here, naming the record.
+    JPEGs that need no resize pass through byte for byte (see `imaging.to_jpeg`); they are still
+    decoded in full, so a truncated or corrupt image fails here, naming the record.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if problem := image_problem(data):
+        raise DataError(file, problem, episode=record, key=key)
     try:
         jpeg = to_jpeg(data, parse_size(opts.image_size), opts.jpeg_quality)
         with Image.open(io.BytesIO(jpeg)) as img:

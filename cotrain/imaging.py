@@ -99,5 +99,5 @@ def image_problem(data: bytes) -> str | None:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        return f"image does not decode ({len(data)} bytes): {exc}"
+        return f"undecodable image ({len(data)} bytes): {exc}"
     return None

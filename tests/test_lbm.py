@@ -238,6 +238,6 @@ def test_corrupt_anchor_jpeg_fails_or_is_skipped(tmp_path: Path) -> None:
         convert("lbm", bad, tmp_path / "o", LbmOptions())
     assert str(err.value).startswith(f"{bad / 'shards' / 'shard-000000.tar'}, episode episode_0, frame 2, "
                                      "key 'scene_right_0_t0.jpg': sample ")
-    assert "image does not decode" in str(err.value) and not (tmp_path / "o").exists()
+    assert "undecodable image" in str(err.value) and not (tmp_path / "o").exists()
     report = convert("lbm", bad, tmp_path / "skip", LbmOptions(on_bad_episode="skip"))
-    assert report.samples == 4 and len(report.skipped) == 1 and "image does not decode" in report.skipped[0]
+    assert report.samples == 4 and len(report.skipped) == 1 and "undecodable image" in report.skipped[0]

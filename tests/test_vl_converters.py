@@ -221,7 +221,7 @@ def test_img2dataset_truncated_tar_is_a_data_error(wds: tuple[Path, list[WdsReco
     shutil.copytree(root, copy)
     data = (copy / "00001.tar").read_bytes()
     (copy / "00001.tar").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=r"00001\.tar: truncated or corrupt tar"):
+    with pytest.raises(DataError, match=r"00001\.tar, episode key 000010001: truncated tar: member at byte \d+ needs"):
         convert("img2dataset", copy, tmp_path / "out", Img2DatasetOptions())
 
 
@@ -403,3 +403,85 @@ def test_conversion_is_deterministic(name: str, coco: CocoFixture, wds: tuple[Pa
     convert(name, src, tmp_path / "b", options)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     assert len(_manifest(tmp_path / "a")["shards"]) >= 1
+
+
+# ---------------------------------------------------------------- what real producers write (issue 18)
+
+
+def _nine_records(root: Path) -> Path:
+    """One img2dataset tar of 9 records written with webdataset's TarWriter (as img2dataset does)."""
+    from webdataset import TarWriter
+
+    root.mkdir(parents=True)
+    with TarWriter(str(root / "00000.tar")) as sink:
+        for i in range(9):
+            key = f"00000{i:04d}"
+            sink.write({"__key__": key, "jpg": encode(picture(i), "JPEG"), "txt": f"caption {i}",
+                        "json": json.dumps({"key": key, "status": "success", "caption": f"caption {i}"})})
+    return root / "00000.tar"
+
+
+def _member_ends(tar_path: Path) -> list[tuple[str, int]]:
+    """(member name, byte where its padded data ends), read with tarfile."""
+    import tarfile
+
+    with tarfile.open(tar_path) as tar:
+        return [(m.name, m.offset_data + -(-m.size // 512) * 512) for m in tar.getmembers()]
+
+
+@pytest.mark.parametrize("cut", ["record boundary", "between members", "inside image"])
+def test_img2dataset_truncated_tar_never_drops_records_silently(tmp_path: Path, cut: str) -> None:
+    tar = _nine_records(tmp_path / "src")
+    ends = dict(_member_ends(tar))
+    data = tar.read_bytes()
+    size = {"record boundary": ends["000000006.txt"],  # 7 whole records, as in issue 18
+            "between members": ends["000000006.jpg"],  # record 6 keeps its image, loses json and txt
+            "inside image": ends["000000006.jpg"] - 700}[cut]
+    tar.write_bytes(data[:size])
+    with pytest.raises(DataError) as err:
+        convert("img2dataset", tmp_path / "src", tmp_path / "out", Img2DatasetOptions())
+    assert str(err.value).startswith(f"{tar}, episode key 00000000") and "truncated" in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+    report = convert("img2dataset", tmp_path / "src", tmp_path / "skip", Img2DatasetOptions(on_bad_episode="skip"))
+    kept = [s["meta.json"]["key"] for s in _samples(tmp_path / "skip")]
+    assert kept == [f"00000{i:04d}" for i in range(len(kept))] and len(kept) <= 6
+    assert len(report.skipped) == 1 and "truncated" in report.skipped[0]
+    assert _manifest(tmp_path / "skip")["skipped_episodes"][0]["episode"].startswith("00000.tar damaged after key")
+
+
+def test_img2dataset_corrupt_jpeg_in_whole_tar(tmp_path: Path) -> None:
+    from webdataset import TarWriter
+
+    (tmp_path / "src").mkdir()
+    good = encode(picture(0), "JPEG")
+    with TarWriter(str(tmp_path / "src" / "00000.tar")) as sink:
+        sink.write({"__key__": "000000000", "jpg": good, "txt": "fine"})
+        sink.write({"__key__": "000000001", "jpg": good[: len(good) - 300], "txt": "cut short"})
+    with pytest.raises(DataError, match=r"00000\.tar, episode key 000000001, key 'jpg': undecodable image "
+                                        r"\(\d+ bytes\): (image file is truncated|Truncated File Read)"):
+        convert("img2dataset", tmp_path / "src", tmp_path / "out", Img2DatasetOptions())
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute", "symlink"])
+def test_hf_parquet_image_paths_stay_inside_the_source(tmp_path: Path, where: str) -> None:
+    import datasets
+
+    secret = tmp_path / "outside.png"
+    secret.write_bytes(encode(picture(9), "PNG"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link.png").symlink_to(secret)
+    ref = {"dotdot": "../outside.png", "absolute": str(secret), "symlink": "link.png"}[where]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    features = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": [str(secret)], "text": ["leak"]}, features=features)
+    ds.to_parquet(str(tmp_path / "src" / "data.parquet"))  # HF keeps the absolute path, embeds no bytes
+    table = pq.read_table(tmp_path / "src" / "data.parquet")
+    assert table.column("image").to_pylist() == [{"bytes": None, "path": str(secret)}]
+    image = pa.array([{"bytes": None, "path": ref}], table.schema.field("image").type)
+    pq.write_table(table.set_column(0, table.schema.field("image"), image), tmp_path / "src" / "data.parquet")
+    with pytest.raises(DataError, match=r"data\.parquet, episode row 0, key 'image': image path .* outside the "
+                                        r"dataset folder"):
+        convert("hf-parquet", tmp_path / "src", tmp_path / "out", HFParquetOptions())
+    assert not (tmp_path / "out").exists()
