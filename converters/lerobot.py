@@ -1,4 +1,4 @@
-"""LeRobotDataset v2.1 and v3.0 (huggingface/lerobot) folders -> robot samples, one unit per episode.
+"""LeRobotDataset v2.1, v3.0 and v3.1 (huggingface/lerobot) folders -> robot samples, one unit per episode.
 
 Frames are parquet rows with `observation.state` and `action` (fixed-size or variable lists of
 floats), `timestamp` (float32 seconds from the episode start), `frame_index`, `episode_index`,
@@ -78,7 +78,11 @@ def _check_files(meta: LeRobotMeta, episodes: Sequence[EpisodeEntry], video_keys
                                 "--no-images to convert state and actions only", episode=ep.index, key=key)
             seen.add(span.file)
             fps = meta.video_fps(key)
-            if span.to_s is not None and (span.to_s - span.from_s) * fps < ep.length - 0.5:
+            # The range must reach the episode's last frame, which starts at from + (N-1)/fps. Some writers
+            # store that start as to_timestamp instead of the end-exclusive from + N/fps; LeRobot's reader
+            # only seeks from from_timestamp, so it loads them, and so does cotrain. A video that really
+            # lacks frames still fails when decoding runs out ("truncated video").
+            if span.to_s is not None and (span.to_s - span.from_s) * fps < ep.length - 1.5:
                 raise DataError(ep.meta_file, f"video time range {span.from_s:.3f}..{span.to_s:.3f} s "
                                 f"holds {(span.to_s - span.from_s) * fps:.1f} frames at {fps:g} fps but the episode "
                                 f"has {ep.length}", episode=ep.index, key=key)
@@ -99,6 +103,8 @@ def describe(src: Path, opts: LeRobotOptions, units: Sequence[Unit]) -> DatasetI
     meta = load_meta(src)
     extra = {"codebase_version": meta.version, "robot_type": meta.info.get("robot_type"),
              "state_key": opts.state_key, "action_key": opts.action_key}
+    if meta.language_columns:  # v3.1: the language goes into annotation samples, see docs/annotations.md
+        extra["language_columns"] = meta.language_columns
     return robot_info(opts, state_names=meta.names(opts.state_key, "state"),
                       action_names=meta.names(opts.action_key, "action"), fps=meta.fps, cameras=meta.cameras,
                       where=str(meta.info_file), extra=extra)
@@ -112,7 +118,7 @@ def _episode_table(meta: LeRobotMeta, path: Path, episode_index: int, columns: S
     import pyarrow.parquet as pq
 
     episode = str(episode_index)
-    many = meta.version == "v3.0"  # v3.0 files hold many episodes, told apart by episode_index
+    many = meta.many_episodes_per_file  # v3.x files hold many episodes, told apart by episode_index
     required = [*columns, "episode_index"] if many else list(columns)
     try:
         # ParquetFile rather than pq.read_table: the latter goes through pyarrow.dataset, whose import
@@ -288,6 +294,6 @@ def load_episode(src: Path, opts: LeRobotOptions, unit: Unit) -> RobotEpisode:
 
 
 CONVERTER = robot_converter(
-    "lerobot", "LeRobotDataset v2.1 / v3.0 folders (parquet frames, mp4 videos of any PyAV codec, inline images).",
+    "lerobot", "LeRobotDataset v2.1 / v3.0 / v3.1 folders (parquet frames, mp4 videos of any PyAV codec, inline images).",
     LeRobotOptions, list_units, describe, load_episode,
 )

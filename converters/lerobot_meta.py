@@ -11,6 +11,7 @@ Layout (huggingface/lerobot `datasets/utils.py`, `docs/source/lerobot-dataset-v3
   `data/{chunk,file}_index` and per camera `videos/{key}/{chunk_index,file_index,from_timestamp,
   to_timestamp}` (seconds inside the concatenated mp4); `meta/tasks.parquet` is a pandas frame whose
   index is the task string, with one column `task_index`.
+- v3.1: the v3.0 layout plus the language columns below (features of dtype `language`).
 This module reads metadata only; it never opens a frame parquet or a video.
 """
 
@@ -25,7 +26,12 @@ from typing import Any
 from cotrain.errors import DataError, suggest
 from cotrain.jsonl import iter_jsonl
 
-SUPPORTED_VERSIONS = ("v2.1", "v3.0")
+SUPPORTED_VERSIONS = ("v2.1", "v3.0", "v3.1")
+# v3.1 (lerobot `datasets/language.py`, written by `lerobot-annotate`) keeps v3.0's files and adds two
+# frame columns of dtype "language": `language_persistent` (rows {role, content, style, timestamp,
+# camera, tool_calls} repeated on every frame of an episode) and `language_events` (rows on the frame
+# they fire at); the annotation writer drops `subtask_index`.
+LANGUAGE_DTYPE = "language"
 INFO_PATH = "meta/info.json"
 CAMERA_DTYPES = ("video", "image")
 _V21_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
@@ -76,6 +82,16 @@ class LeRobotMeta:
     def cameras(self) -> list[str]:
         """Camera feature keys (video and inline image), in info.json order."""
         return [k for k, f in self.features.items() if f.get("dtype") in CAMERA_DTYPES]
+
+    @property
+    def many_episodes_per_file(self) -> bool:
+        """v3.x: frame parquets and videos hold many episodes (v2.1: one each)."""
+        return self.version != "v2.1"
+
+    @property
+    def language_columns(self) -> list[str]:
+        """v3.1 language columns (read by `cotrain annotate --from`, not by the robot converter)."""
+        return [k for k, f in self.features.items() if f.get("dtype") == LANGUAGE_DTYPE]
 
     def is_video(self, key: str) -> bool:
         return self.features[key].get("dtype") == "video"

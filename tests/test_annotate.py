@@ -394,3 +394,24 @@ def test_cli_options_mirror_the_models() -> None:
     # Annotation reads JPEGs from shards and decodes no video, so it has no --decode-threads.
     assert params == set(AnnotateOptions.model_fields) | (set(RunOptions.model_fields) - {"decode_threads"})
     assert _TEXT_PROMPT == DEFAULT_PROMPT
+
+
+def test_lerobot_v31_language_goes_into_annotation_samples(tmp_path: Path) -> None:
+    """A v3.1 dataset as lerobot-annotate leaves it: converted with `convert lerobot`, then annotated from
+    its own language columns (persistent subtasks; an interjection event beside a speech tool call)."""
+    from cotrain_converters.lerobot import LeRobotOptions
+    from tests.fixtures.lerobot import write_lerobot_v30
+
+    src = write_lerobot_v30(tmp_path / "src", episodes=3, frames=12, size=(16, 16), language=True)
+    convert("lerobot", src, tmp_path / "robot", LeRobotOptions(embodiment="so101", horizon=2))
+    _, report = annotate(tmp_path / "robot", tmp_path / "out", AnnotateOptions(from_file=str(src)))
+    expected = {("0", f): "reach" for f in range(6)}  # "grasp" from 0.2 s = frame 6 at 30 fps
+    expected.update({("0", f): "grasp" for f in range(6, 12)})
+    expected.update({("1", f): "push" for f in range(3, 13)})
+    assert _targets(tmp_path / "out") == expected
+    assert report is not None and report["source"]["format"] == "lerobot"
+    assert report["unannotated_episode_ids"] == ["2"]
+    sample = next(Dataset.open(tmp_path / "out").iter_decoded())
+    assert sample["front.jpg"][:3] == b"\xff\xd8\xff" and sample["instruction.txt"]  # robot members carried over
+    annotate(tmp_path / "robot", tmp_path / "events", AnnotateOptions(from_file=str(src), style="interjection"))
+    assert _targets(tmp_path / "events") == {("1", 3): "stop there"}

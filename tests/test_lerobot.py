@@ -341,7 +341,7 @@ def test_unknown_version(v21: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         convert("lerobot", src, tmp_path / "o", opts())
     assert str(err.value) == (f"{src / 'meta/info.json'}, key 'codebase_version': "
-                              "unknown format version v9.9; supported v2.1, v3.0")
+                              "unknown format version v9.9; supported v2.1, v3.0, v3.1")
 
 
 # --- decoder threads ------------------------------------------------------------------------------
@@ -413,3 +413,74 @@ def test_v30_episode_rows_use_row_group_statistics(tmp_path: Path) -> None:
     assert touched == [2, 3, 4]
     assert rows.column("frame_index").to_pylist() == list(range(13))
     assert rows.column("action").to_pylist() == [[float(i)] for i in range(12, 25)]
+
+
+# --- What real producers write (issue 18) ---------------------------------------------------------
+
+
+def test_v30_to_timestamp_of_the_last_frame_is_accepted(tmp_path: Path) -> None:
+    # to_timestamp = from + (N-1)/fps: one frame short of LeRobot's end-exclusive range, all N frames in the mp4.
+    src = write_lerobot_v30(tmp_path / "src", episodes=3, frames=12, size=SIZE, episodes_per_file=2,
+                            to_timestamp="last_frame")
+    convert("lerobot", src, tmp_path / "o", opts())
+    episodes = by_episode(tmp_path / "o")
+    assert [len(episodes[str(e)]) for e in range(3)] == [12, 13, 14]
+    for e in range(3):
+        for f, s in enumerate(episodes[str(e)]):
+            assert_frame_is(s["front.jpg"], e, f)  # the last frame is the episode's own, not the next one's
+
+
+def test_v30_last_frame_end_with_frames_really_missing_still_fails(tmp_path: Path) -> None:
+    src = write_lerobot_v30(tmp_path / "src", episodes=3, frames=12, size=SIZE, episodes_per_file=2,
+                            to_timestamp="last_frame")
+    video = src / "videos/observation.images.front/chunk-000/file-001.mp4"  # episode 2 alone, 14 frames
+    write_video(video, [frame_image(2, f, SIZE) for f in range(13)], 30)
+    with pytest.raises(DataError) as err:
+        convert("lerobot", src, tmp_path / "o", opts())
+    assert str(err.value) == (f"{video}, episode 2, frame 13: truncated video: it ends after 13 frames, "
+                              "frame 13 was needed")
+
+
+def test_v31_with_language_columns_converts(tmp_path: Path) -> None:
+    src = write_lerobot_v30(tmp_path / "src", episodes=3, frames=12, size=SIZE, language=True)
+    convert("lerobot", src, tmp_path / "o", opts())
+    m = load_manifest(tmp_path / "o")
+    assert m.extra["codebase_version"] == "v3.1" and (m.num_episodes, m.num_samples) == (3, 39)
+    assert m.extra["language_columns"] == ["language_persistent", "language_events"]
+    assert m.cameras == ["front"]  # language features are neither cameras nor state
+    for e, samples in ((int(k), v) for k, v in by_episode(tmp_path / "o").items()):
+        assert_chunks(samples, parquet_rows(src / "data/chunk-000/file-000.parquet", episode=e))
+
+
+def test_inline_image_paths_stay_inside_and_corrupt_jpegs_fail(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.fixtures.vl import encode
+
+    src = write_lerobot_v30(tmp_path / "src", episodes=2, frames=6, size=SIZE, cameras=(), image_cameras=("top",))
+    path = src / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    col = table.column_names.index("observation.images.top")
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(encode(frame_image(0, 0, SIZE), "PNG"))
+
+    def write_images(change: dict[int, dict[str, object]]) -> None:
+        images = table.column(col).to_pylist()
+        for row, value in change.items():
+            images[row] = value
+        pq.write_table(table.set_column(col, table.schema.field(col), pa.array(images, table.schema.field(col).type)),
+                       path)
+
+    for ref in ("../../../secret.png", str(secret)):
+        write_images({3: {"bytes": None, "path": ref}})
+        with pytest.raises(DataError, match=rf"file-000\.parquet, episode 0, frame 3, key 'observation\.images\.top': "
+                                            r"image path .* outside the dataset folder"):
+            convert("lerobot", src, tmp_path / "o", opts())
+    jpeg = encode(frame_image(1, 2, SIZE), "JPEG")
+    write_images({6 + 2: {"bytes": jpeg[: len(jpeg) // 2], "path": None}})
+    with pytest.raises(DataError, match=r"file-000\.parquet, episode 1, frame 2, key 'observation\.images\.top': "
+                                        r"undecodable image"):
+        convert("lerobot", src, tmp_path / "o", opts())
+    report = convert("lerobot", src, tmp_path / "skip", opts(on_bad_episode="skip"))
+    assert report.samples == 6 and len(report.skipped) == 1 and "undecodable image" in report.skipped[0]
