@@ -294,6 +294,7 @@ def load_episode(src: Path, opts: LeRobotOptions, unit: Unit) -> RobotEpisode:
 
 
 CONVERTER = robot_converter(
-    "lerobot", "LeRobotDataset v2.1 / v3.0 / v3.1 folders (parquet frames, mp4 videos of any PyAV codec, inline images).",
+    "lerobot",
+    "LeRobotDataset v2.1 / v3.0 / v3.1 folders (parquet frames, mp4 videos of any PyAV codec, inline images).",
     LeRobotOptions, list_units, describe, load_episode,
 )

@@ -7,15 +7,27 @@ Layout (ARISE-Initiative/robomimic `docs/datasets/overview.md`):
   such as `robot0_eef_pos (N, 3)` and camera keys `<camera>_image (N, H, W, 3) uint8`;
 - `mask/<filter_key>`: arrays of demo names (bytes), e.g. `train` / `valid`.
 
+Isaac Lab writes the same container (isaaclab `utils/datasets/hdf5_dataset_file_handler.py`, and
+Isaac Lab Mimic) with its own keys: `obs/` holds the policy observation terms (`actions` = the last
+action again, `joint_pos`, `joint_vel`, `eef_pos`, `eef_quat`, `gripper_pos`, object terms, camera
+terms such as `table_cam` (N, H, W, 3) uint8 without an `_image` suffix), Mimic adds the nested group
+`obs/datagen_info/{object_pose,eef_pose,target_eef_pose}/<name>` and `subtask_term_signals`, demo
+numbers have gaps where failed demos were dropped, and `env_args` is `{env_name, type: 2}`.
+
 Demos are ordered numerically (demo_2 before demo_10), as robomimic's own loader does. The state is
-the concatenation of the chosen low-dim obs keys; `states` (simulator state) is not converted. The
-files carry no timestamps: frames are spaced at the env's `control_freq` (robosuite's default 20 Hz
-when absent) unless `--source-fps` says otherwise.
+the concatenation of the chosen obs datasets: `--state-keys`, else the first default set fully
+present (robomimic's `robot0_eef_pos, robot0_eef_quat, robot0_gripper_qpos`; Isaac Lab's `eef_pos,
+eef_quat, gripper_pos`; `joint_pos`), else every 1-D or 2-D obs dataset. An action key (`actions`,
+`last_action`, ...) never enters the state: it would put the label into the input. The keys used
+are logged on every conversion and recorded in the manifest. `states` (simulator state) is not
+converted. The files carry no timestamps: frames are spaced at the env's `control_freq`
+(robosuite's default 20 Hz when absent) unless `--source-fps` says otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,11 +38,20 @@ from pydantic import Field
 
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
-from cotrain.errors import DataError, suggest
+from cotrain.errors import ConfigError, DataError, suggest
 from cotrain_converters.hdf5 import one_line, open_hdf5
+
+log = logging.getLogger(__name__)
 
 ROBOSUITE_FPS = 20.0
 DEFAULT_STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
+# Default state sets, tried in order; the first whose keys are all obs datasets is used.
+STATE_KEY_SETS = {
+    "robomimic end-effector pose + gripper": DEFAULT_STATE_KEYS,
+    "Isaac Lab end-effector pose + gripper": ("eef_pos", "eef_quat", "gripper_pos"),
+    "Isaac Lab joint positions": ("joint_pos",),
+}
+_ACTION_KEY = re.compile(r"(^|[^a-z])actions?($|[^a-z])")  # actions, last_action, processed_actions, ...
 LANGUAGE_KEYS = ("lang", "language_instruction", "task")
 _IMAGE_SUFFIX = "_image"
 # Frames are read in slabs: one h5py read per slab instead of one per frame, and a slab of 32
@@ -43,8 +64,9 @@ class RobomimicOptions(RobotOptions):
 
     filter_key: str | None = Field(None, description="Convert only the demos listed in mask/NAME (e.g. train, valid).")
     state_keys: str | None = Field(
-        None, description="Comma list of low-dim obs keys concatenated into the state "
-        "(default: robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos where present, else all 2-D obs keys)."
+        None, description="Comma list of obs datasets (nested ones as group/name) concatenated into the state "
+        "(default: robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos; else Isaac Lab's eef_pos,eef_quat,"
+        "gripper_pos; else joint_pos; else every 1-D/2-D obs dataset; never an action key)."
     )
     source_fps: float | None = Field(
         None, gt=0, description="Rate the demos were recorded at (default: env_args control_freq, else 20)."
@@ -96,15 +118,40 @@ def _selected_demos(f: Any, path: Path, filter_key: str | None) -> list[str]:
     return sorted(names, key=_demo_sort_key)
 
 
+def _is_dataset(obj: Any) -> bool:
+    import h5py
+
+    return isinstance(obj, h5py.Dataset)
+
+
 def _is_camera(key: str, ds: Any) -> bool:
-    return key.endswith(_IMAGE_SUFFIX) and ds.dtype == np.uint8 and ds.ndim == 4 and ds.shape[-1] == 3
+    """An RGB frame stack (N, H, W, 3) uint8: robomimic's `<cam>_image`, Isaac Lab's `table_cam`."""
+    return _is_dataset(ds) and ds.dtype == np.uint8 and ds.ndim == 4 and ds.shape[-1] == 3
 
 
-def _state_keys(obs: Any, opts: RobomimicOptions) -> list[str]:
+def camera_name(key: str) -> str:
+    return key[: -len(_IMAGE_SUFFIX)] if key.endswith(_IMAGE_SUFFIX) else key
+
+
+def is_action_key(key: str) -> bool:
+    """An obs key holding an action (Isaac Lab records the last action as `obs/actions`)."""
+    return bool(_ACTION_KEY.search(key.rsplit("/", 1)[-1].lower()))
+
+
+def _state_keys(obs: Any, opts: RobomimicOptions) -> tuple[list[str], str]:
+    """The state's obs keys and where they came from (an option or which default)."""
     if opts.state_keys:
-        return [k.strip() for k in opts.state_keys.split(",") if k.strip()]
-    preferred = [k for k in DEFAULT_STATE_KEYS if k in obs]
-    return preferred or sorted(k for k in obs if obs[k].ndim == 2)
+        keys = [k.strip() for k in opts.state_keys.split(",") if k.strip()]
+        leaks = [k for k in keys if is_action_key(k)]
+        if leaks:
+            raise ConfigError(f"--state-keys: {leaks[0]!r} holds an action (Isaac Lab records the last action as "
+                              "obs/actions); in the state it would leak the label into the input")
+        return keys, "--state-keys"
+    for origin, keys in STATE_KEY_SETS.items():
+        if all(k in obs and _is_dataset(obs[k]) for k in keys):
+            return list(keys), f"default: {origin}"
+    rest = sorted(k for k in obs if _is_dataset(obs[k]) and obs[k].ndim in (1, 2) and not is_action_key(k))
+    return rest, "default: every 1-D/2-D obs dataset except actions"
 
 
 def _layout(f: Any, path: Path, demos: Sequence[str], opts: RobomimicOptions) -> dict[str, Any]:
@@ -118,12 +165,13 @@ def _layout(f: Any, path: Path, demos: Sequence[str], opts: RobomimicOptions) ->
         if group is None or "actions" not in group or "obs" not in group or group["actions"].ndim != 2:
             continue
         obs = group["obs"]
-        keys = _state_keys(obs, opts)
-        if not keys or any(k not in obs or obs[k].ndim not in (1, 2) for k in keys):
+        keys, origin = _state_keys(obs, opts)
+        if not keys or any(k not in obs or not _is_dataset(obs[k]) or obs[k].ndim == 0 for k in keys):
             continue
         return {
             "state_keys": keys,
-            "state_widths": [1 if obs[k].ndim == 1 else int(obs[k].shape[1]) for k in keys],
+            "state_keys_source": origin,
+            "state_widths": [int(np.prod(obs[k].shape[1:])) for k in keys],
             "action_dim": int(group["actions"].shape[1]),
             "cameras": sorted(k for k in obs if _is_camera(k, obs[k])),
         }
@@ -136,13 +184,16 @@ def _layout_error(f: Any, path: Path, demo: str, opts: RobomimicOptions) -> Data
     if group is None or "obs" not in group or "actions" not in group or group["actions"].ndim != 2:
         return DataError(path, "no demo has both a 2-D 'actions' dataset and an 'obs' group", key="data")
     obs = group["obs"]
-    keys, available = _state_keys(obs, opts), sorted(obs.keys())
+    (keys, _), available = _state_keys(obs, opts), sorted(obs.keys())
     for key in keys:
         if key not in obs:
             return DataError(path, f"obs key {key!r} not found{suggest(key, available)}; obs keys: "
                                    f"{', '.join(available)}", episode=demo, key=f"obs/{key}")
-        if obs[key].ndim not in (1, 2):
-            return DataError(path, f"shape {obs[key].shape}: a state key must be (N,) or (N, D)",
+        if not _is_dataset(obs[key]):
+            return DataError(path, f"a state key must name a dataset, not a group (it holds: "
+                                   f"{', '.join(sorted(obs[key].keys()))})", episode=demo, key=f"obs/{key}")
+        if obs[key].ndim == 0:
+            return DataError(path, "a state key must name a dataset of shape (N, ...), not a scalar",
                              episode=demo, key=f"obs/{key}")
     return DataError(path, "no 1-D or 2-D obs key to build the state from; pass --state-keys", episode=demo, key="obs")
 
@@ -187,9 +238,13 @@ def describe(src: Path, opts: RobomimicOptions, units: Sequence[Unit]) -> Datase
     ref = units[0].ref
     state_names = [f"{k}_{i}" for k, w in zip(ref["state_keys"], ref["state_widths"]) for i in range(w)]
     action_names = [f"action_{i}" for i in range(ref["action_dim"])]
-    cameras = [c[: -len(_IMAGE_SUFFIX)] for c in ref["cameras"]]
+    cameras = [camera_name(c) for c in ref["cameras"]]
+    origin = ref.get("state_keys_source", "")
+    # Printed on every conversion: a state silently built from the wrong keys trains a wrong policy.
+    log.info("robomimic %s: state = %s (%d dims; %s)", src.name, ", ".join(f"obs/{k}" for k in ref["state_keys"]),
+             len(state_names), origin)
     extra = {"env_name": ref["env_name"], "filter_key": opts.filter_key, "state_keys": ref["state_keys"],
-             "source_fps": ref["fps"]}
+             "state_keys_source": origin, "source_fps": ref["fps"]}
     return robot_info(opts, state_names=state_names, action_names=action_names, fps=ref["fps"], cameras=cameras,
                       where=str(src), extra=extra)
 
@@ -225,7 +280,7 @@ def _read_state(obs: Any, ref: dict[str, Any], frames: int, path: Path, demo: st
     for key, width in zip(ref["state_keys"], ref["state_widths"]):
         name = f"obs/{key}"
         arr = _read(obs, key, path, demo).astype(np.float64)
-        arr = arr[:, None] if arr.ndim == 1 else arr
+        arr = arr.reshape(len(arr), -1) if arr.ndim else arr
         if arr.ndim != 2 or arr.shape[1] != width:
             raise DataError(path, f"shape {arr.shape}, expected ({frames}, {width}) like the first demo",
                             episode=demo, key=name)
@@ -295,7 +350,7 @@ def load_episode(src: Path, opts: RobomimicOptions, unit: Unit) -> RobotEpisode:
         cameras = [] if opts.no_images else ref["cameras"]
         for key in cameras:
             _check_camera(group["obs"], key, n, path, demo)
-    sources = {key[: -len(_IMAGE_SUFFIX)]: _frame_source(path, demo, key, opts.rotate_images_180) for key in cameras}
+    sources = {camera_name(key): _frame_source(path, demo, key, opts.rotate_images_180) for key in cameras}
     return RobotEpisode(episode_id=demo, source_file=str(path), state=state, actions=actions.astype(np.float64),
                         timestamps_s=np.arange(n, dtype=np.float64) / ref["fps"], tasks=[task], cameras=sources,
                         fps=ref["fps"], state_key="state", action_key="actions")

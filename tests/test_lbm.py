@@ -142,7 +142,8 @@ def test_sample_without_anchor_camera_is_an_error(src: Path, tmp_path: Path) -> 
     samples = list(source_samples(bad).items())
     samples[2][1].pop("wrist_left_minus_t0.jpg")
     write_tar(shard, samples)
-    with pytest.raises(DataError, match=r"episode episode_0, frame 2, key '.*wrist_left_minus_t0.jpg'.*no wrist_left_minus_t0 image, "
+    with pytest.raises(DataError, match=r"episode episode_0, frame 2, key '.*wrist_left_minus_t0.jpg'.*"
+                                        r"no wrist_left_minus_t0 image, "
                                          r"but the dataset or metadata.json camera_names has that camera "
                                          r"\(images here: scene_right_0\)"):
         convert("lbm", bad, tmp_path / "o", LbmOptions())

@@ -12,11 +12,21 @@ import pytest
 
 from cotrain.convert.pipeline import convert
 from cotrain.dataset import Dataset
-from cotrain.errors import DataError
+from cotrain.errors import ConfigError, DataError
 from cotrain.imaging import decode_image
 from cotrain_converters.robomimic import RobomimicOptions
 from tests.conftest import episodes_of, run_cli
-from tests.fixtures.robomimic import DEMO_FRAMES, ENV_NAME, LANGUAGE, demo_arrays, write_robomimic
+from tests.fixtures.robomimic import (
+    DEMO_FRAMES,
+    ENV_NAME,
+    ISAACLAB_DEMOS,
+    ISAACLAB_ENV,
+    LANGUAGE,
+    demo_arrays,
+    isaaclab_arrays,
+    write_isaaclab,
+    write_robomimic,
+)
 
 NUMERIC_ORDER = ["demo_0", "demo_1", "demo_2", "demo_10"]
 DEFAULT_STATE = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
@@ -85,7 +95,8 @@ def test_manifest_describes_the_dataset(lift: Path, tmp_path: Path) -> None:
     assert manifest.action_names == [f"action_{i}" for i in range(7)]
     assert manifest.cameras == [] and manifest.fps == 20.0 and manifest.embodiment == "franka"
     assert (manifest.num_episodes, manifest.num_samples) == (4, sum(DEMO_FRAMES.values()))
-    assert manifest.extra == {"env_name": "Lift", "filter_key": None, "source_fps": 20.0, "state_keys": DEFAULT_STATE}
+    assert manifest.extra == {"env_name": "Lift", "filter_key": None, "source_fps": 20.0, "state_keys": DEFAULT_STATE,
+                              "state_keys_source": "default: robomimic end-effector pose + gripper"}
 
 
 @pytest.mark.parametrize(("key", "demos"), [("train", ["demo_0", "demo_2", "demo_10"]), ("valid", ["demo_1"])])
@@ -263,3 +274,68 @@ def test_cli_converts_and_reports_bad_input_in_one_line(lift: Path, tmp_path: Pa
     assert lines == [f"error: {lift}, episode demo_0, key 'obs/robot0_eef_vel': obs key 'robot0_eef_vel' not found "
                      "(did you mean 'robot0_eef_pos'?); obs keys: agentview_image, object, robot0_eef_pos, "
                      "robot0_eef_quat, robot0_eye_in_hand_image, robot0_gripper_qpos, robot0_joint_pos"]
+
+
+# --- What real producers write: Isaac Lab (issue 18) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def isaaclab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_isaaclab(tmp_path_factory.mktemp("isaaclab") / "stack.hdf5")
+
+
+def test_isaaclab_defaults_to_end_effector_pose_and_gripper(isaaclab: Path, tmp_path: Path) -> None:
+    ds = _convert(isaaclab, tmp_path / "out")
+    m = ds.manifest
+    assert m.extra["state_keys"] == ["eef_pos", "eef_quat", "gripper_pos"] and len(m.state_names) == 9
+    assert m.extra["state_keys_source"] == "default: Isaac Lab end-effector pose + gripper"
+    assert m.cameras == ["table_cam", "wrist_cam"] and m.extra["env_name"] == ISAACLAB_ENV
+    episodes = episodes_of(ds)
+    assert list(episodes) == list(ISAACLAB_DEMOS)  # demo_0, demo_2, demo_5: gaps kept, numeric order
+    for demo, frames in ISAACLAB_DEMOS.items():
+        arrays = isaaclab_arrays(demo, frames, eef=True)
+        obs = arrays["obs"]
+        want = np.concatenate([obs[k] for k in ("eef_pos", "eef_quat", "gripper_pos")], axis=1)  # type: ignore[index]
+        got = np.stack([s["state.npy"] for s in episodes[demo]])
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+        np.testing.assert_array_equal(np.stack([s["actions.npy"][0] for s in episodes[demo]]), arrays["actions"])
+        assert all(s["instruction.txt"] == ISAACLAB_ENV for s in episodes[demo])
+
+
+def test_isaaclab_joint_space_file_uses_joint_positions(tmp_path: Path) -> None:
+    src = write_isaaclab(tmp_path / "joints.hdf5", demos={"demo_1": 8, "demo_4": 9}, eef=False)
+    m = _convert(src, tmp_path / "out", no_images=True).manifest
+    assert m.extra["state_keys"] == ["joint_pos"]
+    assert m.extra["state_keys_source"] == "default: Isaac Lab joint positions"
+
+
+def test_fallback_never_takes_an_action_or_a_group_into_the_state(tmp_path: Path) -> None:
+    src = write_isaaclab(tmp_path / "plain.hdf5", demos={"demo_0": 8}, eef=False)
+    with h5py.File(src, "a") as f:
+        del f["data/demo_0/obs/joint_pos"]  # no default set is complete now
+    m = _convert(src, tmp_path / "out", no_images=True).manifest
+    assert m.extra["state_keys"] == ["cube_positions", "joint_vel", "object"]  # not obs/actions, not datagen_info
+    assert m.extra["state_keys_source"] == "default: every 1-D/2-D obs dataset except actions"
+    assert len(m.state_names) == 9 + 9 + 39
+
+
+@pytest.mark.parametrize("keys", ["eef_pos,actions", "last_action", "processed_actions"])
+def test_action_keys_are_refused_in_the_state(isaaclab: Path, tmp_path: Path, keys: str) -> None:
+    with pytest.raises(ConfigError, match=r"--state-keys: '\w+' holds an action .* leak the label"):
+        _convert(isaaclab, tmp_path / "out", state_keys=keys)
+
+
+def test_nested_state_key_is_flattened(isaaclab: Path, tmp_path: Path) -> None:
+    ds = _convert(isaaclab, tmp_path / "out", no_images=True, state_keys="datagen_info/eef_pose/franka,gripper_pos")
+    assert len(ds.manifest.state_names) == 16 + 2
+    first = next(ds.iter_decoded())
+    pose = isaaclab_arrays("demo_0", 12)["obs"]["datagen_info"]["eef_pose"]["franka"][0]  # type: ignore[index]
+    np.testing.assert_array_equal(first["state.npy"][:16], pose.reshape(-1))
+
+
+def test_cli_prints_the_state_keys(isaaclab: Path, tmp_path: Path) -> None:
+    proc = run_cli("convert", "robomimic", str(isaaclab), str(tmp_path / "out"), "--embodiment", "franka",
+                   "--no-images", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert ("state = obs/eef_pos, obs/eef_quat, obs/gripper_pos (9 dims; default: Isaac Lab end-effector pose + "
+            "gripper)") in proc.stderr
