@@ -376,3 +376,25 @@ def test_field_paths_on_json_like_values() -> None:
         field_value(msg, parse_field_path("arm.joints.x"))
     with pytest.raises(ValueError, match="bad field path 'arm..joints'"):
         parse_field_path("arm..joints")
+
+
+def test_corrupt_jpeg_message_names_episode_frame_and_topic(tmp_path: Path) -> None:
+    src = fx.write_ros2(tmp_path / "run.mcap", bad_front=(4,))
+    message = _error(src, tmp_path)
+    assert message.startswith(f"{src}, episode run, frame ") and "key '/cam_front/image_raw/compressed'" in message
+    assert "undecodable image" in message and "\n" not in message
+    report = convert("mcap", src, tmp_path / "skip", MCAPOptions(embodiment="arm", fps=10.0, horizon=3, **ROS2,
+                                                                 on_bad_episode="skip"))
+    assert report.samples == 0 and len(report.skipped) == 1 and "undecodable image" in report.skipped[0]
+
+
+def test_flipped_byte_inside_a_chunk_fails_its_crc(tmp_path: Path) -> None:
+    src = fx.write_ros2(tmp_path / "run.mcap", compression="none")
+    data = bytearray(src.read_bytes())
+    jpeg = fx.front_jpeg(5)
+    at = data.find(jpeg[200:240]) + 10  # inside the entropy-coded data of one camera frame
+    assert at > 10
+    data[at] ^= 0x01  # one bit: the JPEG still decodes, to different pixels
+    src.write_bytes(bytes(data))
+    message = _error(src, tmp_path)
+    assert message.startswith(f"{src}") and "CRCValidationError: crc validation failed in Chunk" in message

@@ -352,6 +352,22 @@ def test_image_that_is_not_an_image(tmp_path: Path) -> None:
         convert("rlds", src.root, tmp_path / "out", opts())
 
 
+
+def test_corrupt_jpeg_step_fails_or_is_skipped(tmp_path: Path) -> None:
+    def cut(e: int, ep: dict[str, Any]) -> None:
+        if e == 1:
+            ep["observation/image"][5] = ep["observation/image"][5][: len(ep["observation/image"][5]) // 2]  # a JPEG cut short: header fine, data lost
+
+    src = fx.write_rlds(tmp_path / "src", mutate=cut)
+    with pytest.raises(DataError) as err:
+        convert("rlds", src.root, tmp_path / "out", opts())
+    assert str(err.value).startswith(f"{src.files[0]}, episode ")
+    assert "frame 5, key 'steps/observation/image': record 1: undecodable image" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    report = convert("rlds", src.root, tmp_path / "skip", opts(on_bad_episode="skip"))
+    assert len(report.skipped) == 1 and report.samples == sum(STEPS) - STEPS[1]
+
+
 # ---------------------------------------------------------------------------------- table and options
 
 
