@@ -356,7 +356,8 @@ def test_image_that_is_not_an_image(tmp_path: Path) -> None:
 def test_corrupt_jpeg_step_fails_or_is_skipped(tmp_path: Path) -> None:
     def cut(e: int, ep: dict[str, Any]) -> None:
         if e == 1:
-            ep["observation/image"][5] = ep["observation/image"][5][: len(ep["observation/image"][5]) // 2]  # a JPEG cut short: header fine, data lost
+            jpeg = ep["observation/image"][5]
+            ep["observation/image"][5] = jpeg[: len(jpeg) // 2]  # a JPEG cut short: header fine, data lost
 
     src = fx.write_rlds(tmp_path / "src", mutate=cut)
     with pytest.raises(DataError) as err:
