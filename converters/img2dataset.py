@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotrain import tarindex
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink, VisionLanguageOptions
 from cotrain.errors import DataError
+from cotrain_converters.source_files import tar_damage
 from cotrain_converters.vl_common import (
     RECORDS_PER_UNIT,
     UnitBuilder,
@@ -160,32 +160,13 @@ def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit]:
 def _readable_records(path: Path, *, tolerate: bool) -> list[_Record]:
     """The records tarfile reads; with `tolerate` (damage already found), those before it fails."""
     records: list[_Record] = []
-    with _open(path) as tar:
-        try:
-            records.extend(_iter_records(tar, str(path), read_images=False))
-        except DataError:
-            if not tolerate:
-                raise
-    return records
-
-
-def tar_damage(path: Path) -> str | None:
-    """Why a tar is cut short or damaged, or None. tarfile reads a tar truncated at a member boundary,
-    or inside a member it was not asked to read, as if it ended there: the members are scanned with
-    their checksums, and the end-of-archive marker every tar writer puts after the last member must
-    follow it."""
     try:
-        members = tarindex.scan_path(path)
-    except DataError as exc:
-        return exc.problem
-    end = members[-1][1] + -(-members[-1][2] // _BLOCK) * _BLOCK if members else 0
-    with path.open("rb") as fh:
-        fh.seek(end)
-        marker = fh.read(_BLOCK)
-    if marker != bytes(_BLOCK):
-        return (f"truncated tar: no end-of-archive marker after the last member (the file ends at byte "
-                f"{path.stat().st_size}); records after that point are lost")
-    return None
+        with _open(path) as tar:
+            records.extend(_iter_records(tar, str(path), read_images=False))
+    except DataError:
+        if not tolerate:
+            raise
+    return records
 
 
 def _open(path: Path) -> tarfile.TarFile:

@@ -43,7 +43,7 @@ from cotrain.imaging import image_problem, parse_size, to_jpeg
 from cotrain.jsonl import iter_jsonl
 from cotrain.shards import encode_json, encode_npy, iter_samples
 from cotrain.stats import EpisodeLowdim
-from cotrain_converters.source_files import inside
+from cotrain_converters.source_files import inside, tar_damage
 
 MANIFEST = "manifest.jsonl"
 SOURCE_STATS = "stats.json"
@@ -199,6 +199,8 @@ def _read_manifest(src: Path) -> list[tuple[str, int]]:
 def _probe(src: Path, shard: str, opts: LbmOptions) -> dict[str, Any]:
     """The layout every sample must share, read from the first sample of the first shard."""
     path = shard_file(src, shard, 1)
+    if damage := tar_damage(path):
+        raise DataError(path, damage)
     raw = next(iter_samples(path), None)
     if raw is None:
         raise DataError(path, "the first shard holds no samples")
@@ -323,6 +325,8 @@ def convert_unit(src: Path, opts: LbmOptions, unit: Unit, sink: UnitSink) -> Non
     layout = unit.ref["layout"]
     path = shard_file(src, unit.ref["shard"], int(unit.ref.get("entry", unit.index + 1)))
     where = str(path)
+    if damage := tar_damage(path):  # else a shard cut short reads as a shorter one, or a sample missing members
+        raise DataError(path, damage)
     skeys, akeys, horizon = state_keys(opts), action_keys(opts), layout["horizon"]
     camera_map = {} if opts.no_images else parse_camera_map(opts.cameras, layout["cameras"], where)
     groups: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}

@@ -8,6 +8,9 @@ the source root (absolute paths too) and refuses escapes, naming the file and pl
 Image bytes that pass through untouched (JPEGs that need no resize) are never decoded by the
 converter otherwise; `checked_image` decodes them fully, so a truncated or corrupt frame fails the
 conversion (or is skipped with `--on-bad-episode skip`) instead of failing `cotrain validate` later.
+
+Source tars are read with tarfile, which takes a tar cut short at a member boundary (or inside a
+member it was not asked to read) for a complete one; `tar_damage` says what is wrong before that.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cotrain import tarindex
 from cotrain.errors import DataError
 from cotrain.imaging import image_problem
+
+_BLOCK = tarindex.BLOCK
 
 
 def inside(root: Path, ref: str, *, base: Path | None = None, where: object, episode: object | None = None,
@@ -50,3 +56,28 @@ def checked_image(data: bytes, *, where: object, episode: object | None = None, 
     if problem:
         raise DataError(where, problem, episode=episode, frame=frame, key=key)
     return data
+
+
+def tar_damage(path: Path) -> str | None:
+    """Why a tar is cut short or damaged, or None. tarfile reads a tar truncated at a member boundary,
+    or inside a member it was not asked to read, as if it ended there: the headers are scanned with
+    their checksums and sizes first, then the end-of-archive marker every tar writer puts after the
+    last member (of any type) must follow it."""
+    import tarfile
+
+    try:
+        tarindex.scan_path(path)
+        with tarfile.open(path, "r:") as tar:
+            tar.getmembers()
+            end = tar.offset  # the block after the last member tarfile read
+    except DataError as exc:
+        return exc.problem
+    except (OSError, tarfile.TarError) as exc:
+        return f"truncated tar: unreadable from byte 0 ({exc})"
+    with path.open("rb") as fh:
+        fh.seek(end)
+        marker = fh.read(_BLOCK)
+    if marker != bytes(_BLOCK):
+        return (f"truncated tar: no end-of-archive marker after the last member at byte {end} (the file ends at "
+                f"byte {path.stat().st_size}); what followed is lost")
+    return None
