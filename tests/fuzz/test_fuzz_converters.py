@@ -380,4 +380,5 @@ def test_mcap(tmp_path: Path, seed: int) -> None:
             src.parent.mkdir()
             src.write_bytes(bytes(flipped))
             expect_refused("mcap chunk flip", ["mcap", str(src), *ROS2], tmp_path / "out", "run.mcap",
-                           r"(episode run: )?unreadable, truncated or corrupt MCAP file \((CRCValidationError|ZstdError)")
+                           r"(episode run: )?unreadable, truncated or corrupt MCAP file "
+                           r"\((CRCValidationError|ZstdError)")
