@@ -61,7 +61,9 @@ def reading(path: Path) -> Iterator[None]:
     except CotrainError:
         raise
     except _corrupt_errors() as exc:
-        raise DataError(path, f"unreadable, truncated or corrupt MCAP file ({type(exc).__name__}: {exc}); "
+        start = getattr(getattr(exc, "record", None), "message_start_time", None)  # a chunk failing its CRC
+        where = f" in the chunk of messages from log_time {start} ns" if isinstance(start, int) else ""
+        raise DataError(path, f"unreadable, truncated or corrupt MCAP file ({type(exc).__name__}: {exc}{where}); "
                               "`mcap recover` can often salvage a recording cut short") from None
 
 

@@ -398,3 +398,4 @@ def test_flipped_byte_inside_a_chunk_fails_its_crc(tmp_path: Path) -> None:
     src.write_bytes(bytes(data))
     message = _error(src, tmp_path)
     assert message.startswith(f"{src}") and "CRCValidationError: crc validation failed in Chunk" in message
+    assert "in the chunk of messages from log_time " in message
