@@ -60,24 +60,30 @@ def checked_image(data: bytes, *, where: object, episode: object | None = None, 
 
 def tar_damage(path: Path) -> str | None:
     """Why a tar is cut short or damaged, or None. tarfile reads a tar truncated at a member boundary,
-    or inside a member it was not asked to read, as if it ended there: the headers are scanned with
-    their checksums and sizes first, then the end-of-archive marker every tar writer puts after the
-    last member (of any type) must follow it."""
-    import tarfile
+    or inside a member it was not asked to read, as if it ended there. The header scan of
+    `cotrain.tarindex` checks checksums and that every member's data is in the file; it stops at the
+    end-of-archive marker (a zero block) that every tar writer puts after the last member, so the last
+    header-sized block it read must be that marker."""
+    import mmap
 
-    try:
-        tarindex.scan_path(path)
-        with tarfile.open(path, "r:") as tar:
-            tar.getmembers()
-            end = tar.offset  # the block after the last member tarfile read
-    except DataError as exc:
-        return exc.problem
-    except (OSError, tarfile.TarError) as exc:
-        return f"truncated tar: unreadable from byte 0 ({exc})"
+    last = {"block": b""}
     with path.open("rb") as fh:
-        fh.seek(end)
-        marker = fh.read(_BLOCK)
-    if marker != bytes(_BLOCK):
-        return (f"truncated tar: no end-of-archive marker after the last member at byte {end} (the file ends at "
-                f"byte {path.stat().st_size}); what followed is lost")
+        end = os.fstat(fh.fileno()).st_size
+        if end == 0:
+            return "truncated tar: the file is empty (byte 0)"
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+
+            def read(offset: int, size: int) -> bytes:
+                data = mm[offset: offset + size]
+                if size == _BLOCK:
+                    last["block"] = data
+                return data
+
+            try:
+                tarindex.scan(read, end, str(path))
+            except DataError as exc:
+                return exc.problem
+    if last["block"] != bytes(_BLOCK):
+        return (f"truncated tar: no end-of-archive marker after the last member (the file ends at byte {end}); "
+                "what followed is lost")
     return None
