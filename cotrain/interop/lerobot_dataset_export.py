@@ -219,8 +219,9 @@ def _episode(source: ExportSource, index: int, layout: _Layout, samples: list[di
     seen.add(ep)
     for i, smp in enumerate(samples):
         if smp[keys.META].get("frame_index") != i:
-            raise DataError(source.root, f"sample {smp['__key__']} has frame_index {smp[keys.META].get('frame_index')}, "
-                            f"expected {i}: episodes must hold every frame 0..T-1 in order", episode=where, frame=i)
+            got = smp[keys.META].get("frame_index")
+            raise DataError(source.root, f"sample {smp['__key__']} has frame_index {got}, expected {i}: episodes "
+                            "must hold every frame 0..T-1 in order", episode=where, frame=i)
         for member in (keys.STATE, keys.ACTIONS):
             if member not in smp:
                 raise DataError(source.root, f"sample {smp['__key__']} has no {member}", episode=where, frame=i,

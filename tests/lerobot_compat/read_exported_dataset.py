@@ -31,7 +31,8 @@ def main() -> None:
     fps = plain.fps
     chunked = LeRobotDataset("local/export", root=args.root,
                              delta_timestamps={"action": [i / fps for i in range(args.horizon)]})
-    scalars = ["timestamp", "frame_index", "episode_index", "index"] + (["source"] if "source" in plain.features else [])
+    scalars = ["timestamp", "frame_index", "episode_index", "index"]
+    scalars += ["source"] if "source" in plain.features else []
     out: dict[str, list] = {k: [] for k in ["observation.state", "action", "chunk", "chunk_is_pad", *scalars,
                                             *plain.meta.camera_keys]}
     tasks = []

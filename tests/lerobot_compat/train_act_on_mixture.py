@@ -70,7 +70,8 @@ def main() -> None:
         l1.append(float(parts["l1_loss"]))
         if len(losses) % args.log_every == 0:
             n = args.log_every
-            print(json.dumps({"step": len(losses), "loss": sum(losses[-n:]) / n, "l1_loss": sum(l1[-n:]) / n}), flush=True)
+            report = {"step": len(losses), "loss": sum(losses[-n:]) / n, "l1_loss": sum(l1[-n:]) / n}
+            print(json.dumps(report), flush=True)
     args.out.write_text(json.dumps({"losses": losses, "l1_losses": l1}))
 
 
