@@ -1,8 +1,8 @@
 """cotrain <-> LeRobot: the batch adapter, `cotrain export lerobot-dataset`, and LeRobot itself on both.
 
-Tests marked `lerobot_env` run scripts from tests/lerobot_compat/ in a LeRobot 0.4.4 environment
-(its python from $COTRAIN_LEROBOT_PYTHON, else <repo>/.venv-lerobot/bin/python; build it with
-`make lerobot-env`) and skip, saying so, when there is none. The others need only cotrain.
+The tests that call `run_lerobot` run scripts from tests/lerobot_compat/ in a LeRobot 0.4.4
+environment (its python from $COTRAIN_LEROBOT_PYTHON, else <repo>/.venv-lerobot/bin/python; build it
+with `make lerobot-env`) and skip, saying so, when there is none. The others need only cotrain.
 """
 
 from __future__ import annotations
