@@ -204,6 +204,8 @@ def test_export_errors_are_one_line_and_leave_nothing(data: Path, tmp_path: Path
     proc = run_cli("export", "lerobot-dataset", str(data / "so101"), str(tmp_path / "taken"))
     assert proc.returncode == 1 and "exists; pass --overwrite" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    with pytest.raises(ConfigError, match="overlaps source 'so101'"):
+        export_lerobot_dataset(data / "so101", data / "so101" / "lr", overwrite=True)
     # Samples without episode structure (written straight in the shard format) cannot become episodes.
     flat = write_dataset(tmp_path / "flat", samples=12, horizon=3)
     with pytest.raises(DataError, match="no integer episode_index"):

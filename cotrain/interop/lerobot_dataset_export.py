@@ -68,13 +68,12 @@ def export_lerobot_dataset(path: Path, out: Path, *, overwrite: bool = False) ->
     """Export the dataset or mixture at `path` to the LeRobotDataset v3.0 folder `out` (atomic)."""
     sources, is_mixture = resolve_sources(path)
     layout = ExportLayout.build(sources, is_mixture, str(path))
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    _check_out(out, sources, overwrite)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         summary = _Writer(tmp, layout).write(sources)
-        if out.exists():
+        if out.exists():  # --overwrite: the old folder is moved aside first, so OUT is never half-written
             old = out.with_name(out.name + f".old-{os.getpid()}")
             os.replace(out, old)
             os.replace(tmp, out)
@@ -85,6 +84,18 @@ def export_lerobot_dataset(path: Path, out: Path, *, overwrite: bool = False) ->
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportSummary(out, summary.sources, summary.episodes, summary.frames, summary.tasks, summary.cameras)
+
+
+def _check_out(out: Path, sources: Sequence[ExportSource], overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder; choose another OUT")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    target = out.resolve()
+    for s in sources:
+        root = s.root.resolve()
+        if target == root or target in root.parents or root in target.parents:
+            raise ConfigError(f"{out} overlaps source {s.name!r} at {s.root}; write the export elsewhere")
 
 
 class _Writer:
