@@ -138,8 +138,9 @@ def test_adapter_imports_no_heavy_stack() -> None:
 # -- export lerobot-dataset ----------------------------------------------------------------------
 
 def test_export_round_trips_through_convert_lerobot_byte_for_byte(data: Path, tmp_path: Path) -> None:
-    proc = run_cli("export", "lerobot-dataset", str(data / "so101"), str(tmp_path / "lr"), check=True)
-    assert "episodes" in proc.stdout
+    proc = run_cli("export", "lerobot-dataset", str(data / "so101"), str(tmp_path / "lr"), "--json", check=True)
+    assert json.loads(proc.stdout) == {"out": str(tmp_path / "lr"), "sources": ["so101"], "episodes": 3,
+                                       "frames": 45, "tasks": 2, "cameras": ["front"]}
     info = json.loads((tmp_path / "lr/meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and "source" not in info["features"]
     convert("lerobot", tmp_path / "lr", tmp_path / "back", LeRobotOptions(embodiment="so101", horizon=HORIZON))
