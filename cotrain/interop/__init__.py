@@ -1,0 +1,5 @@
+"""Bridges to other robot-learning stacks (LeRobot): batch adapters and dataset exporters.
+
+Nothing here imports those stacks: the adapters produce plain dicts of torch tensors and lists,
+the exporters write files in the other stack's layout, so cotrain needs neither installed.
+"""
