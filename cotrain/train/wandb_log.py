@@ -36,7 +36,8 @@ def require_wandb() -> Any:
     try:
         import wandb
     except ImportError:
-        raise ConfigError("--wandb needs the wandb package: pip install 'cotrain[wandb]' (or leave --wandb off)") from None
+        raise ConfigError("--wandb needs the wandb package: pip install 'cotrain[wandb]' "
+                          "(or leave --wandb off)") from None
     return wandb
 
 
