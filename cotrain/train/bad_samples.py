@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from cotrain.dist import DistInfo
-from cotrain.mix.loader import MixtureLoader
+from cotrain.mix.loader import MixtureLoader, build_planner
 
 log = logging.getLogger(__name__)
 __all__ = ["BadSampleMonitor"]
@@ -40,6 +40,9 @@ class BadSampleMonitor:
     def __init__(self, loader: MixtureLoader, info: DistInfo, device: torch.device, max_fraction: float) -> None:
         self.loader, self.info, self.device, self.max_fraction = loader, info, device, max_fraction
         self.names = loader.mixture.names
+        # Its own planner: asking the loader's for an earlier step than it last planned (it runs ahead
+        # of the loop) would throw away its replay cache, and every next batch would replay up to 1024 steps.
+        self._planner = build_planner(loader.mixture)
         self._warned: set[str] = set()
 
     def _counts(self) -> list[int]:
@@ -54,7 +57,7 @@ class BadSampleMonitor:
     def metrics(self, step: int) -> dict[str, Any]:
         """`bad_samples` and `bad_fraction` per source after step `step` (0-based) has been read."""
         counts = self._counts()
-        draws = self.loader.planner.cursors(step + 1)
+        draws = self._planner.cursors(step + 1)
         fractions = {n: c / d for n, c, d in zip(self.names, counts, draws) if d}
         if self.info.is_main:
             for name, frac in fractions.items():
