@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ from cotrain.errors import ConfigError
 from cotrain.manifest import Manifest, load_manifest
 from cotrain.mix.reader import SourceReader
 from cotrain.mix.transform import SampleTransform
+from cotrain.model.config import ModelConfig
 from cotrain.model.inputs import ModelInputs
 from cotrain.model.policy import LoadedRun, load_run
 from cotrain.model.text import KIND_ACTION, KIND_TEXT
 
-__all__ = ["evaluate_dataset", "evaluate_run"]
+__all__ = ["EvalSet", "check_dataset", "dataset_names", "evaluate_dataset", "evaluate_run", "evaluate_set",
+           "load_eval_set"]
 
 
 def evaluate_run(run_dir: str | Path, datasets: Sequence[str | Path], *, max_samples: int = 256, batch_size: int = 16,
@@ -45,20 +48,32 @@ def evaluate_run(run_dir: str | Path, datasets: Sequence[str | Path], *, max_sam
     run = load_run(run_dir, device)
     steps = flow_steps or run.cfg.flow_steps
     out: dict[str, Any] = {"checkpoint": str(run.checkpoint), "step": run.step, "flow_steps": steps, "datasets": {}}
-    for path in datasets:
-        name = Path(path).name
-        while name in out["datasets"]:
-            name += "+"
+    for name, path in dataset_names(datasets).items():
         out["datasets"][name] = evaluate_dataset(run, Path(path), max_samples=max_samples, batch_size=batch_size,
                                                  flow_steps=steps, seed=seed)
     return out
 
 
-def _stats_source(run: LoadedRun, path: Path, manifest: Manifest) -> tuple[int, dict[str, Any] | None]:
-    """(source index, stored record) whose stats normalise this dataset: same path, else same embodiment."""
+def dataset_names(paths: Sequence[str | Path], taken: Sequence[str] = ()) -> dict[str, str | Path]:
+    """Report names of datasets: the directory name, with `+` appended until it is unique."""
+    out: dict[str, str | Path] = {}
+    for path in paths:
+        name = Path(path).name
+        while name in out or name in taken:
+            name += "+"
+        out[name] = path
+    return out
+
+
+def check_dataset(model: ModelConfig, norm: dict[str, Any], path: Path,
+                  manifest: Manifest) -> tuple[int, dict[str, Any] | None]:
+    """(source index, stored record) whose stats normalise this dataset: same path, else same embodiment;
+    a ConfigError if the model cannot take it or the run has no stats for it."""
+    if len(manifest.action_names) > int(model.action_dim):  # type: ignore[arg-type]
+        raise ConfigError(f"{path}: {len(manifest.action_names)} action dims; the model takes {model.action_dim}")
     if not manifest.action_names and not manifest.state_names:
         return 0, None
-    sources = run.norm["sources"]
+    sources = norm["sources"]
     same = [s for s in sources.values() if s.get("url") and Path(s["url"]).resolve() == path.resolve()]
     same = same or [s for s in sources.values() if s.get("embodiment") == manifest.embodiment and s.get("actions")
                     and len(s["action_names"]) == len(manifest.action_names)]
@@ -161,32 +176,52 @@ def _shuffled_image_metrics(run: LoadedRun, pairs: list[tuple[dict[str, Any], di
     totals.add("sq_shuffled", np.square(err).sum())
 
 
-@torch.no_grad()
-def evaluate_dataset(run: LoadedRun, path: Path, *, max_samples: int, batch_size: int, flow_steps: int,
-                     seed: int) -> dict[str, Any]:
-    """The metrics of one dataset (see module docstring)."""
+@dataclass
+class EvalSet:
+    """One dataset's evaluation samples, read and normalised once; `evaluate_set` scores a model on them
+    (training-time validation keeps these and re-scores the changing model)."""
+
+    path: Path
+    manifest: Manifest
+    transform: SampleTransform
+    raws: list[dict[str, Any]]  # as read, for the errors in the dataset's own units
+    samples: list[dict[str, Any]]  # transformed like the training loader
+
+
+def load_eval_set(run: LoadedRun, path: Path, max_samples: int) -> EvalSet:
+    """Up to `max_samples` evenly spaced samples of the dataset at `path`, normalised with the run's stats."""
     manifest = load_manifest(path)
-    if len(manifest.action_names) > int(run.cfg.action_dim):  # type: ignore[arg-type]
-        raise ConfigError(f"{path}: {len(manifest.action_names)} action dims; the model takes {run.cfg.action_dim}")
-    index, record = _stats_source(run, path, manifest)
+    index, record = check_dataset(run.cfg, run.norm, path, manifest)
     state_norm, action_norm = run.normalizers(record) if record else (None, None)
     transform = SampleTransform(index, path.name, manifest, int(run.cfg.image_size), int(run.cfg.horizon),  # type: ignore[arg-type]
                                 1.0, state_norm, action_norm)
     reader = SourceReader(str(path), manifest)
     picks = np.unique(np.linspace(0, manifest.num_samples - 1, min(max_samples, manifest.num_samples)).round())
-    totals = _Totals(list(manifest.action_names))
-    gen = torch.Generator().manual_seed(seed)
     raws = [reader.read(int(i)) for i in picks]
-    samples = [transform(r) for r in raws]
-    n = len(samples)
+    return EvalSet(path, manifest, transform, raws, [transform(r) for r in raws])
+
+
+@torch.no_grad()
+def evaluate_set(run: LoadedRun, data: EvalSet, *, batch_size: int, flow_steps: int, seed: int) -> dict[str, Any]:
+    """The metrics of one prepared dataset (see module docstring); noise from a generator seeded by `seed`."""
+    totals = _Totals(list(data.manifest.action_names))
+    gen = torch.Generator().manual_seed(seed)
+    samples, raws, n = data.samples, data.raws, len(data.samples)
     for start in range(0, n, batch_size):
         batch = samples[start: start + batch_size]
         inputs = run.inputs(batch)
         noise = torch.randn(tuple(inputs.actions.shape), generator=gen).to(run.device)
-        if action_norm is not None and bool(inputs.actions_valid.any()):
-            _action_metrics(run, inputs, raws[start: start + batch_size], transform, noise, flow_steps, totals)
+        if data.transform.action_norm is not None and bool(inputs.actions_valid.any()):
+            _action_metrics(run, inputs, raws[start: start + batch_size], data.transform, noise, flow_steps, totals)
             if n > 1:
                 pairs = [(s, samples[(start + i + n // 2) % n]) for i, s in enumerate(batch)]
-                _shuffled_image_metrics(run, pairs, len(manifest.action_names), noise, flow_steps, totals)
+                _shuffled_image_metrics(run, pairs, len(data.manifest.action_names), noise, flow_steps, totals)
         _token_metrics(run, inputs, totals)
-    return totals.report(len(picks), manifest.modality)
+    return totals.report(n, data.manifest.modality)
+
+
+def evaluate_dataset(run: LoadedRun, path: Path, *, max_samples: int, batch_size: int, flow_steps: int,
+                     seed: int) -> dict[str, Any]:
+    """The metrics of one dataset (see module docstring)."""
+    return evaluate_set(run, load_eval_set(run, path, max_samples), batch_size=batch_size, flow_steps=flow_steps,
+                        seed=seed)

@@ -44,6 +44,13 @@ def train_cmd(
     save_every: int = typer.Option(1000, "--save-every", help="Checkpoint every N steps (and at the end)."),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers per rank."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on GPU), fp32 or bf16."),
+    eval_every: int = typer.Option(0, "--eval-every", help="Validate on held-out data every N steps (0: never)."),
+    val_data: list[Path] = typer.Option([], "--val-data", help="Held-out dataset for --eval-every (repeatable)."),
+    max_bad_fraction: float = typer.Option(0.01, "--max-bad-fraction", help="Warn when a source's replaced "
+                                           "(bad) samples pass this fraction of its draws."),
+    wandb: str = typer.Option("off", "--wandb", help="Also log to Weights & Biases: online or offline."),
+    wandb_project: str = typer.Option("cotrain", "--wandb-project", help="W&B project."),
+    wandb_run_name: Optional[str] = typer.Option(None, "--wandb-run-name", help="W&B run name (default: RUN's)."),
     sets: list[str] = typer.Option([], "--set", help="Any other TrainConfig field, KEY=VALUE (repeatable)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -55,7 +62,9 @@ def train_cmd(
                   init_from=str(init_from) if init_from else None, freeze=freeze, lora_rank=lora_rank,
                   grad_accum=grad_accum, fsdp=fsdp, activation_checkpointing=activation_checkpointing,
                   knowledge_insulation=knowledge_insulation, lr=lr, warmup_steps=warmup_steps, save_every=save_every,
-                  num_workers=workers, precision=precision)
+                  num_workers=workers, precision=precision, eval_every=eval_every,
+                  val_data=tuple(str(p) for p in val_data), max_bad_fraction=max_bad_fraction, wandb=wandb,
+                  wandb_project=wandb_project, wandb_run_name=wandb_run_name)
     result = train(make_train_config(**{**fields, **_parse_sets(sets)}))
     if result.rank == 0:
         last = result.history[-1] if result.history else {}

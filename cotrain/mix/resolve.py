@@ -45,6 +45,14 @@ class ResolvedPhase:
 
 
 @dataclass(frozen=True)
+class ValSource:
+    """A held-out dataset of the mixture's `val:` section, its path resolved against the YAML's folder."""
+
+    name: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Mixture:
     """A mixture ready for the sampler: flat sources and per-phase weight vectors."""
 
@@ -52,6 +60,7 @@ class Mixture:
     path: str
     sources: tuple[ResolvedSource, ...]
     phases: tuple[ResolvedPhase, ...]
+    val: tuple[ValSource, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -119,7 +128,12 @@ def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
         if raw.sum() <= 0:
             raise ConfigError(f"{where}: phases[{i}] ({phase.name}): every source has weight 0")
         phases.append(ResolvedPhase(phase.name, phase.steps, phase.ramp_steps, tuple(float(w) for w in raw / raw.sum())))
-    return Mixture(spec, where, tuple(sources), tuple(phases))
+    return Mixture(spec, where, tuple(sources), tuple(phases), resolve_val(spec, base))
+
+
+def resolve_val(spec: MixtureSpec, base: Path) -> tuple[ValSource, ...]:
+    """The `val:` datasets with their paths resolved (read when training starts, not here)."""
+    return tuple(ValSource(name, _resolve_path(base, v.path)) for name, v in spec.val.items())
 
 
 def _balance(src: ResolvedSource, largest: int) -> float:

@@ -10,6 +10,8 @@
     phases:
       - {name: pretrain, steps: 20000, weights: {target: 0.3, vl: 0.4, xemb: 0.3}}
       - {name: finetune, steps: 5000, weights: {target: 0.9, vl: 0.1}, ramp_steps: 500}
+    val:                      # optional: held-out datasets for `cotrain train --eval-every N`
+      franka_heldout: {path: data/franka_heldout}
 
 Weights are relative within a phase; a source absent from a phase has weight 0. A source may instead
 name another mixture file (`mixture: other.yaml`): it becomes a group whose members share the
@@ -78,6 +80,14 @@ class PhaseSpec(BaseModel):
         return self
 
 
+class ValSourceSpec(BaseModel):
+    """A held-out dataset scored during training (`cotrain train --eval-every N`); never sampled for training."""
+
+    model_config = _FROZEN
+
+    path: str = Field(..., description="Converted dataset directory, relative to this file.")
+
+
 class MixtureSpec(BaseModel):
     """A declarative co-training mixture (see module docstring)."""
 
@@ -95,6 +105,7 @@ class MixtureSpec(BaseModel):
     image_size: int = Field(224, ge=8, description="Square side images are letterboxed to.")
     max_cameras: int | None = Field(None, ge=1, description="Camera slots per sample (default: max of sources).")
     bad_samples: Literal["raise", "skip"] = Field("raise", description="On an undecodable sample: stop, or replace it.")
+    val: dict[str, ValSourceSpec] = Field(default_factory=dict, description="Held-out datasets for --eval-every.")
 
     @model_validator(mode="after")
     def _phase_sources_known(self) -> MixtureSpec:
@@ -125,6 +136,8 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         return sorted(SourceSpec.model_fields)
     if loc[:1] == ("phases",) and len(loc) >= 2:
         return sorted(PhaseSpec.model_fields)
+    if loc[:1] == ("val",) and len(loc) >= 2:
+        return sorted(ValSourceSpec.model_fields)
     return sorted(model.model_fields)
 
 

@@ -17,7 +17,10 @@ from cotrain.errors import ConfigError
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
 
 RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_checkpoints", "log_every", "tensorboard",
-                               "progress", "out", "checkpoints", "fsdp"})
+                               "progress", "out", "checkpoints", "fsdp",
+                               # watching never changes what is trained (validation is tested not to)
+                               "eval_every", "val_data", "val_max_samples", "val_batch_size", "max_bad_fraction",
+                               "wandb", "wandb_project", "wandb_entity", "wandb_run_name", "wandb_group", "wandb_tags"})
 
 
 class TrainConfig(BaseModel):
@@ -55,6 +58,18 @@ class TrainConfig(BaseModel):
     tensorboard: bool = True
     progress: bool = True
     peak_tflops: float | None = Field(None, gt=0, description="Accelerator peak for MFU (default: known GPUs).")
+    eval_every: int = Field(0, ge=0, description="Validate on the held-out data every N steps (0: never).")
+    val_data: tuple[str, ...] = Field((), description="Held-out datasets (besides the mixture's val: section).")
+    val_max_samples: int = Field(64, ge=1, description="Evenly spaced samples scored per held-out dataset.")
+    val_batch_size: int = Field(16, ge=1, description="Samples per validation forward pass.")
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="Warn once when a source's bad (replaced) "
+                                    "samples exceed this fraction of its draws.")
+    wandb: Literal["off", "online", "offline"] = Field("off", description="Also log to Weights & Biases.")
+    wandb_project: str = Field("cotrain", min_length=1)
+    wandb_entity: str | None = None
+    wandb_run_name: str | None = Field(None, description="Default: the run directory's name.")
+    wandb_group: str | None = None
+    wandb_tags: tuple[str, ...] = ()
     horizon: int | None = Field(None, ge=1)
     action_dim: int | None = Field(None, ge=1)
     state_dim: int | None = Field(None, ge=1)
@@ -78,6 +93,8 @@ class TrainConfig(BaseModel):
                              "drop --freeze vision")
         if self.fsdp and self.lora_rank:
             raise ValueError("--fsdp with --lora-rank is not supported; LoRA runs fit with DDP")
+        if self.val_data and not self.eval_every:
+            raise ValueError("--val-data is only read with --eval-every N; pass both")
         return self
 
     def model_overrides(self) -> dict[str, Any]:

@@ -29,8 +29,11 @@ from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import TERMS, combine_losses
 from cotrain.train.checkpoint import save_checkpoint
 from cotrain.train.config import TrainConfig
-from cotrain.train.metrics import MetricsLogger, flops_per_step, peak_tflops, summarise_step
+from cotrain.train.bad_samples import BadSampleMonitor
+from cotrain.train.metrics import (MetricsLogger, ScalarSink, TensorBoardSink, flops_per_step, peak_tflops,
+                                   summarise_step)
 from cotrain.train.setup import Run, prepare_run
+from cotrain.train.validation import Validator, plan_validation
 
 log = logging.getLogger(__name__)
 __all__ = ["TrainResult", "train"]
@@ -52,11 +55,16 @@ class TrainResult:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) the run described by `cfg`; every rank calls this under torchrun."""
     deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.wandb != "off":
+        from cotrain.train.wandb_log import require_wandb
+
+        require_wandb()  # before anything is built or written
+    val_sets = plan_validation(cfg)
     run = prepare_run(cfg)
     try:
         if run.device.type == "cpu":
             torch.use_deterministic_algorithms(True)
-        return _loop(run)
+        return _loop(run, Validator(run, val_sets))
     finally:
         torch.use_deterministic_algorithms(deterministic)
         if run.info.is_distributed:
@@ -162,10 +170,23 @@ def _progress(run: Run) -> Any:
     return progress
 
 
-def _loop(run: Run) -> TrainResult:
+def _logger(run: Run) -> MetricsLogger:
+    """JSONL on rank 0, fanned out to TensorBoard and W&B when they are on."""
+    sinks: list[ScalarSink] = []
+    if run.info.is_main and run.cfg.tensorboard:
+        sinks.append(TensorBoardSink(run.run_dir, run.start_step))
+    if run.info.is_main and run.cfg.wandb != "off":
+        from cotrain.train.wandb_log import open_wandb
+
+        sinks.append(open_wandb(run))
+    return MetricsLogger(run.run_dir, run.start_step, enabled=run.info.is_main, sinks=sinks)
+
+
+def _loop(run: Run, validator: Validator) -> TrainResult:
     cfg, mc = run.cfg, run.model_cfg
     weights = {"flow": mc.flow_loss_weight, "text": mc.text_loss_weight, "action_tokens": mc.action_token_loss_weight}
-    logger = MetricsLogger(run.run_dir, run.start_step, enabled=run.info.is_main, tensorboard=cfg.tensorboard)
+    bad = BadSampleMonitor(run.loader, run.info, run.device, cfg.max_bad_fraction)
+    logger = _logger(run)
     result = TrainResult(run.run_dir, run.start_step, run.start_step,
                          parameters={"total": sum(p.numel() for p in run.model.parameters()),
                                      "trainable": sum(p.numel() for p in run.model.parameters() if p.requires_grad)},
@@ -185,11 +206,14 @@ def _loop(run: Run) -> TrainResult:
                 torch.cuda.synchronize(run.device)
             timing = {"step": time.perf_counter() - t0, "data": t_data, "lr": lr, "grad_norm": grad_norm,
                       "truncated": truncated}
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            validate = validator.due(step)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or validate:
                 row = _row(run, step, _gather(run, rows), weights, timing, inputs)
                 if not math.isfinite(row["loss"]):
                     raise CotrainError(f"loss is {row['loss']} at step {step} (flow {row['flow']}, text "
                                        f"{row['text']}, action tokens {row['action_tokens']}); lower --lr?")
+                row.update(bad.metrics(step))
+                row.update(validator.metrics(step) if validate else {})
                 logger.log(row)
                 if run.info.is_main:
                     result.history.append(row)

@@ -8,21 +8,27 @@ modality present in the step), `proportions` (realised share of each source in t
 `lr`, `grad_norm`, `step_time_s`, `samples_per_s`, `tokens_per_s`, `data_wait` (fraction of the step
 spent waiting for the loader and tokenising), `truncated` (samples whose text was cut) and, on GPU,
 `mfu` (model FLOPs utilisation, an estimate: 6 x parameters x tokens for each stream plus attention).
+With watching on (docs/training.md, "Watching a run"), a row also holds `bad_samples` /
+`bad_fraction` (per source, cumulative over the run and all ranks) and, at validation steps, `val`
+(the `cotrain eval` report of each held-out dataset).
 On resume, rows at or after the restored step are dropped first, so the file reads as one run.
+Every scalar of a row (nested dicts flattened to `a/b/c`) goes to each sink: TensorBoard, W&B.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from cotrain.model.losses import TERMS
 
-__all__ = ["MetricsLogger", "PEAK_TFLOPS", "flops_per_step", "peak_tflops", "summarise_step"]
+__all__ = ["MetricsLogger", "PEAK_TFLOPS", "ScalarSink", "TensorBoardSink", "flops_per_step", "peak_tflops",
+           "summarise_step"]
 
 METRICS_FILE = "metrics.jsonl"
 # Dense bf16 peak (no sparsity) by device-name fragment, for the MFU estimate.
@@ -71,13 +77,38 @@ def flops_per_step(model: torch.nn.Module, images: int, prefix_tokens: int, suff
     return dense + 12.0 * len(model.blocks) * width * seq * seq * batch
 
 
-class MetricsLogger:
-    """JSONL (+ TensorBoard) writer of rank 0; other ranks get a logger that writes nothing."""
+class ScalarSink(Protocol):
+    """Somewhere the flattened scalars of a row go (TensorBoard, W&B): names like `loss_source/robot`."""
 
-    def __init__(self, run_dir: Path, start_step: int, *, enabled: bool, tensorboard: bool) -> None:
+    def write(self, scalars: list[tuple[str, float]], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TensorBoardSink:
+    """`RUN/tensorboard/` event files; on resume, events at or after the restored step are purged."""
+
+    def __init__(self, run_dir: Path, start_step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
+
+    def write(self, scalars: list[tuple[str, float]], step: int) -> None:
+        for key, value in scalars:
+            self._writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class MetricsLogger:
+    """JSONL writer of rank 0 that hands every row's scalars to each sink (one fan-out for all of them);
+    other ranks get a logger that writes nothing."""
+
+    def __init__(self, run_dir: Path, start_step: int, *, enabled: bool, sinks: Sequence[ScalarSink] = ()) -> None:
         self.enabled = enabled
         self.path = run_dir / METRICS_FILE
-        self._writer: Any = None
+        self.sinks = list(sinks) if enabled else []
         if not enabled:
             return
         if self.path.is_file():
@@ -85,25 +116,21 @@ class MetricsLogger:
                     if line.strip() and json.loads(line)["step"] < start_step]
             self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         self._fh = open(self.path, "a", encoding="utf-8")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._fh.write(json.dumps(_clean(row), sort_keys=True, allow_nan=False) + "\n")
         self._fh.flush()
-        if self._writer is not None:
-            for key, value in _flatten(row):
-                self._writer.add_scalar(key, value, row["step"])
+        scalars = _flatten(row)
+        for sink in self.sinks:
+            sink.write(scalars, row["step"])
 
     def close(self) -> None:
         if self.enabled:
             self._fh.close()
-            if self._writer is not None:
-                self._writer.close()
+            for sink in self.sinks:
+                sink.close()
 
 
 def _clean(value: Any) -> Any:
