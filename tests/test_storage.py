@@ -245,12 +245,15 @@ def test_cli_storage_option_errors() -> None:
 # ----------------------------------------------------------------------------- Hugging Face datasets
 
 
-def test_hf_datasets_reads_the_documented_pattern(local_ds: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_hf_datasets_reads_the_documented_pattern(local_ds: Path, server: S3Server, tmp_path: Path,
+                                                  where: str) -> None:
     """docs/format.md: `load_dataset("webdataset", data_files={"train": f"{OUT}/shard-*.tar"})`."""
     import datasets
 
-    ds = datasets.load_dataset("webdataset", data_files={"train": f"{local_ds}/shard-*.tar"}, split="train",
-                               cache_dir=str(tmp_path / "hf"))
+    out, extra = (str(local_ds), {}) if where == "local" else (URL, {"storage_options": server.storage_options()})
+    ds = datasets.load_dataset("webdataset", data_files={"train": f"{out}/shard-*.tar"}, split="train",
+                               cache_dir=str(tmp_path / "hf"), **extra)
     reader = SourceReader(str(local_ds), read_manifest(local_ds))
     assert len(ds) == 60
     for i in (0, 31, 59):
@@ -275,3 +278,12 @@ def test_storage_bench_quick(tmp_path: Path) -> None:
     assert 1.0 < new["ratio_to_sample_bytes"] < 1.0 + 10 * HEADER_BYTES / doc["sample_bytes_total"]
     assert old["bytes_moved"] > new["bytes_moved"]
     assert doc["old_over_new_bytes"] == pytest.approx(old["bytes_moved"] / new["bytes_moved"], rel=1e-2)
+
+
+def test_webdataset_reads_the_shards(local_ds: Path) -> None:
+    """docs/format.md: webdataset's own reader with a brace range over the shard names."""
+    import webdataset as wds
+
+    got = [s["__key__"] for s in wds.WebDataset(f"{local_ds}/shard-{{000000..000002}}.tar", shardshuffle=False)]
+    reader = SourceReader(str(local_ds), read_manifest(local_ds))
+    assert got == [reader.read_raw(i)["__key__"] for i in range(60)]

@@ -14,10 +14,11 @@ mixture source (or `--storage-option` on the dataset commands) may say about the
 
 from __future__ import annotations
 
-import json
+import logging
 import os
+import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,25 @@ class StorageOptions(BaseModel):
         return {**out, **self.extra}
 
 
+def _backend_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions the object-store clients raise besides OSError (an unreachable endpoint, missing
+    credentials), from the client libraries already imported: those that can have raised them."""
+    names = {"botocore.exceptions": ("BotoCoreError", "ClientError"), "google.auth.exceptions": ("GoogleAuthError",),
+             "aiohttp": ("ClientError",)}
+    return tuple(getattr(sys.modules[mod], name) for mod, found in names.items() if mod in sys.modules
+                 for name in found if hasattr(sys.modules[mod], name))
+
+
+def _remote(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` with client errors raised as OSError, so callers handle one kind."""
+    try:
+        return call(*args, **kwargs)
+    except OSError:
+        raise
+    except _backend_errors() as exc:
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+
+
 def is_url(value: str) -> bool:
     return "://" in value
 
@@ -95,6 +115,9 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[Any, st
     if options is not None and protocol in ("file", "local"):
         raise ConfigError(f"{url}: storage_options are for object-storage URLs (s3://, gs://), not local paths")
     kwargs = options.fsspec_kwargs(protocol) if options is not None else {}
+    if protocol in _S3:  # botocore logs "Found credentials in ..." at INFO on every new client
+        for name in ("botocore.credentials", "aiobotocore.credentials"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     try:
         fs, root = fsspec.core.url_to_fs(url, **kwargs)
     except ImportError as exc:
@@ -120,7 +143,7 @@ def read_manifest(url: str | Path, options: StorageOptions | None = None) -> Man
     fs, root = filesystem(url, options)
     path = join(url, MANIFEST_NAME)
     try:
-        data = fs.cat_file(join(root, MANIFEST_NAME))
+        data = _remote(fs.cat_file, join(root, MANIFEST_NAME))
     except FileNotFoundError:
         raise DataError(url, f"no {MANIFEST_NAME}: not a converted dataset, or its conversion did not finish") from None
     except OSError as exc:
@@ -132,9 +155,11 @@ def list_files(url: str | Path, options: StorageOptions | None = None) -> list[s
     """Names of the files (not folders) directly in a dataset folder, sorted."""
     fs, root = filesystem(str(url), options)
     try:
-        entries = fs.ls(root, detail=True)
+        entries = _remote(fs.ls, root, detail=True)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise DataError(url, f"cannot list the dataset folder: {exc}") from None
     return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
 
 
@@ -152,9 +177,11 @@ def local_copy(url: str | Path, names: list[str], options: StorageOptions | None
     with tempfile.TemporaryDirectory(prefix="cotrain-") as tmp:
         for name in names:
             try:
-                fs.get_file(join(root, name), os.path.join(tmp, name))
+                _remote(fs.get_file, join(root, name), os.path.join(tmp, name))
             except FileNotFoundError:
                 pass  # the caller reports it as missing, as it would for a local folder
+            except OSError as exc:
+                raise DataError(join(url, name), f"download failed: {exc}") from None
         yield Path(tmp)
 
 
@@ -190,7 +217,7 @@ class RangeReader:
             if self._local:
                 data = os.pread(self._fd(name), size, offset)
             else:
-                data = self._fs.cat_file(join(self._root, name), start=offset, end=offset + size) if size else b""
+                data = _remote(self._fs.cat_file, join(self._root, name), start=offset, end=offset + size) if size else b""
         except FileNotFoundError:
             raise DataError(join(self.url, name), "shard listed in the manifest is missing") from None
         except OSError as exc:
@@ -204,7 +231,7 @@ class RangeReader:
         if self._local:
             with open(join(self._root, name), "rb") as fh:
                 return fh.read()
-        return bytes(self._fs.cat_file(join(self._root, name)))
+        return bytes(_remote(self._fs.cat_file, join(self._root, name)))
 
     def local_path(self, name: str) -> str | None:
         """A filesystem path when the dataset is local (the index scan then memory-maps the shard)."""
