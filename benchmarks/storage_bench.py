@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (what a smoke test runs)")
     p.add_argument("--shards", type=int, default=2)
-    p.add_argument("--per-shard", type=int, default=None, help="samples per shard (default 1000, the converters' default; --quick 60)")
+    p.add_argument("--per-shard", type=int, default=None,
+                   help="samples per shard (default 1000, the converters' default; --quick 60)")
     p.add_argument("--reads", type=int, default=None, help="random samples read (default 20; --quick 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="result file (default benchmarks/results/storage-<time>.json)")

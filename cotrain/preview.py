@@ -5,7 +5,8 @@ instruction / prompt / target / conversation, wrapped), and for samples with act
 chunk, one line per action dimension over the horizon, with steps whose `actions_valid` is False
 shaded and drawn in grey. Samples are chosen by `numpy.random.default_rng(seed)` over the manifest's
 global sample order and read by random access (a shard's member index, then one ranged read per
-sample; local or at an fsspec URL), so the same seed gives the same samples and, with the PNG's Software tag dropped, the same bytes.
+sample; local or at an fsspec URL), so the same seed gives the same samples and, with the PNG's
+Software tag dropped, the same bytes.
 matplotlib is used through its object API on the Agg canvas: no pyplot, no global backend switch.
 """
 

@@ -176,7 +176,8 @@ def test_missing_backend_names_the_extra(monkeypatch: pytest.MonkeyPatch, url: s
     monkeypatch.setitem(sys.modules, module, None)  # `import s3fs` now raises ImportError, as when not installed
     for protocol in ("s3", "s3a", "gs", "gcs"):  # forget back ends fsspec already imported
         monkeypatch.delitem(registry, protocol, raising=False)
-    expected = f"{url}: reading {url[:2]}:// needs an fsspec back end that is not installed: pip install 'cotrain[{extra}]'"
+    expected = (f"{url}: reading {url[:2]}:// needs an fsspec back end that is not installed: "
+                f"pip install 'cotrain[{extra}]'")
     with pytest.raises(ConfigError) as err:
         read_manifest(url)
     assert str(err.value) == expected
@@ -217,18 +218,21 @@ def test_cli_inspect_validate_preview_on_s3(local_ds: Path, server: S3Server, tm
     assert (tmp_path / "s3.png").read_bytes() == (tmp_path / "local.png").read_bytes()
 
 
+@pytest.mark.slow  # the worker pool spawns two processes
 def test_validate_on_s3_finds_damage(local_ds: Path, server: S3Server, tmp_path: Path) -> None:
     import shutil
 
     bad = Path(shutil.copytree(local_ds, tmp_path / "bad"))
     data = bytearray((bad / "shard-000001.tar").read_bytes())
-    data[-2000] ^= 0xFF  # inside the last sample's padding-free bytes or the end marker: the hash changes
+    data[-3000] ^= 0xFF  # a byte of the last sample: its hash (at least) changes
     (bad / "shard-000001.tar").write_bytes(bytes(data))
     (bad / "shard-000002.tar").unlink()
     (bad / "stray.tar").write_bytes(b"")
     url = server.upload(bad, "s3://cotrain-test/bad")
     remote = validate(url, storage_options=StorageOptions(endpoint_url=server.endpoint))
     assert [str(p) for p in remote.problems] == [str(p) for p in validate(bad).problems]
+    in_pool = validate(url, workers=2, storage_options=StorageOptions(endpoint_url=server.endpoint))
+    assert in_pool.problems == remote.problems  # spawned workers get the options and connect themselves
     assert not remote.ok and any("shard-000002.tar: missing" in str(p) for p in remote.problems)
     assert any(str(p) == "stray.tar: unexpected tar file: not listed in the manifest" for p in remote.problems)
 

@@ -17,8 +17,8 @@ _DATASET = typer.Argument(..., help="A converted dataset (holding manifest.json)
                                     "(s3://bucket/ds, gs://bucket/ds).")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 _STORAGE = typer.Option([], "--storage-option", "-S", metavar="KEY=VALUE",
-                        help="How to reach a URL dataset, repeatable: endpoint_url, profile, anonymous, region, project, "
-                             "requester_pays (the mixture's storage_options; docs/mixtures.md).")
+                        help="How to reach a URL dataset, repeatable: endpoint_url, profile, anonymous, region, "
+                             "project, requester_pays (the mixture's storage_options; docs/mixtures.md).")
 
 
 def _storage_options(pairs: list[str]) -> Any:

@@ -109,8 +109,8 @@ def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
             raise ConfigError(f"{where}: sources.{name.split('/')[0]}: {exc}") from None
         if manifest.num_samples == 0:
             raise ConfigError(f"{where}: sources.{name}: dataset {url} has no samples")
-        sources.append(ResolvedSource(name, url, manifest, src.loss_weight, src.max_epochs, src.on_max_epochs, src.balance,
-                                      src.storage_options))
+        sources.append(ResolvedSource(name, url, manifest, src.loss_weight, src.max_epochs, src.on_max_epochs,
+                                      src.balance, src.storage_options))
     largest = max(s.num_samples for s in sources)
     phases = []
     for i, phase in enumerate(spec.phases):

@@ -73,7 +73,8 @@ class StorageOptions(BaseModel):
             if self.region is not None:
                 out["client_kwargs"] = {"region_name": self.region}
         elif protocol in _GCS:
-            out.update({k: v for k, v in (("project", self.project), ("token", "anon" if self.anonymous else None)) if v})
+            token = "anon" if self.anonymous else None
+            out.update({k: v for k, v in (("project", self.project), ("token", token)) if v})
         return {**out, **self.extra}
 
 
@@ -123,7 +124,8 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[Any, st
     except ImportError as exc:
         extra = _EXTRAS.get(protocol)
         hint = f"pip install 'cotrain[{extra}]'" if extra else str(exc)
-        raise ConfigError(f"{url}: reading {protocol}:// needs an fsspec back end that is not installed: {hint}") from None
+        raise ConfigError(f"{url}: reading {protocol}:// needs an fsspec back end that is not installed: "
+                          f"{hint}") from None
     except ValueError as exc:  # an unknown protocol, or arguments its file system refuses
         raise ConfigError(f"{url}: {exc}") from None
     except TypeError as exc:
@@ -216,14 +218,17 @@ class RangeReader:
         try:
             if self._local:
                 data = os.pread(self._fd(name), size, offset)
+            elif size:
+                data = _remote(self._fs.cat_file, join(self._root, name), start=offset, end=offset + size)
             else:
-                data = _remote(self._fs.cat_file, join(self._root, name), start=offset, end=offset + size) if size else b""
+                data = b""
         except FileNotFoundError:
             raise DataError(join(self.url, name), "shard listed in the manifest is missing") from None
         except OSError as exc:
             raise DataError(join(self.url, name), f"unreadable shard: {exc}") from None
         if len(data) != size:
-            raise DataError(join(self.url, name), f"truncated shard: wanted {size} bytes at offset {offset}, got {len(data)}")
+            raise DataError(join(self.url, name),
+                            f"truncated shard: wanted {size} bytes at offset {offset}, got {len(data)}")
         return bytes(data)
 
     def read_all(self, name: str) -> bytes:
