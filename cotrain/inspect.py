@@ -1,7 +1,8 @@
 """Summarise a converted dataset from its manifest alone: what `cotrain inspect` shows.
 
 Only `manifest.json` is read, never a shard, so inspecting a multi-terabyte dataset takes as long
-as parsing one small JSON file. Whether the shards actually match the manifest is `validate`'s job.
+as parsing one small JSON file (also at an object-storage URL: one small GET). Whether the shards
+actually match the manifest is `validate`'s job.
 Sizes come from the manifest's shard entries (bytes as written), not from the file system.
 """
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotrain.manifest import DimStats, Manifest, load_manifest
+from cotrain.manifest import DimStats, Manifest
+from cotrain.mix.storage import StorageOptions, read_manifest
 
 __all__ = ["DatasetSummary", "STAT_COLUMNS", "StatRow", "stat_rows", "summarise"]
 
@@ -33,11 +35,11 @@ class DatasetSummary:
     """What a dataset holds, as recorded in its manifest.
 
     Args:
-        root: the dataset directory.
+        root: the dataset directory or URL.
         manifest: its parsed manifest.
     """
 
-    root: Path
+    root: str
     manifest: Manifest
 
     @property
@@ -78,10 +80,10 @@ class DatasetSummary:
         }
 
 
-def summarise(root: str | Path) -> DatasetSummary:
-    """Read `ROOT/manifest.json` (DataError when missing or invalid) and nothing else."""
-    root = Path(root)
-    return DatasetSummary(root=root, manifest=load_manifest(root))
+def summarise(root: str | Path, storage_options: StorageOptions | None = None) -> DatasetSummary:
+    """Read `ROOT/manifest.json` (DataError when missing or invalid) and nothing else; `root` may be
+    an fsspec URL (s3://, gs://, ...)."""
+    return DatasetSummary(root=str(root), manifest=read_manifest(root, storage_options))
 
 
 def stat_rows(stats: DimStats | None, names: Sequence[str]) -> list[StatRow]:

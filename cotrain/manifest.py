@@ -101,8 +101,17 @@ def load_manifest(directory: str | Path) -> Manifest:
     if not path.is_file():
         raise DataError(directory, f"no {MANIFEST_NAME}: not a converted dataset, or its conversion did not finish")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"unreadable manifest: {exc}") from None
+    return parse_manifest(data, path)
+
+
+def parse_manifest(data: bytes, path: str | Path) -> Manifest:
+    """A manifest from its file's bytes (read locally or from object storage); errors name `path`."""
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(path, f"unreadable manifest: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:

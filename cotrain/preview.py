@@ -4,8 +4,9 @@ One row per sample: its camera images side by side, a text panel (key, episode a
 instruction / prompt / target / conversation, wrapped), and for samples with actions a plot of the
 chunk, one line per action dimension over the horizon, with steps whose `actions_valid` is False
 shaded and drawn in grey. Samples are chosen by `numpy.random.default_rng(seed)` over the manifest's
-global sample order and read by random access (a tar header scan per shard, no full decode), so
-the same seed gives the same samples and, with the PNG's Software tag dropped, the same bytes.
+global sample order and read by random access (a shard's member index, then one ranged read per
+sample; local or at an fsspec URL), so the same seed gives the same samples and, with the PNG's
+Software tag dropped, the same bytes.
 matplotlib is used through its object API on the Agg canvas: no pyplot, no global backend switch.
 """
 
@@ -21,7 +22,8 @@ import numpy as np
 
 from cotrain import keys
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import Manifest, load_manifest
+from cotrain.manifest import Manifest
+from cotrain.mix.storage import StorageOptions, read_manifest
 
 __all__ = ["PreviewResult", "choose_samples", "render_preview"]
 
@@ -52,38 +54,18 @@ def choose_samples(num_samples: int, count: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(num_samples, size=min(count, num_samples), replace=False))
 
 
-def _load_samples(root: Path, manifest: Manifest, indices: Sequence[int]) -> list[dict[str, Any]]:
-    """Read the samples at global `indices` through each shard's member index (header scan only)."""
+def _load_samples(root: str, manifest: Manifest, indices: Sequence[int],
+                  options: StorageOptions | None) -> list[dict[str, Any]]:
+    """Read the samples at global `indices` as the mixture loader does (cotrain/mix/reader.py): each
+    shard's member index (its sidecar, else a header scan), then one ranged read per sample."""
+    from cotrain.mix.reader import SourceReader
+    from cotrain.shards import decode_sample
 
-    from cotrain.shards import decode_sample, index_shard
-
-    out: list[dict[str, Any]] = []
-    start = 0
-    for entry in manifest.shards:
-        local = [i - start for i in indices if start <= i < start + entry.samples]
-        start += entry.samples
-        if not local:
-            continue
-        path = root / entry.name
-        if not path.is_file():
-            raise DataError(path, "shard listed in the manifest is missing; run `cotrain validate`")
-        try:
-            index = index_shard(path)
-        except OSError as exc:
-            raise DataError(path, f"unreadable shard ({exc}); run `cotrain validate` for details") from None
-        except DataError as exc:
-            raise DataError(path, f"{exc.problem}; run `cotrain validate` for details") from None
-        with open(path, "rb") as fh:
-            for i in local:
-                if i >= len(index):
-                    raise DataError(path, f"has {len(index)} samples, manifest says {entry.samples}")
-                key, spans = index[i]
-                raw: dict[str, Any] = {"__key__": key, "__shard__": entry.name}
-                for ext, span in spans.items():
-                    fh.seek(span.offset)
-                    raw[ext] = fh.read(span.size)
-                out.append(decode_sample(raw))
-    return out
+    reader = SourceReader(root, manifest, options)
+    try:
+        return [decode_sample(reader.read_raw(i)) for i in indices]
+    except DataError as exc:
+        raise DataError(exc.file, f"{exc.problem}; run `cotrain validate` for details") from None
 
 
 def _wrap(label: str, text: str) -> list[str]:
@@ -192,17 +174,19 @@ def _draw(samples: Sequence[dict[str, Any]], manifest: Manifest) -> Any:
     return fig
 
 
-def render_preview(root: str | Path, out: str | Path, *, samples: int = 4, seed: int = 0) -> PreviewResult:
-    """Write a PNG preview of `samples` samples of the dataset at `root` to `out`, atomically."""
+def render_preview(root: str | Path, out: str | Path, *, samples: int = 4, seed: int = 0,
+                   storage_options: StorageOptions | None = None) -> PreviewResult:
+    """Write a PNG preview of `samples` samples of the dataset at `root` (a folder or fsspec URL) to
+    `out`, atomically."""
     import io
 
     from cotrain.atomic import write_bytes_atomic
 
-    root, out = Path(root), Path(out)
-    manifest = load_manifest(root)
+    root, out = str(root), Path(out)
+    manifest = read_manifest(root, storage_options)
     if manifest.num_samples == 0:
         raise DataError(root, "dataset has no samples to preview")
-    chosen = _load_samples(root, manifest, choose_samples(manifest.num_samples, samples, seed))
+    chosen = _load_samples(root, manifest, choose_samples(manifest.num_samples, samples, seed), storage_options)
     fig = _draw(chosen, manifest)
     buf = io.BytesIO()
     # No Software tag (it names the matplotlib version), so equal inputs give equal bytes.

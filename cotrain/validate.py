@@ -6,6 +6,8 @@ training reader, which stops at the first bad member, validation keeps going and
 problem it can still see, so one run lists everything that is wrong. Refused members (`.pickle` and
 other pickle-capable kinds) are reported and never read. Problems are data, not exceptions: the
 library returns a `ValidationReport` and never prints; only an unreadable manifest raises DataError.
+A dataset at an object-storage URL is checked the same way, each shard (and its sidecar) downloaded
+whole to a temporary folder once, then checked and deleted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from cotrain import keys
-from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry, load_manifest
+from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry
+from cotrain.mix.storage import StorageOptions, list_files, local_copy, read_manifest
 from cotrain.shardindex import INDEX_SUFFIX, index_name, sidecar_problem
 from cotrain.shards import split_member
 
@@ -51,7 +54,7 @@ class Problem:
 class ValidationReport:
     """The outcome of `validate`: counts, and the problems in manifest order (file, then sample)."""
 
-    root: str  # the dataset directory
+    root: str  # the dataset directory or URL
     shards: int = 0  # shard files read (a missing one is a problem, not counted)
     samples: int = 0  # samples read from them
     problems: list[Problem] = field(default_factory=list)  # the first `max_problems` problems
@@ -298,7 +301,12 @@ def _first_nonzero(fh: BinaryIO, start: int) -> int | None:
     return None
 
 
-def _check_shard(root: Path, entry: ShardEntry, manifest: Manifest) -> _ShardResult:
+def _check_shard(root: str, options: StorageOptions | None, entry: ShardEntry, manifest: Manifest) -> _ShardResult:
+    with local_copy(root, [entry.name, index_name(entry.name)], options) as folder:
+        return _check_local_shard(folder, entry, manifest)
+
+
+def _check_local_shard(root: Path, entry: ShardEntry, manifest: Manifest) -> _ShardResult:
     res = _ShardResult(entry.name)
     path = root / entry.name
     if not path.is_file():
@@ -334,7 +342,7 @@ def _check_shard(root: Path, entry: ShardEntry, manifest: Manifest) -> _ShardRes
     return res
 
 
-def _manifest_problems(root: Path, m: Manifest) -> tuple[list[Problem], list[ShardEntry]]:
+def _manifest_problems(files: list[str], m: Manifest) -> tuple[list[Problem], list[ShardEntry]]:
     """Count consistency, shard names, and tar files in the folder that the manifest does not list."""
     out: list[Problem] = []
     if (listed := sum(s.samples for s in m.shards)) != m.num_samples:
@@ -351,18 +359,19 @@ def _manifest_problems(root: Path, m: Manifest) -> tuple[list[Problem], list[Sha
             names.add(s.name)
             entries.append(s)
     indices = {index_name(n) for n in names}
-    for path in sorted(root.iterdir()):
-        if ".tar" in path.name and path.name not in names | indices and not path.is_dir():
-            what = ("unexpected shard index: its shard is not listed in the manifest" if path.name.endswith(INDEX_SUFFIX)
+    for name in files:
+        if ".tar" in name and name not in names | indices:
+            what = ("unexpected shard index: its shard is not listed in the manifest" if name.endswith(INDEX_SUFFIX)
                     else "unexpected tar file: not listed in the manifest")
-            out.append(Problem(path.name, what))
+            out.append(Problem(name, what))
     return out, entries
 
 
-def _shard_results(root: Path, entries: list[ShardEntry], m: Manifest, workers: int) -> Iterator[_ShardResult]:
+def _shard_results(root: str, options: StorageOptions | None, entries: list[ShardEntry], m: Manifest,
+                   workers: int) -> Iterator[_ShardResult]:
     if workers <= 1 or len(entries) <= 1:
         for entry in entries:
-            yield _check_shard(root, entry, m)
+            yield _check_shard(root, options, entry, m)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -370,30 +379,32 @@ def _shard_results(root: Path, entries: list[ShardEntry], m: Manifest, workers: 
     # Spawned like the conversion pool; `map` keeps manifest order, so reports do not depend on timing.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(entries)), mp_context=ctx) as pool:
-        yield from pool.map(_check_shard, [root] * len(entries), entries, [m] * len(entries))
+        n = len(entries)
+        yield from pool.map(_check_shard, [root] * n, [options] * n, entries, [m] * n)
 
 
 def validate(root: str | Path, *, workers: int = 1, max_problems: int | None = DEFAULT_MAX_PROBLEMS,
-             progress: bool | None = False) -> ValidationReport:
+             progress: bool | None = False, storage_options: StorageOptions | None = None) -> ValidationReport:
     """Check every shard of the dataset at `root` against its manifest; see the module docstring.
 
     Args:
-        root: the dataset directory (its manifest must load, else DataError).
+        root: the dataset directory or URL (its manifest must load, else DataError).
         workers: processes checking shards in parallel.
         max_problems: keep at most this many problems in the report (None: all); all are counted.
         progress: progress bar (None: when stderr is a terminal).
+        storage_options: how to reach `root` on object storage.
     """
     from cotrain.convert.progress import Progress
 
-    root = Path(root)
-    manifest = load_manifest(root)
-    report = ValidationReport(str(root), max_problems=max_problems)
-    found, entries = _manifest_problems(root, manifest)
+    root = str(root)
+    manifest = read_manifest(root, storage_options)
+    report = ValidationReport(root, max_problems=max_problems)
+    found, entries = _manifest_problems(list_files(root, storage_options), manifest)
     for p in found:
         report.add(p)
     owner: dict[str, str] = {}
     with Progress(total=manifest.num_samples, label="validate", enabled=progress) as bar:
-        for res in _shard_results(root, entries, manifest, workers):
+        for res in _shard_results(root, storage_options, entries, manifest, workers):
             report.shards += int(res.read)
             report.samples += res.samples
             for p in res.problems:

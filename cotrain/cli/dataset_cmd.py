@@ -13,8 +13,33 @@ import typer
 
 from cotrain.cli.output import print_json, print_table
 
-_DATASET = typer.Argument(..., help="A converted dataset folder (holding manifest.json).")
+_DATASET = typer.Argument(..., help="A converted dataset (holding manifest.json): a folder or an fsspec URL "
+                                    "(s3://bucket/ds, gs://bucket/ds).")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
+_STORAGE = typer.Option([], "--storage-option", "-S", metavar="KEY=VALUE",
+                        help="How to reach a URL dataset, repeatable: endpoint_url, profile, anonymous, region, "
+                             "project, requester_pays (the mixture's storage_options; docs/mixtures.md).")
+
+
+def _storage_options(pairs: list[str]) -> Any:
+    """`KEY=VALUE` pairs as StorageOptions (values read as YAML scalars: true, 3, text); None when empty."""
+    if not pairs:
+        return None
+    import yaml
+    from pydantic import ValidationError
+
+    from cotrain.errors import ConfigError
+    from cotrain.mix.storage import StorageOptions
+
+    if bad := next((p for p in pairs if "=" not in p), None):
+        raise ConfigError(f"--storage-option {bad!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
+    raw = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+    try:
+        return StorageOptions.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        valid = ", ".join(StorageOptions.model_fields)
+        raise ConfigError(f"--storage-option {err['loc'][0]}: {err['msg']}; valid keys: {valid}") from None
 
 
 def _size(num_bytes: int) -> str:
@@ -61,16 +86,16 @@ def _overview(data: dict[str, Any]) -> dict[str, Any]:
     return rows
 
 
-def inspect_cmd(out: Path = _DATASET, json_output: bool = _JSON) -> None:
+def inspect_cmd(out: str = _DATASET, json_output: bool = _JSON, storage: list[str] = _STORAGE) -> None:
     """Summarise a dataset from its manifest (fast: no shard is read)."""
     from cotrain.inspect import stat_rows, summarise
 
-    summary = summarise(out)
+    summary = summarise(out, _storage_options(storage))
     if json_output:
         print_json(summary.to_json())
         return
     m = summary.manifest
-    print_table(str(out), _overview(summary.to_json()))
+    print_table(out, _overview(summary.to_json()))
     for title, stats, names in (("state", m.stats.state, m.state_names), ("actions", m.stats.actions, m.action_names)):
         if stats is not None:
             _print_stats(f"{title} stats ({stats.count} frames)", stat_rows(stats, names))
@@ -79,15 +104,17 @@ def inspect_cmd(out: Path = _DATASET, json_output: bool = _JSON) -> None:
 
 
 def validate_cmd(
-    out: Path = _DATASET,
+    out: str = _DATASET,
     json_output: bool = _JSON,
     workers: int = typer.Option(1, min=1, help="Processes checking shards in parallel."),
     max_problems: int = typer.Option(1000, min=0, help="List at most this many problems (0: all); all are counted."),
+    storage: list[str] = _STORAGE,
 ) -> None:
     """Re-hash every shard and check every sample against the manifest; exit 1 on any problem."""
     from cotrain.validate import validate
 
-    report = validate(out, workers=workers, max_problems=max_problems or None, progress=None)
+    report = validate(out, workers=workers, max_problems=max_problems or None, progress=None,
+                      storage_options=_storage_options(storage))
     if json_output:
         print_json(report.to_json())
     else:
@@ -103,13 +130,14 @@ def validate_cmd(
 
 
 def preview_cmd(
-    out: Path = _DATASET,
+    out: str = _DATASET,
     png: Path = typer.Option(..., "--out", help="PNG file to write."),
     samples: int = typer.Option(4, min=1, help="Number of samples (rows)."),
     seed: int = typer.Option(0, help="Seed of the sample choice (numpy default_rng)."),
+    storage: list[str] = _STORAGE,
 ) -> None:
     """Render a PNG of a few samples: all cameras, their text and one action chunk each."""
     from cotrain.preview import render_preview
 
-    result = render_preview(out, png, samples=samples, seed=seed)
+    result = render_preview(out, png, samples=samples, seed=seed, storage_options=_storage_options(storage))
     typer.echo(f"wrote {result.path} ({result.width_px}x{result.height_px} px): {', '.join(result.keys)}")

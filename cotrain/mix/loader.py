@@ -66,7 +66,7 @@ class _SlotDataset:
 
     def _reader(self, source: int) -> SourceReader:
         if self._readers is None:
-            self._readers = [SourceReader(s.url, s.manifest) for s in self.mixture.sources]
+            self._readers = [SourceReader(s.url, s.manifest, s.storage_options) for s in self.mixture.sources]
         return self._readers[source]
 
     def __getitems__(self, keys: list[SlotKey]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from cotrain.errors import DataError
 from cotrain.manifest import Manifest
-from cotrain.mix.storage import RangeReader, join
+from cotrain.mix.storage import RangeReader, StorageOptions, join
 from cotrain.shardindex import ShardIndex, index_name, parse_index
 from cotrain.shards import decode_sample, index_shard
 
@@ -37,14 +37,16 @@ class SourceReader:
     Args:
         url: dataset directory or URL.
         manifest: its manifest (shard names and counts).
+        storage_options: how to reach `url` on object storage (None: the back end's defaults).
         max_indexed_shards: shard indices kept in memory per process.
     """
 
-    def __init__(self, url: str, manifest: Manifest, max_indexed_shards: int = 1024) -> None:
+    def __init__(self, url: str, manifest: Manifest, storage_options: StorageOptions | None = None,
+                 max_indexed_shards: int = 1024) -> None:
         self.url = url
         self.manifest = manifest
         self._bounds = list(accumulate(s.samples for s in manifest.shards))
-        self._files = RangeReader(url)
+        self._files = RangeReader(url, storage_options)
         self._indices: OrderedDict[str, ShardIndex] = OrderedDict()
         self._max = max_indexed_shards
         self._entries = {s.name: s for s in manifest.shards}
@@ -97,6 +99,8 @@ class SourceReader:
             else:
                 with self._files.open(shard) as fh:
                     rows = index_shard(fh, join(self.url, shard))
+        except FileNotFoundError:
+            raise DataError(join(self.url, shard), "shard listed in the manifest is missing") from None
         except (OSError, EOFError) as exc:
             raise DataError(join(self.url, shard), f"unreadable shard: {exc}") from None
         return ShardIndex.from_rows(rows)

@@ -16,7 +16,7 @@ import numpy as np
 from cotrain.errors import ConfigError, CotrainError
 from cotrain.manifest import Manifest
 from cotrain.mix.spec import MixtureSpec, SourceSpec, parse_mixture, read_yaml
-from cotrain.mix.storage import is_url, read_manifest
+from cotrain.mix.storage import StorageOptions, is_url, read_manifest
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ResolvedSource:
     max_epochs: float | None
     on_max_epochs: str
     balance: float | None
+    storage_options: StorageOptions | None = None  # how to reach `url` on object storage
 
     @property
     def num_samples(self) -> int:
@@ -112,12 +113,13 @@ def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
     sources = []
     for name, src, url, _ in leaves:
         try:
-            manifest = read_manifest(url)
+            manifest = read_manifest(url, src.storage_options)
         except CotrainError as exc:
             raise ConfigError(f"{where}: sources.{name.split('/')[0]}: {exc}") from None
         if manifest.num_samples == 0:
             raise ConfigError(f"{where}: sources.{name}: dataset {url} has no samples")
-        sources.append(ResolvedSource(name, url, manifest, src.loss_weight, src.max_epochs, src.on_max_epochs, src.balance))
+        sources.append(ResolvedSource(name, url, manifest, src.loss_weight, src.max_epochs, src.on_max_epochs,
+                                      src.balance, src.storage_options))
     largest = max(s.num_samples for s in sources)
     phases = []
     for i, phase in enumerate(spec.phases):

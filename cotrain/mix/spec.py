@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotrain.errors import ConfigError, suggest
+from cotrain.mix.storage import StorageOptions
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -45,11 +46,19 @@ class SourceSpec(BaseModel):
     loss_weight: float = Field(1.0, ge=0, description="Per-sample loss weight passed to the trainer.")
     max_epochs: float | None = Field(None, gt=0, description="Warn (or stop) when this source repeats past N epochs.")
     on_max_epochs: Literal["warn", "stop"] = Field("warn", description="What happens past max_epochs.")
+    storage_options: StorageOptions | None = Field(
+        None, description="How to reach a `path` on object storage (endpoint_url, profile, anonymous, ...).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> SourceSpec:
         if (self.path is None) == (self.mixture is None):
             raise ValueError("give exactly one of 'path' (a dataset) or 'mixture' (a nested mixture file)")
+        return self
+
+    @model_validator(mode="after")
+    def _storage_with_path(self) -> SourceSpec:
+        if self.storage_options is not None and self.path is None:
+            raise ValueError("storage_options belong to a 'path' source; give them in the nested mixture's sources")
         return self
 
 
@@ -132,6 +141,8 @@ def _format_error(exc: ValidationError, where: str, model: type[BaseModel]) -> C
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Valid field names where an unknown key was found: top level, a source, or a phase."""
+    if loc[:1] == ("sources",) and loc[2:3] == ("storage_options",):
+        return sorted(StorageOptions.model_fields)
     if loc[:1] == ("sources",) and len(loc) >= 2:
         return sorted(SourceSpec.model_fields)
     if loc[:1] == ("phases",) and len(loc) >= 2:
