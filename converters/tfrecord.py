@@ -6,142 +6,39 @@ Framing (tensorflow `core/lib/io/record_writer.cc`): a file is a sequence of rec
 reflected polynomial 0x82F63B78). Files may be gzip-compressed as a whole (detected by magic bytes).
 The payloads are `tf.train.Example` protobufs, parsed in `tf_example.py`.
 
-NOTE: CRC-32C runs on every payload byte. `google_crc32c` or `crc32c` (C extensions, GB/s) are used
-when importable; otherwise a numpy version processes 16-byte lanes in lockstep and folds the lane
-CRCs with precomputed "advance over N zero bytes" tables (~250 MB/s on 1 MB payloads, against
-~11 MB/s for a per-byte Python loop, which remains for payloads under 1.5 KB).
+CRC-32C comes from `google_crc32c` (its C extension: GB/s; benchmarks/tfrecord_crc_bench.py measures
+it against the numpy lane-parallel version this module used before). Its wheels cover the platforms
+torch ships for (benchmarks/README.md); elsewhere it falls back to its own pure-Python CRC with a
+RuntimeWarning (correct, ~1 MB/s).
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
+import google_crc32c
 
 from cotrain.errors import DataError
 
 __all__ = ["RecordRef", "crc32c", "masked_crc32c", "is_gzip", "open_tfrecord", "scan_records", "read_record",
            "iter_records"]
 
-_POLY = 0x82F63B78
 _MASK_DELTA = 0xA282EAD8
 _HEADER = 12  # u64 length + u32 length CRC
-_VECTOR_MIN_BYTES = 1536  # below this the plain loop beats numpy's per-call overhead (measured)
-_LANE_BYTES = 16
 
 
-def _byte_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_TABLE = _byte_table()
-_TABLE_NP = np.array(_TABLE, dtype=np.uint32)
-
-
-def _crc32c_loop(data: bytes | memoryview, crc: int = 0xFFFFFFFF) -> int:
-    table = _TABLE
-    for b in bytes(data):
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _apply(columns: tuple[int, ...], state: int) -> int:
-    """A GF(2)-linear map on 32-bit CRC states, given as the images of the 32 unit vectors."""
-    out, bit = 0, 0
-    while state:
-        if state & 1:
-            out ^= columns[bit]
-        state >>= 1
-        bit += 1
-    return out
-
-
-@functools.cache
-def _zeros_operator(nbytes: int) -> tuple[int, ...]:
-    """The map "advance a raw CRC state over `nbytes` zero bytes"; nbytes is a power of two."""
-    if nbytes == 1:
-        return tuple(_TABLE[(1 << i) & 0xFF] ^ ((1 << i) >> 8) for i in range(32))
-    half = _zeros_operator(nbytes // 2)
-    return tuple(_apply(half, column) for column in half)
-
-
-@functools.cache
-def _zeros_tables(nbytes: int) -> np.ndarray:
-    """[4, 256] tables: the operator applied to each byte value at each of the 4 byte positions."""
-    columns = np.array(_zeros_operator(nbytes), dtype=np.uint32)
-    values = np.arange(256)
-    tables = np.zeros((4, 256), dtype=np.uint32)
-    for j in range(4):
-        for bit in range(8):
-            tables[j][((values >> bit) & 1).astype(bool)] ^= columns[8 * j + bit]
-    return tables
-
-
-def _crc32c_numpy(data: bytes | memoryview) -> int:
-    """CRC-32C of at least 4 bytes, all 16-byte lanes at once."""
-    # CRC is linear over GF(2): the raw CRC (initial state 0) of A||B is zeros_op(len B)(raw(A)) ^ raw(B),
-    # leading zero bytes leave a zero state unchanged, and the standard initial state ~0 equals
-    # complementing the first 4 message bytes. So: left-pad to whole lanes, run all lanes at once,
-    # then fold neighbouring lanes pairwise (log2(lanes) vectorised levels).
-    buf = np.frombuffer(data, dtype=np.uint8)
-    lanes = -(-buf.size // _LANE_BYTES)
-    pad = lanes * _LANE_BYTES - buf.size
-    padded = np.zeros(lanes * _LANE_BYTES, dtype=np.uint8)
-    padded[pad:] = buf
-    padded[pad: pad + 4] ^= 0xFF
-    crc = np.zeros(lanes, dtype=np.uint32)
-    for row in np.ascontiguousarray(padded.reshape(lanes, _LANE_BYTES).T):
-        crc = _TABLE_NP[(crc ^ row) & 0xFF] ^ (crc >> 8)
-    span = _LANE_BYTES
-    while crc.size > 1:
-        if crc.size % 2:  # a zero lane in front is just more leading zeros
-            crc = np.concatenate((np.zeros(1, dtype=np.uint32), crc))
-        t = _zeros_tables(span)
-        left = crc[0::2]
-        crc = t[0][left & 0xFF] ^ t[1][(left >> 8) & 0xFF] ^ t[2][(left >> 16) & 0xFF] ^ t[3][left >> 24] ^ crc[1::2]
-        span *= 2
-    return int(crc[0]) ^ 0xFFFFFFFF
-
-
-@functools.lru_cache(maxsize=1)
-def _native() -> Callable[[bytes], int] | None:
-    try:
-        import google_crc32c  # type: ignore[import-not-found]
-
-        if google_crc32c.implementation == "c":  # its pure-Python fallback is slower than ours
-            return lambda data: int(google_crc32c.value(bytes(data)))
-    except ImportError:
-        pass
-    try:
-        import crc32c as _crc32c  # type: ignore[import-not-found]
-
-        return lambda data: int(_crc32c.crc32c(bytes(data)))
-    except ImportError:
-        return None
-
-
-def crc32c(data: bytes | memoryview) -> int:
+def crc32c(data: bytes) -> int:
     """CRC-32C (Castagnoli) of `data`, e.g. 0xE3069283 for b"123456789"."""
-    native = _native()
-    if native is not None:
-        return native(data)
-    return _crc32c_loop(data) if len(data) < _VECTOR_MIN_BYTES else _crc32c_numpy(data)
+    return int(google_crc32c.value(data))
 
 
-def masked_crc32c(data: bytes | memoryview) -> int:
+def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC: rotate right by 15 bits, add 0xA282EAD8 (mod 2**32)."""
     c = crc32c(data)
     return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
@@ -242,10 +139,10 @@ def read_record(fh: BinaryIO, path: Path, ref: RecordRef) -> bytes:
     payload = _read(fh, length + 4, path, ref.index)
     if len(payload) < length + 4:
         raise DataError(path, f"record {ref.index}: truncated record payload")
-    (stored,) = struct.unpack("<I", payload[length:])
-    if masked_crc32c(memoryview(payload)[:length]) != stored:
+    body, (stored,) = payload[:length], struct.unpack("<I", payload[length:])
+    if masked_crc32c(body) != stored:
         raise DataError(path, f"record {ref.index}: corrupt payload (payload CRC mismatch)")
-    return payload[:length]
+    return body
 
 
 def iter_records(path: Path) -> Iterator[bytes]:

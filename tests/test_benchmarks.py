@@ -111,6 +111,18 @@ def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
     assert _positive(doc["baseline"]["mixture_w0_speedup"]) and "mixture_w2_speedup" not in doc["baseline"]
 
 
+def test_tfrecord_crc_bench_quick(tmp_path: Path) -> None:
+    doc = _run("tfrecord_crc_bench.py", tmp_path / "crc.json")
+    _check_machine(doc, "tfrecord-crc")
+    assert doc["google_crc32c_implementation"] == "c" and doc["records"] == 2 and doc["baseline_rev"] is None
+    rates = doc["mb_per_s"]
+    assert set(rates) == {"crc_google_crc32c", "crc_google_crc32c_python", "crc_zlib_crc32", "read_current"}
+    assert all(_positive(v) for v in rates.values()), rates
+    assert doc["ratios"]["google_crc32c_vs_zlib"] == pytest.approx(rates["crc_google_crc32c"] / rates["crc_zlib_crc32"],
+                                                                   rel=1e-3)
+    assert doc["ratios"]["read_current_vs_baseline"] is None
+
+
 def test_grounding_probe_quick(tmp_path: Path) -> None:
     doc = _run("grounding_probe.py", tmp_path / "probe.json")
     _check_machine(doc, "grounding_probe")
