@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import scipy.stats
 import torch
 
 from cotrain.errors import ConfigError
@@ -107,6 +108,16 @@ def test_time_distribution_and_determinism() -> None:
     assert torch.equal(sample_time(8, torch.Generator().manual_seed(3)), sample_time(8, torch.Generator().manual_seed(3)))
     general = sample_time(100_000, torch.Generator().manual_seed(0), alpha=2.0, beta=3.0)
     assert abs(general.mean().item() - (0.4 * 0.999 + 0.001)) < 3e-3
+
+
+def test_general_time_shapes_follow_beta_and_advance_the_generator() -> None:
+    for a, b in ((2.0, 3.0), (0.5, 0.7)):  # shape < 1 too: the range where gamma samplers need a boost
+        t = sample_time(20_000, torch.Generator().manual_seed(1), a, b).double()
+        assert scipy.stats.kstest(((t - 0.001) / 0.999).numpy(), scipy.stats.beta(a, b).cdf).pvalue > 1e-3
+    g = torch.Generator().manual_seed(5)
+    first, second = sample_time(8, g, 2.0, 3.0), sample_time(8, g, 2.0, 3.0)
+    assert not torch.equal(first, second)  # drawn from the generator's state, not its initial seed
+    assert torch.equal(first, sample_time(8, torch.Generator().manual_seed(5), 2.0, 3.0))
 
 
 def test_interpolation_convention_and_euler_exact_on_straight_path() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 __all__ = ["euler_sample", "interpolate", "sample_time", "sinusoidal_embedding", "velocity_target"]
@@ -26,36 +27,17 @@ T_MIN = 0.001
 def sample_time(batch: int, generator: torch.Generator, alpha: float = 1.5, beta: float = 1.0) -> torch.Tensor:
     """[B] float32 times in [0.001, 1]: Beta(alpha, beta) * 0.999 + 0.001, drawn from `generator`.
 
-    torch's Beta sampler cannot take a generator, so: Beta(a, 1) by its inverse CDF u^(1/a) (the pi0
-    case, exact and one uniform per sample), other shapes by the two-gamma construction.
+    torch's Beta sampler cannot take a generator. Beta(a, 1), every preset's shape, is drawn by its
+    inverse CDF u^(1/a) (exact, one torch uniform per sample); other shapes by numpy's
+    `Generator.beta`, seeded with one int64 drawn from `generator`, so the times stay a function of
+    the generator's state.
     """
     if beta == 1.0:
         x = torch.rand(batch, generator=generator, dtype=torch.float64) ** (1.0 / alpha)
     else:
-        g1, g2 = _gamma(alpha, batch, generator), _gamma(beta, batch, generator)
-        x = g1 / (g1 + g2)
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+        x = torch.from_numpy(np.random.default_rng(seed).beta(alpha, beta, batch))
     return (x * (1.0 - T_MIN) + T_MIN).float()
-
-
-def _gamma(shape: float, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Gamma(shape, 1) by Marsaglia-Tsang (shape >= 1) with the u^(1/shape) boost below 1; float64 inside."""
-    boost = shape < 1.0
-    a = shape + 1.0 if boost else shape
-    d = a - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
-    out = torch.empty(n, dtype=torch.float64)
-    filled = 0
-    while filled < n:  # acceptance rate > 95%, so this loops once or twice
-        z = torch.randn(2 * (n - filled) + 8, generator=generator, dtype=torch.float64)
-        u = torch.rand(len(z), generator=generator, dtype=torch.float64)
-        v = (1.0 + c * z) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-300)))
-        take = (d * v)[ok][: n - filled]
-        out[filled: filled + len(take)] = take
-        filled += len(take)
-    if boost:
-        out = out * torch.rand(n, generator=generator, dtype=torch.float64) ** (1.0 / shape)
-    return out
 
 
 def interpolate(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
