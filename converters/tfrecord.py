@@ -9,7 +9,7 @@ The payloads are `tf.train.Example` protobufs, parsed in `tf_example.py`.
 CRC-32C comes from `google_crc32c` (its C extension: GB/s; benchmarks/tfrecord_crc_bench.py measures
 it against the numpy lane-parallel version this module used before). Its wheels cover the platforms
 torch ships for (benchmarks/README.md); elsewhere it falls back to its own pure-Python CRC with a
-RuntimeWarning (correct, ~1 MB/s).
+RuntimeWarning (correct, 1-4 MB/s).
 """
 
 from __future__ import annotations
