@@ -6,12 +6,12 @@ job array have all run. The work directory is removed only after the manifest is
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from cotrain.atomic import write_text_atomic
 from cotrain.convert.plan import WORK_DIR, WorkDir, read_plan
+from cotrain.convert.workfiles import load_shard_record
 from cotrain.errors import DataError
 from cotrain.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, SkippedEpisode
 from cotrain.shards import shard_name
@@ -28,7 +28,7 @@ def finalize(out: str | Path) -> Manifest:
     if missing:
         raise DataError(out, f"{len(missing)} of {len(names)} shards are not converted yet (first: {missing[0]}); "
                              "run the remaining parts, then merge again")
-    entries = [json.loads(work.shard(n, ".json").read_text()) for n in names]
+    entries = [load_shard_record(work.shard(n, ".json"), n) for n in names]
     lowdim = []
     for n in names:
         if work.shard(n, ".npz").is_file():

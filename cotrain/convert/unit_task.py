@@ -16,6 +16,7 @@ from typing import Any
 from cotrain.atomic import TMP_SUFFIX, atomic_open, write_text_atomic
 from cotrain.convert.plan import WorkDir
 from cotrain.convert.spec import CONVERTERS, Unit
+from cotrain.convert.workfiles import UnitResult, load_unit_result
 from cotrain.errors import DataError
 from cotrain.shards import ShardWriter
 from cotrain.stats import EpisodeLowdim, save_lowdim
@@ -41,9 +42,9 @@ class FileSink:
             self.episodes.append(lowdim)
 
 
-def unit_result(work: WorkDir, index: int) -> dict[str, Any] | None:
+def unit_result(work: WorkDir, index: int) -> UnitResult | None:
     path = work.unit(index, ".json")
-    return json.loads(path.read_text()) if path.is_file() else None
+    return load_unit_result(path, index) if path.is_file() else None
 
 
 def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, Any], work_root: str) -> dict[str, Any]:
