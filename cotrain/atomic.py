@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 from cotrain.errors import CotrainError
 
-__all__ = ["TMP_SUFFIX", "WriteError", "atomic_open", "write_bytes_atomic", "write_error", "write_text_atomic",
-           "writing"]
+__all__ = ["RESUME_HINT", "TMP_SUFFIX", "WriteError", "atomic_open", "errno_of", "write_bytes_atomic", "write_error",
+           "write_text_atomic", "writing"]
 
 TMP_SUFFIX = ".tmp"
 

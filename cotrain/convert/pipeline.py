@@ -26,7 +26,7 @@ from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepa
 from cotrain.convert.progress import Progress
 from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
-from cotrain.convert.workfiles import ShardRecord, load_shard_record
+from cotrain.convert.workfiles import ShardRecord, WorkFileError, load_shard_record
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.shards import concat_tars, shard_name
 
@@ -93,8 +93,8 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
         if run.num_parts == 1:
             finalize(out)
             report.finalized = True
-    except WriteError:
-        raise  # no room: keep the finished units and shards (no temp file is left) for the re-run
+    except (WriteError, WorkFileError):
+        raise  # no room, or a damaged work file: keep the finished units and shards for the re-run
     except CotrainError:
         _clean_failed(out, work, plan, mine, created=created, whole=run.num_parts == 1)
         raise

@@ -18,7 +18,7 @@ from typing import Any
 
 from cotrain.atomic import TMP_SUFFIX, write_text_atomic, writing
 from cotrain.convert.spec import Unit
-from cotrain.convert.workfiles import PlanDoc, load_plan, load_provenance
+from cotrain.convert.workfiles import PlanDoc, finished_matches, load_plan
 from cotrain.errors import ConfigError, DataError
 from cotrain.manifest import MANIFEST_NAME
 from cotrain.shardindex import index_name
@@ -100,8 +100,7 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
         raise ConfigError(f"output {out} holds files cotrain did not write ({', '.join(foreign[:3])}); choose an empty or new folder")
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not overwrite:
-        done = load_provenance(manifest)
-        if done.get("arguments") == plan_doc["arguments"] and done.get("source_fingerprint") == plan_doc["fingerprint"]:
+        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]
             _finish_cleanup(out)
             return work, True
         raise ConfigError(f"{out} already holds a conversion made with other arguments or source; pass --overwrite to replace it")
@@ -126,7 +125,8 @@ def _finish_cleanup(out: Path) -> None:
     if (out / WORK_DIR).exists():
         shutil.rmtree(out / WORK_DIR)
     for path in out.glob("*" + TMP_SUFFIX):
-        path.unlink()
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
 
 
 def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
@@ -140,9 +140,11 @@ def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
                 path.unlink(missing_ok=True)
         return
     for path in out.iterdir():
-        if path.name == WORK_DIR:
+        if not _is_ours(path):
+            continue
+        if path.is_dir() and not path.is_symlink():  # the work folder, or a damaged one of our names
             shutil.rmtree(path)
-        elif _is_ours(path):
+        else:
             path.unlink()
 
 

@@ -8,6 +8,7 @@ A unit is complete when its result JSON exists; it is written last, atomically.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -82,4 +83,7 @@ def unit_args(converter: str, src: Path, options: dict[str, Any], unit: Unit, wo
 def clear_unit(work: WorkDir, index: int) -> None:
     for suffix in (".tar", ".npz", ".json"):
         for path in (work.unit(index, suffix), work.unit(index, suffix + TMP_SUFFIX)):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():  # not ours: a damaged work folder
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)

@@ -19,8 +19,13 @@ from typing_extensions import NotRequired, TypedDict
 
 from cotrain.errors import DataError
 
-__all__ = ["PlanDoc", "ShardRecord", "UnitResult", "load_plan", "load_provenance", "load_shard_record",
-           "load_unit_result"]
+__all__ = ["PlanDoc", "ShardRecord", "UnitResult", "WorkFileError", "finished_matches", "load_plan",
+           "load_shard_record", "load_unit_result", "manifest_header"]
+
+
+class WorkFileError(DataError):
+    """A damaged file of a conversion folder. Raised before the run writes anything, and the run
+    removes nothing because of it: the message says how to recover."""
 
 
 class PlanDoc(TypedDict):
@@ -74,11 +79,11 @@ def _read(path: Path, fix: str) -> Any:
         return json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
-        raise DataError(path, f"not valid JSON ({exc.msg.removesuffix(' at')}, {where}); {fix}") from None
+        raise WorkFileError(path, f"not valid JSON ({exc.msg.removesuffix(' at')}, {where}); {fix}") from None
     except ValueError as exc:  # UnicodeDecodeError: not text at all
-        raise DataError(path, f"not valid JSON ({exc}); {fix}") from None
+        raise WorkFileError(path, f"not valid JSON ({exc}); {fix}") from None
     except OSError as exc:
-        raise DataError(path, f"unreadable ({exc.strerror or exc}); {fix}") from None
+        raise WorkFileError(path, f"unreadable ({exc.strerror or exc}); {fix}") from None
 
 
 def _checked(adapter: TypeAdapter[Any], path: Path) -> Any:
@@ -88,7 +93,7 @@ def _checked(adapter: TypeAdapter[Any], path: Path) -> Any:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise DataError(path, f"field {field!r}: {err['msg']}; {fix}") from None
+        raise WorkFileError(path, f"field {field!r}: {err['msg']}; {fix}") from None
 
 
 def load_plan(path: Path) -> PlanDoc:
@@ -98,22 +103,74 @@ def load_plan(path: Path) -> PlanDoc:
 def load_unit_result(path: Path, index: int) -> UnitResult:
     result: UnitResult = _checked(_UNIT, path)
     if result["index"] != index:
-        raise DataError(path, f"records unit {result['index']}, expected {index}; {_work_fix(path)}")
+        raise WorkFileError(path, f"records unit {result['index']}, expected {index}; {_work_fix(path)}")
+    if result["skipped"] is None and "data_bytes" not in result:
+        raise WorkFileError(path, f"field 'data_bytes': missing for a converted unit; {_work_fix(path)}")
+    tar = path.with_suffix(".tar")
+    if result["skipped"] is None and (not tar.is_file() or tar.stat().st_size < result["data_bytes"]):
+        raise WorkFileError(tar, f"missing or shorter than its unit result says; {_work_fix(path)}")
     return result
 
 
 def load_shard_record(path: Path, name: str) -> ShardRecord:
     record: ShardRecord = _checked(_SHARD, path)
     if record["name"] != name or len(record["skipped"]) != len(record["skipped_ids"]):
-        raise DataError(path, f"is not the record of {name}; {_work_fix(path)}")
+        raise WorkFileError(path, f"is not the record of {name}; {_work_fix(path)}")
     return record
 
 
-def load_provenance(manifest: Path) -> dict[str, Any]:
-    """The `provenance` of an existing `manifest.json` (empty when it has none)."""
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def manifest_header(plan: PlanDoc) -> dict[str, Any]:
+    """The manifest fields a plan fixes before any shard is converted (JSON values)."""
+    info = plan["info"]
+    return {
+        "name": plan["name"],
+        "modality": info["modality"],
+        "embodiment": info.get("embodiment"),
+        "state_names": list(info.get("state_names") or []),
+        "action_names": list(info.get("action_names") or []),
+        "fps": info.get("fps"),
+        "horizon": info.get("horizon"),
+        "cameras": list(info.get("cameras") or []),
+        "image_size": list(info["image_size"]) if info.get("image_size") else None,
+        "extra": dict(info.get("extra") or {}),
+        "provenance": {"converter": plan["converter"], "arguments": plan["arguments"],
+                       "source_fingerprint": plan["fingerprint"], "cotrain_version": plan["cotrain_version"]},
+    }
+
+
+def finished_matches(manifest: Path, plan: PlanDoc) -> bool:
+    """Whether the intact `manifest.json` there is this plan's conversion (False: another one).
+
+    The manifest must validate, every shard it lists must be there with its listed size (a stat each;
+    `cotrain validate` hashes them), and the fields the plan fixes must be the plan's: a manifest that
+    lost or changed one of them is damaged, not "already converted". The name (the source folder's
+    by default) and the cotrain version may differ, as they did before this check.
+    """
+    from cotrain.manifest import load_manifest
+
     fix = "the dataset here is damaged; pass --overwrite to convert again into this folder, or choose a new OUT"
-    doc = _read(manifest, fix)
-    provenance = doc.get("provenance", {}) if isinstance(doc, dict) else None
-    if not isinstance(provenance, dict):
-        raise DataError(manifest, f"not a cotrain manifest (no provenance object); {fix}")
-    return provenance
+    _read(manifest, fix)
+    try:
+        done = load_manifest(manifest.parent)
+    except DataError as exc:
+        raise WorkFileError(manifest, f"{exc.problem}; {fix}") from None
+    header = manifest_header(plan)
+    have, want = done.model_dump(mode="json"), json.loads(json.dumps(header))
+    if (have["provenance"]["arguments"], have["provenance"]["source_fingerprint"]) != (
+            want["provenance"]["arguments"], want["provenance"]["source_fingerprint"]):
+        return False
+    for shard in done.shards:
+        path = manifest.parent / shard.name
+        if not path.is_file() or path.stat().st_size != shard.bytes:
+            raise WorkFileError(path, f"missing, or not the {shard.bytes} bytes {manifest.name} lists; {fix}")
+    del have["provenance"]["cotrain_version"], want["provenance"]["cotrain_version"]
+    changed = next((k for k in sorted(header) if k != "name" and have[k] != want[k]), None)
+    if changed is not None:
+        raise WorkFileError(manifest, f"field {changed!r} is {_short(have[changed])}, this conversion writes "
+                                      f"{_short(want[changed])}; {fix}")
+    return True
