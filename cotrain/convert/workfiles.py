@@ -172,5 +172,7 @@ def finished_matches(manifest: Path, plan: PlanDoc) -> bool:
     changed = next((k for k in sorted(header) if k != "name" and have[k] != want[k]), None)
     if changed is not None:
         raise WorkFileError(manifest, f"field {changed!r} is {_short(have[changed])}, this conversion writes "
-                                      f"{_short(want[changed])}; {fix}")
+                                      f"{_short(want[changed])} (the manifest was edited or damaged, or another "
+                                      "cotrain version wrote it); pass --overwrite to convert again into this "
+                                      "folder, or choose a new OUT")
     return True
