@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -44,7 +44,7 @@ class UnitResult(TypedDict):
     """`.cotrain-work/units/uNNNNNNNN.json`: one converted (or skipped) unit."""
 
     index: int
-    id: str
+    id: Union[str, int]  # noqa: UP007 (Unit.id is a str; a plugin converter may still pass an int)
     samples: int
     episodes: int
     skipped: Optional[str]  # noqa: UP007 (pydantic evaluates this on Python 3.10 too)
@@ -60,7 +60,7 @@ class ShardRecord(TypedDict):
     bytes: int
     sha256: str
     skipped: list[str]
-    skipped_ids: list[str]
+    skipped_ids: list[Union[str, int]]  # noqa: UP007
 
 
 _PLAN = TypeAdapter(PlanDoc)
