@@ -32,6 +32,7 @@ _TITLE_IN = 0.6  # inches above the first row for the figure title and the first
 _TEXT_WIDTH_CHARS = 44
 _MAX_TEXT_LINES = 14
 _DPI = 100
+_HINT = "free some space and run the command again"
 # tab20 without its two greys (grey means "invalid" here): the saturated colours first, then the light ones.
 _PALETTE = (0, 2, 4, 6, 8, 10, 12, 16, 18, 1, 3, 5, 7, 9, 11, 13, 17, 19)
 
@@ -59,13 +60,23 @@ def _load_samples(root: str, manifest: Manifest, indices: Sequence[int],
     """Read the samples at global `indices` as the mixture loader does (cotrain/mix/reader.py): each
     shard's member index (its sidecar, else a header scan), then one ranged read per sample."""
     from cotrain.mix.reader import SourceReader
-    from cotrain.shards import decode_sample
 
     reader = SourceReader(root, manifest, options)
     try:
-        return [decode_sample(reader.read_raw(i)) for i in indices]
+        raws = [reader.read_raw(i) for i in indices]
     except DataError as exc:
         raise DataError(exc.file, f"{exc.problem}; run `cotrain validate` for details") from None
+    return [_decode(root, raw) for raw in raws]
+
+
+def _decode(root: str, raw: dict[str, Any]) -> dict[str, Any]:
+    from cotrain.shards import decode_sample
+
+    try:
+        return decode_sample(raw)
+    except ValueError as exc:  # a damaged npy/json/txt member: name the shard, the sample and the member
+        raise DataError(f"{root.rstrip('/')}/{raw['__shard__']}",
+                        f"sample {raw['__key__']}, {exc}; run `cotrain validate` for every problem") from None
 
 
 def _wrap(label: str, text: str) -> list[str]:
@@ -174,15 +185,25 @@ def _draw(samples: Sequence[dict[str, Any]], manifest: Manifest) -> Any:
     return fig
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, before any work, an `--out` that cannot become a PNG file."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the PNG's file name (e.g. {out / 'preview.png'})")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--out {out}: {blocker} is a file, not a folder")
+
+
 def render_preview(root: str | Path, out: str | Path, *, samples: int = 4, seed: int = 0,
                    storage_options: StorageOptions | None = None) -> PreviewResult:
     """Write a PNG preview of `samples` samples of the dataset at `root` (a folder or fsspec URL) to
     `out`, atomically."""
     import io
 
-    from cotrain.atomic import write_bytes_atomic
+    from cotrain.atomic import write_bytes_atomic, writing
 
     root, out = str(root), Path(out)
+    _check_out(out)
     manifest = read_manifest(root, storage_options)
     if manifest.num_samples == 0:
         raise DataError(root, "dataset has no samples to preview")
@@ -191,7 +212,8 @@ def render_preview(root: str | Path, out: str | Path, *, samples: int = 4, seed:
     buf = io.BytesIO()
     # No Software tag (it names the matplotlib version), so equal inputs give equal bytes.
     fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, buf.getvalue())
+    with writing(out.parent, _HINT):
+        out.parent.mkdir(parents=True, exist_ok=True)  # a new folder is what `--out runs/x/preview.png` means
+    write_bytes_atomic(out, buf.getvalue(), _HINT)
     width, height = fig.canvas.get_width_height()
     return PreviewResult(path=out, keys=[s["__key__"] for s in chosen], width_px=width, height_px=height)

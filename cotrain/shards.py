@@ -69,7 +69,37 @@ def decode_npy(data: bytes) -> np.ndarray:
             count = math.prod(shape)
             if len(data) - end == count * dtype.itemsize:
                 return np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+    problem = npy_problem(data)
+    if problem:
+        raise ValueError(problem)
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def npy_problem(data: bytes) -> str | None:
+    """What makes `data` unloadable as a plain .npy array, in the data's terms, or None.
+
+    numpy's own messages for these cases advise loading with `allow_pickle`, which is exactly what a
+    reader of untrusted shards must not do; these say what is wrong with the bytes instead.
+    """
+    if not data.startswith(b"\x93NUMPY"):
+        return f"not an npy array (starts with {data[:8]!r}, not the npy magic)"
+    fh = io.BytesIO(data)
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            return None  # version 3 (UTF-8 field names): np.load decides
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, dtype = read(fh)
+    except (ValueError, EOFError, SyntaxError) as exc:
+        return f"damaged npy header ({exc})"
+    if dtype.hasobject:
+        return f"an npy array of Python objects (dtype {dtype}), which cotrain never unpickles; expected numbers"
+    need = math.prod(shape) * dtype.itemsize
+    have = len(data) - fh.tell()
+    if have != need:
+        return f"npy array of shape {shape} {dtype} needs {need} data bytes, has {have} (truncated or damaged)"
+    return None
 
 
 def encode_json(obj: Any) -> bytes:
@@ -249,12 +279,15 @@ def index_shard(source: str | Path | BinaryIO, where: str | None = None) -> list
 def decode_member(ext: str, data: bytes) -> Any:
     """Explicit decoders only: npy arrays, JSON, UTF-8 text; images and unknown kinds stay bytes."""
     last = ext.rsplit(".", 1)[-1].lower()
-    if last == "npy":
-        return decode_npy(data)
-    if last == "json":
-        return json.loads(data.decode("utf-8"))
-    if last == "txt":
-        return data.decode("utf-8")
+    try:
+        if last == "npy":
+            return decode_npy(data)
+        if last == "json":
+            return json.loads(data.decode("utf-8"))
+        if last == "txt":
+            return data.decode("utf-8")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError too: name the member
+        raise ValueError(f"member {ext}: {exc}") from None
     return data
 
 

@@ -27,7 +27,7 @@ from cotrain import keys
 from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry
 from cotrain.mix.storage import StorageOptions, list_files, local_copy, read_manifest
 from cotrain.shardindex import INDEX_SUFFIX, index_name, sidecar_problem
-from cotrain.shards import split_member
+from cotrain.shards import npy_problem, split_member
 
 __all__ = ["DEFAULT_MAX_PROBLEMS", "Problem", "ValidationReport", "check_sample", "validate"]
 
@@ -83,7 +83,8 @@ def _decode(ext: str, data: bytes) -> tuple[Any, str | None]:
         if last == "npy":
             if not data.startswith(b"\x93NUMPY"):  # else numpy guesses "pickled data", which misleads
                 return None, f"{ext} is not an npy array (starts with {data[:6]!r})"
-            return np.load(io.BytesIO(data), allow_pickle=False), None
+            problem = npy_problem(data)  # numpy's own messages advise `allow_pickle`: say what is wrong instead
+            return (None, f"{ext}: {problem}") if problem else (np.load(io.BytesIO(data), allow_pickle=False), None)
         if last == "json":
             return json.loads(data.decode("utf-8")), None
         if last == "txt":

@@ -5,6 +5,8 @@ Works the same under torchrun (`torchrun --nproc-per-node K -m cotrain train ...
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,7 +67,11 @@ def train_cmd(
                   num_workers=workers, precision=precision, eval_every=eval_every,
                   val_data=tuple(str(p) for p in val_data), max_bad_fraction=max_bad_fraction, wandb=wandb,
                   wandb_project=wandb_project, wandb_run_name=wandb_run_name)
-    result = train(make_train_config(**{**fields, **_parse_sets(sets)}))
+    cfg = make_train_config(**{**fields, **_parse_sets(sets)})
+    # With --json stdout must be exactly one JSON document: the progress bar (and anything else the
+    # run prints) goes to stderr instead.
+    with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
+        result = train(cfg)
     if result.rank == 0:
         last = result.history[-1] if result.history else {}
         summary = {"run_dir": str(result.run_dir), "steps": f"{result.start_step} -> {result.end_step}",

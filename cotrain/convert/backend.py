@@ -4,12 +4,16 @@ All three run the same `run_unit` on the same arguments and only the completion 
 pipeline assembles shards in plan order, so the output bytes do not depend on the backend.
 Processes are spawned (not forked) because video decoders keep threads that do not survive fork.
 Each parallel worker gets its share of the cores for video decoding (`worker_decode_threads`), so
-workers do not each start one decoder thread per core and fight over them.
+workers do not each start one decoder thread per core and fight over them. Pool workers die with the
+process that started them (`die_with_parent`), even when it is killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -45,6 +49,32 @@ def run_limited(threads: int, *args: Any) -> dict[str, Any]:
         return run_unit(*args)
 
 
+def die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker as soon as `parent` is gone, however it died.
+
+    An idle pool worker blocks on its task queue and never notices its parent's death: a `kill -9`
+    of the converting process left every worker, and multiprocessing's resource tracker that they
+    keep open, running for good. On Linux the kernel kills the worker (PR_SET_PDEATHSIG); elsewhere
+    a daemon thread polls the parent id once a second.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1  # from <sys/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="cotrain-parent-watch").start()
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def run_tasks(tasks: Sequence[TaskArgs], *, workers: int, backend: str,
               decode_threads: int = 0) -> Iterator[dict[str, Any]]:
     """Yield each task's result as it completes; the first error propagates and stops the rest."""
@@ -63,7 +93,8 @@ def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         # Keep a bounded window in flight so unit files on disk stay proportional to the workers.
         pending = list(tasks)[::-1]

@@ -6,14 +6,14 @@ job array have all run. The work directory is removed only after the manifest is
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from cotrain.atomic import write_text_atomic
 from cotrain.convert.plan import WORK_DIR, WorkDir, read_plan
+from cotrain.convert.workfiles import load_shard_record, manifest_header
 from cotrain.errors import DataError
-from cotrain.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, SkippedEpisode
+from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry, SkippedEpisode
 from cotrain.shards import shard_name
 from cotrain.stats import compute_norm_stats, load_lowdim
 
@@ -28,32 +28,20 @@ def finalize(out: str | Path) -> Manifest:
     if missing:
         raise DataError(out, f"{len(missing)} of {len(names)} shards are not converted yet (first: {missing[0]}); "
                              "run the remaining parts, then merge again")
-    entries = [json.loads(work.shard(n, ".json").read_text()) for n in names]
+    entries = [load_shard_record(work.shard(n, ".json"), n) for n in names]
     lowdim = []
     for n in names:
         if work.shard(n, ".npz").is_file():
             lowdim.extend(load_lowdim(work.shard(n, ".npz")))
-    info = plan["info"]
-    horizon = info.get("horizon") or 1
+    horizon = plan["info"].get("horizon") or 1
     manifest = Manifest(
-        name=plan["name"],
-        modality=info["modality"],
-        embodiment=info.get("embodiment"),
-        state_names=list(info.get("state_names") or []),
-        action_names=list(info.get("action_names") or []),
-        fps=info.get("fps"),
-        horizon=info.get("horizon"),
-        cameras=list(info.get("cameras") or []),
-        image_size=list(info["image_size"]) if info.get("image_size") else None,
+        **manifest_header(plan),
         num_episodes=sum(e["episodes"] for e in entries),
         num_samples=sum(e["samples"] for e in entries),
         shards=[ShardEntry(**{k: e[k] for k in ("name", "samples", "bytes", "sha256", "episodes")}) for e in entries],
         skipped_episodes=[SkippedEpisode(episode=i, reason=r) for e in entries
                           for i, r in zip(e["skipped_ids"], e["skipped"])],
         stats=compute_norm_stats(lowdim, horizon),
-        extra=dict(info.get("extra") or {}),
-        provenance=Provenance(converter=plan["converter"], arguments=plan["arguments"],
-                              source_fingerprint=plan["fingerprint"], cotrain_version=plan["cotrain_version"]),
     )
     write_text_atomic(out / MANIFEST_NAME, manifest.dumps())
     shutil.rmtree(out / WORK_DIR)

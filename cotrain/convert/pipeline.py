@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from cotrain import __version__
-from cotrain.atomic import atomic_open, write_text_atomic
+from cotrain.atomic import WriteError, atomic_open, write_text_atomic
 from cotrain.convert.backend import run_tasks
 from cotrain.convert.finalize import finalize
 from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepare_out, remove_outputs
 from cotrain.convert.progress import Progress
 from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
+from cotrain.convert.workfiles import ShardRecord, WorkFileError, load_shard_record
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.shards import concat_tars, shard_name
 
@@ -92,6 +93,8 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
         if run.num_parts == 1:
             finalize(out)
             report.finalized = True
+    except (WriteError, WorkFileError):
+        raise  # no room, or a damaged work file: keep the finished units and shards for the re-run
     except CotrainError:
         _clean_failed(out, work, plan, mine, created=created, whole=run.num_parts == 1)
         raise
@@ -99,11 +102,11 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
     return report
 
 
-def _shard_done(out: Path, work: WorkDir, name: str) -> dict[str, Any] | None:
+def _shard_done(out: Path, work: WorkDir, name: str) -> ShardRecord | None:
     side = work.shard(name, ".json")
     if not side.is_file() or not (out / name).is_file():
         return None
-    entry = json.loads(side.read_text())
+    entry = load_shard_record(side, name)
     return entry if (out / name).stat().st_size == entry["bytes"] else None
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotrain.atomic import TMP_SUFFIX, write_text_atomic
+from cotrain.atomic import TMP_SUFFIX, write_text_atomic, writing
 from cotrain.convert.spec import Unit
+from cotrain.convert.workfiles import PlanDoc, finished_matches, load_plan
 from cotrain.errors import ConfigError, DataError
 from cotrain.manifest import MANIFEST_NAME
 from cotrain.shardindex import index_name
@@ -80,7 +81,7 @@ class WorkDir:
 
 
 def _is_ours(path: Path) -> bool:
-    name = path.name
+    name = path.name.removesuffix(TMP_SUFFIX)  # a writer killed mid-write leaves NAME.tmp
     return name in (WORK_DIR, MANIFEST_NAME) or (name.startswith("shard-") and ".tar" in name)
 
 
@@ -88,7 +89,8 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
     """Check OUT can receive this conversion; returns the work dir and whether it is already complete.
 
     Refuses (ConfigError) to write into a directory holding anything cotrain did not write, and to
-    continue a conversion made with other arguments unless `overwrite` is set.
+    continue a conversion made with other arguments unless `overwrite` is set. A complete conversion
+    whose run was killed before it removed its work folder gets that cleanup finished here.
     """
     work = WorkDir(out / WORK_DIR)
     if out.exists() and not out.is_dir():
@@ -98,20 +100,33 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
         raise ConfigError(f"output {out} holds files cotrain did not write ({', '.join(foreign[:3])}); choose an empty or new folder")
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not overwrite:
-        done = json.loads(manifest.read_text()).get("provenance", {})
-        if done.get("arguments") == plan_doc["arguments"] and done.get("source_fingerprint") == plan_doc["fingerprint"]:
+        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]
+            _finish_cleanup(out)
             return work, True
         raise ConfigError(f"{out} already holds a conversion made with other arguments or source; pass --overwrite to replace it")
     if work.plan.is_file() and not overwrite:
-        previous = json.loads(work.plan.read_text())
-        if previous != plan_doc:
+        if load_plan(work.plan) != plan_doc:
             raise ConfigError(f"{out} holds an unfinished conversion with other arguments or source; pass --overwrite to start over")
     if overwrite:
         remove_outputs(out)
-    work.make()
+    with writing(work.root):
+        work.make()
     if not work.plan.is_file():
         write_text_atomic(work.plan, json.dumps(plan_doc, sort_keys=True, indent=1))
     return work, False
+
+
+def _finish_cleanup(out: Path) -> None:
+    """Remove what a finished conversion no longer needs: its work folder and stray temporary files.
+
+    The manifest is written last, so once it is in place everything else here is complete; a run
+    killed between writing it and this cleanup left these behind.
+    """
+    if (out / WORK_DIR).exists():
+        shutil.rmtree(out / WORK_DIR)
+    for path in out.glob("*" + TMP_SUFFIX):
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
 
 
 def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
@@ -125,14 +140,16 @@ def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
                 path.unlink(missing_ok=True)
         return
     for path in out.iterdir():
-        if path.name == WORK_DIR:
+        if not _is_ours(path):
+            continue
+        if path.is_dir() and not path.is_symlink():  # the work folder, or a damaged one of our names
             shutil.rmtree(path)
-        elif _is_ours(path):
+        else:
             path.unlink()
 
 
-def read_plan(out: Path) -> dict[str, Any]:
+def read_plan(out: Path) -> PlanDoc:
     work = WorkDir(out / WORK_DIR)
     if not work.plan.is_file():
         raise DataError(out, "no unfinished conversion here (no .cotrain-work/plan.json)")
-    return json.loads(work.plan.read_text())
+    return load_plan(work.plan)

@@ -1,4 +1,4 @@
-"""Progress reporting: a rich bar on a terminal, periodic plain log lines otherwise."""
+"""Progress reporting: a rich bar on a terminal (on stderr), periodic plain log lines otherwise."""
 
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self._tty:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeRemainingColumn
 
+            # On stderr: stdout carries the report, which `--json` promises is one JSON document.
             self._bar = RichProgress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), transient=True)
+                                     TimeRemainingColumn(), transient=True, console=Console(stderr=True))
             self._bar.__enter__()
             self._task = self._bar.add_task(self.label, total=self.total)
         return self

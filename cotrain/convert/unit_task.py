@@ -8,6 +8,7 @@ A unit is complete when its result JSON exists; it is written last, atomically.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from cotrain.atomic import TMP_SUFFIX, atomic_open, write_text_atomic
 from cotrain.convert.plan import WorkDir
 from cotrain.convert.spec import CONVERTERS, Unit
+from cotrain.convert.workfiles import UnitResult, load_unit_result
 from cotrain.errors import DataError
 from cotrain.shards import ShardWriter
 from cotrain.stats import EpisodeLowdim, save_lowdim
@@ -41,9 +43,9 @@ class FileSink:
             self.episodes.append(lowdim)
 
 
-def unit_result(work: WorkDir, index: int) -> dict[str, Any] | None:
+def unit_result(work: WorkDir, index: int) -> UnitResult | None:
     path = work.unit(index, ".json")
-    return json.loads(path.read_text()) if path.is_file() else None
+    return load_unit_result(path, index) if path.is_file() else None
 
 
 def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, Any], work_root: str) -> dict[str, Any]:
@@ -81,4 +83,7 @@ def unit_args(converter: str, src: Path, options: dict[str, Any], unit: Unit, wo
 def clear_unit(work: WorkDir, index: int) -> None:
     for suffix in (".tar", ".npz", ".json"):
         for path in (work.unit(index, suffix), work.unit(index, suffix + TMP_SUFFIX)):
-            path.unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():  # not ours: a damaged work folder
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)

@@ -12,7 +12,9 @@ Layout of `RUN/checkpoints/step_00001000/`:
 
 Ranks write into `.tmp_step_...`; after a barrier rank 0 renames it to its final name (one atomic
 `rename`), then rewrites `LATEST` atomically and prunes old checkpoints. A run killed at any
-moment leaves either the previous checkpoint or the new one, never a partial one under a final name.
+moment leaves either the previous checkpoint or the new one, never a partial one under a final name;
+a write that fails (full disk, quota) removes the temporary folder and stops with one line naming the
+file.
 Model and optimizer state go through torch.distributed.checkpoint's state-dict API with
 `full_state_dict`, so DDP, FSDP2 and single-process runs write the same files.
 """
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 
-from cotrain.atomic import write_text_atomic
+from cotrain.atomic import WriteError, errno_of, write_error, write_text_atomic, writing
 from cotrain.dist import DistInfo
 from cotrain.errors import ConfigError
 
@@ -36,6 +38,7 @@ __all__ = ["latest_checkpoint", "load_checkpoint", "load_model_weights", "save_c
 CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
 ASSETS = ("model_config.json", "train_config.json", "norm_stats.json", "tokenizer.json")
+_HINT = "free some space and continue with --resume (earlier checkpoints are intact)"
 
 
 def _options(**kw: Any) -> Any:
@@ -76,10 +79,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
-    with open(path, "rb") as fh:
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=meta)
+    except SafetensorError as exc:  # its I/O errors arrive as text ("... (os error 28)")
+        code = errno_of(str(exc))
+        if code is None:
+            raise
+        raise write_error(path, OSError(code, os.strerror(code)), _HINT) from None
+    with writing(path, _HINT), open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
@@ -95,15 +105,34 @@ def _optimizer_files(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
 
 def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     loader_state: dict[str, Any], info: DistInfo, keep: int, extra: dict[str, Any]) -> Path:
-    """Write the checkpoint of `step` (all ranks call this; `model` is the unwrapped module)."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    """Write the checkpoint of `step` (all ranks call this; `model` is the unwrapped module).
 
+    A write that fails (a full disk, say) raises WriteError naming the file, after removing the
+    temporary folder: the previous checkpoint and LATEST stay as they were.
+    """
     final, tmp = step_dir(run_dir, step), run_dir / CHECKPOINTS / f".tmp_step_{step:08d}"
     if info.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        with writing(tmp, _HINT):
+            tmp.mkdir(parents=True)
     _barrier(info)
-    write_text_atomic(tmp / f"loader_rank{info.rank}.json", json.dumps(loader_state, sort_keys=True))
+    try:
+        _write_files(run_dir, tmp, step, model, optimizer, loader_state, info, extra)
+    except WriteError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _barrier(info)
+    if info.is_main:
+        _commit(run_dir, tmp, final, keep)
+    _barrier(info)
+    return final
+
+
+def _write_files(run_dir: Path, tmp: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 loader_state: dict[str, Any], info: DistInfo, extra: dict[str, Any]) -> None:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    write_text_atomic(tmp / f"loader_rank{info.rank}.json", json.dumps(loader_state, sort_keys=True), _HINT)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
@@ -113,17 +142,13 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     if info.is_main:
         _save_tensors(tmp / "model.safetensors", weights, {"format": "pt", "step": str(step)})
         _save_tensors(tmp / "optimizer.safetensors", opt_tensors)
-        write_text_atomic(tmp / "optimizer.json", json.dumps(opt_meta, sort_keys=True))
+        write_text_atomic(tmp / "optimizer.json", json.dumps(opt_meta, sort_keys=True), _HINT)
         state = {"step": step, "world_size": info.world_size, **extra}
-        write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=1, sort_keys=True))
+        write_text_atomic(tmp / "trainer_state.json", json.dumps(state, indent=1, sort_keys=True), _HINT)
         for name in ASSETS:
             if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, tmp / name)
-    _barrier(info)
-    if info.is_main:
-        _commit(run_dir, tmp, final, keep)
-    _barrier(info)
-    return final
+                with writing(tmp / name, _HINT):
+                    shutil.copy2(run_dir / name, tmp / name)
 
 
 def _commit(run_dir: Path, tmp: Path, final: Path, keep: int) -> None:
@@ -135,7 +160,7 @@ def _commit(run_dir: Path, tmp: Path, final: Path, keep: int) -> None:
         shutil.rmtree(trash)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
-    write_text_atomic(final.parent / LATEST, json.dumps({"dir": final.name}) + "\n")
+    write_text_atomic(final.parent / LATEST, json.dumps({"dir": final.name}) + "\n", _HINT)
     done = sorted(p for p in final.parent.glob("step_*") if p.is_dir() and not p.name.endswith(".old"))
     for old in done[: max(0, len(done) - keep)]:
         if old != final:
