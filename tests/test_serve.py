@@ -211,11 +211,19 @@ def test_concurrent_clients_are_batched_into_one_forward_pass(run_dir: Path, pol
         assert server.batcher.stats.passes == 1 and server.batcher.stats.sizes == {4: 1}
         for i in range(4):
             np.testing.assert_allclose(results[i], _predict(policy, _obs(i, prompts[i]), seed=i), rtol=1e-5, atol=1e-5)
-    # the wait is bounded: a lone client is answered by a batch of one
-    server = _server(run_dir, batch=BatchConfig(max_batch=8, batch_wait_ms=20))
+    # a lone client never waits for company (a 60 s wait would time the join out)
+    server = _server(run_dir, batch=BatchConfig(max_batch=8, batch_wait_ms=60_000))
     with running_server(server) as port:
-        assert WebsocketClientPolicy("127.0.0.1", port).infer(_obs(0))["actions"].shape == (4, 3)
-        assert server.batcher.stats.sizes == {1: 1}
+        lone = threading.Thread(target=WebsocketClientPolicy("127.0.0.1", port).infer, args=(_obs(0),))
+        lone.start()
+        lone.join(30)
+        assert not lone.is_alive() and server.batcher.stats.sizes == {1: 1}
+    # the wait is bounded: with another client connected but silent, a request goes alone after 50 ms
+    server = _server(run_dir, batch=BatchConfig(max_batch=8, batch_wait_ms=50))
+    with running_server(server) as port:
+        silent, client = WebsocketClientPolicy("127.0.0.1", port), WebsocketClientPolicy("127.0.0.1", port)
+        assert client.infer(_obs(0))["actions"].shape == (4, 3)
+        assert server.batcher.stats.sizes == {1: 1} and server.batcher.connected == 2
 
 
 def test_obs_map_yaml_renames_keys_per_embodiment(run_dir: Path, policy: Policy, tmp_path: Path) -> None:
@@ -281,8 +289,8 @@ def test_cli_serves_until_interrupted(run_dir: Path, policy: Policy) -> None:
         url = line.split("serving on ")[1].split()[0]
         out = WebsocketClientPolicy(url).infer(_obs(4))
         assert np.array_equal(out["actions"], _predict(policy, _obs(4)))
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        proc.send_signal(signal.SIGTERM)  # as service managers stop it; Ctrl-C (SIGINT) also exits 0
+        assert proc.wait(60) == 0 and proc.stderr.read().strip().endswith("stopped")
     finally:
         proc.kill()
         proc.wait()

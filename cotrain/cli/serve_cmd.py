@@ -49,4 +49,5 @@ def serve_cmd(
     try:
         serve_forever(server, lambda h, p: typer.echo(f"serving on ws://{h}:{p} (Ctrl-C to stop)", err=True))
     except KeyboardInterrupt:  # the way a server is stopped, not a failure (nothing to resume)
-        typer.echo("stopped", err=True)
+        pass
+    typer.echo("stopped", err=True)

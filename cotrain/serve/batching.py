@@ -1,11 +1,12 @@
 """Dynamic batching: observations that arrive together run as one forward pass.
 
 Each connection awaits `Batcher.submit(observation)`. One collector task takes the first waiting
-request, then waits at most `batch_wait_ms` for others (or until `max_batch` are waiting) and hands
-the batch to `predict_batch` on one worker thread, so the event loop keeps reading sockets while the
-model runs; whatever arrives during that pass forms the next batch. A lone client therefore pays at
-most `batch_wait_ms` extra latency, and with 8 clients on one device the model runs ~8 observations
-per pass instead of 8 passes (benchmarks/serve_bench.py measures both).
+request, then waits at most `batch_wait_ms` for others, and no longer once `max_batch` are waiting
+or every connected client is (`connected`, kept by the server: nobody else can join, so a lone
+client pays no wait at all). It hands the batch to `predict_batch` on one worker thread, so the
+event loop keeps reading sockets while the model runs; whatever arrives during that pass forms the
+next batch. With 8 clients on one device the model runs ~8 observations per pass instead of 8
+passes (benchmarks/serve_bench.py measures both).
 
 An error in a pass fails every request of that batch (the server reports it to each client); the
 observation mapping runs before submit, so one client's malformed observation never reaches a batch.
@@ -63,6 +64,7 @@ class Batcher:
         self._predict = predict_batch
         self.cfg = cfg
         self.stats = BatchStats()
+        self.connected = 0  # clients that may still send (the server counts them)
         self._pending: list[_Request] = []
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -94,7 +96,7 @@ class Batcher:
         while True:
             await self._arrived.wait()
             deadline = loop.time() + self.cfg.batch_wait_ms / 1000
-            while len(self._pending) < self.cfg.max_batch and (left := deadline - loop.time()) > 0:
+            while len(self._pending) < min(self.cfg.max_batch, self.connected) and (left := deadline - loop.time()) > 0:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), left)

@@ -24,12 +24,13 @@ MAX_MESSAGE_BYTES = 64 * 2**20
 
 # Kinds an observation or action may carry: bool, ints, floats, bytes and unicode strings.
 _ALLOWED_KINDS = frozenset("biufSU")
+_ALLOWED = "bool, int, uint, float, bytes or str"
 _WHERE = "message"
 
 
 def _encode(obj: Any) -> Any:
     if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind not in _ALLOWED_KINDS:
-        raise TypeError(f"cannot send a numpy array of dtype {obj.dtype} (allowed kinds: {''.join(_ALLOWED_KINDS)})")
+        raise TypeError(f"cannot send a numpy array of dtype {obj.dtype}; arrays are {_ALLOWED}")
     if isinstance(obj, np.ndarray):
         arr = np.ascontiguousarray(obj)
         return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": list(arr.shape)}
@@ -45,7 +46,7 @@ def _dtype(raw: Any) -> np.dtype:
     except TypeError:
         raise DataError(_WHERE, f"unknown array dtype {text!r}") from None
     if dtype.kind not in _ALLOWED_KINDS:
-        raise DataError(_WHERE, f"array dtype {dtype} is not allowed (kinds: {''.join(sorted(_ALLOWED_KINDS))})")
+        raise DataError(_WHERE, f"array dtype {dtype} is not allowed; arrays are {_ALLOWED}")
     return dtype
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,8 +93,8 @@ class PolicyServer:
                 raise ConfigError(f"cannot listen on {self.cfg.host}:{self.cfg.port}: {exc.strerror or exc}") from None
             async with listening as server:
                 self.port = int(next(iter(server.sockets)).getsockname()[1])
-                log.info("serving %s (step %d, %s) on ws://%s:%d", self.policy.run.checkpoint, self.policy.run.step,
-                         self.obs_map.source, self.cfg.host, self.port)
+                log.debug("serving %s (step %d, %s) on ws://%s:%d", self.policy.run.checkpoint, self.policy.run.step,
+                          self.obs_map.source, self.cfg.host, self.port)
                 if ready is not None:
                     ready(self.cfg.host, self.port)
                 await self._stop.wait()
@@ -107,6 +108,7 @@ class PolicyServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         log.info("connection from %s", ws.remote_address)
+        self.batcher.connected += 1
         try:
             await ws.send(pack(self.metadata()))
             async for message in ws:
@@ -119,6 +121,8 @@ class PolicyServer:
         except Exception as exc:  # noqa: BLE001  (a bug: the client hears of it, the log keeps the traceback)
             log.exception("request from %s failed", ws.remote_address)
             await _report(ws, f"internal server error: {type(exc).__name__}: {exc}", CloseCode.INTERNAL_ERROR)
+        finally:
+            self.batcher.connected -= 1
         log.info("connection from %s closed", ws.remote_address)
 
     async def _reply(self, message: str | bytes) -> dict[str, Any]:
@@ -158,8 +162,14 @@ def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map:
 
 
 def serve_forever(server: PolicyServer, ready: Callable[[str, int], None] | None = None) -> None:
-    """Run `server` in this thread until interrupted."""
-    asyncio.run(server.serve(ready))
+    """Run `server` in this (main) thread until Ctrl-C (KeyboardInterrupt) or SIGTERM (a clean return)."""
+
+    async def main() -> None:
+        # SIGTERM is how service managers and `docker stop` ask a server to stop
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.shutdown)
+        await server.serve(ready)
+
+    asyncio.run(main())
 
 
 @contextmanager
