@@ -130,6 +130,7 @@ def test_openpi_client_gets_metadata_and_actions_in_robot_units(run_dir: Path, p
         meta = client.get_server_metadata()
         assert meta["server"] == "cotrain" and meta["source"] == "robot" and meta["embodiment"] == "bot"
         assert (meta["action_horizon"], meta["action_dim"], meta["step"]) == (4, 3, 3)
+        assert (meta["run"], meta["checkpoint"]) == ("run", "step_00000003")
         assert meta["action_names"] == ["a0", "a1", "a2"] and meta["state_names"] == ["s0", "s1", "s2", "s3"]
         assert meta["observation_keys"] == {"cameras": {"front": "observation/image",
                                                         "wrist": "observation/wrist_image"},
@@ -297,3 +298,23 @@ def test_cli_serves_until_interrupted(run_dir: Path, policy: Policy) -> None:
     bad = subprocess.run([sys.executable, "-m", "cotrain", "serve", str(run_dir), "--max-batch", "0"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --max-batch 0: Input should be greater")
+
+
+@pytest.mark.slow
+def test_serve_bench_quick_writes_consistent_results(tmp_path: Path) -> None:
+    out = tmp_path / "serve.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_bench.py"), "--quick", "--rounds", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "serve_bench" and doc["client"] == "openpi_client.WebsocketClientPolicy"
+    results, base = doc["results"], doc["results"]["in_process_predict"]
+    assert set(results) == {"in_process_predict", "in_process_predict_batch_8", "batched_clients_1",
+                            "batched_clients_8", "unbatched_clients_1", "unbatched_clients_8"}
+    for key, r in results.items():
+        assert r["requests"] == 24 and 0 < r["p50_ms"] <= r["p99_ms"] and r["throughput_per_s"] > 0, key
+        if key != "in_process_predict":
+            assert doc["ratios"][key]["throughput_vs_predict"] == pytest.approx(
+                r["throughput_per_s"] / base["throughput_per_s"], rel=1e-2)
+    assert results["batched_clients_8"]["server_cpu_ms_per_request"] > 0

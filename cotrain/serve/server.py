@@ -21,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,7 @@ from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.frames import CloseCode
 
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.model.policy import Policy
+from cotrain.model.policy import Observation, Policy
 from cotrain.serve.batching import BatchConfig, Batcher
 from cotrain.serve.codec import MAX_MESSAGE_BYTES, pack, unpack
 from cotrain.serve.obs_map import ObservationMap, ObsMapSpec, bind_obs_map
@@ -71,14 +71,16 @@ class PolicyServer:
     def metadata(self) -> dict[str, Any]:
         """Sent to every client on connect: what the server drives and which keys it reads."""
         run, source = self.policy.run, self.policy.run.norm["sources"][self.obs_map.source]
-        return {"server": "cotrain", "checkpoint": str(run.checkpoint), "step": run.step,
+        # names, not paths: a server on 0.0.0.0 need not tell the network its file system
+        return {"server": "cotrain", "run": run.checkpoint.parent.parent.name, "checkpoint": run.checkpoint.name,
+                "step": run.step,
                 "source": self.obs_map.source, "embodiment": self.obs_map.embodiment,
                 "action_horizon": int(run.cfg.horizon),  # type: ignore[arg-type]
                 "action_dim": len(source["action_names"]), "action_names": list(source["action_names"]),
                 "state_names": list(source["state_names"]), "image_size": int(run.cfg.image_size),  # type: ignore[arg-type]
                 "observation_keys": self.obs_map.describe(), "max_batch": self.cfg.batch.max_batch}
 
-    def _predict_batch(self, observations: Any) -> list[np.ndarray]:
+    def _predict_batch(self, observations: Sequence[Observation]) -> list[np.ndarray]:
         return self.policy.predict_batch(observations, steps=self.cfg.flow_steps)
 
     async def serve(self, ready: Callable[[str, int], None] | None = None) -> None:
