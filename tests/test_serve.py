@@ -192,6 +192,23 @@ def test_protocol_errors_send_text_then_close_with_a_code(run_dir: Path) -> None
         assert conn.getresponse().status == 200
 
 
+def test_a_server_bug_is_reported_in_one_line_with_code_1011(run_dir: Path) -> None:
+    server = _server(run_dir)
+
+    def broken(observations: Any, steps: Any = None) -> Any:
+        raise ValueError("boom")
+
+    server.policy.predict_batch = broken  # type: ignore[method-assign]
+    with running_server(server) as port:
+        with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
+            unpack(ws.recv(10))
+            ws.send(pack(_obs(0)))
+            assert ws.recv(10) == "internal server error: ValueError: boom"
+            with pytest.raises(websockets.ConnectionClosedError) as closed:
+                ws.recv(10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
 def test_concurrent_clients_are_batched_into_one_forward_pass(run_dir: Path, policy: Policy) -> None:
     server = _server(run_dir, batch=BatchConfig(max_batch=4, batch_wait_ms=30_000))
     with running_server(server) as port:
@@ -250,6 +267,10 @@ def test_obs_map_yaml_renames_keys_per_embodiment(run_dir: Path, policy: Policy,
             _server(run_dir, obs_map=load_obs_map(bad))
     with pytest.raises(ConfigError, match="several sources with actions .*other, robot, sim_arm.*--embodiment"):
         _server(run_dir, embodiment=None)
+    with pytest.raises(ConfigError, match=re.escape("--device 'gpu': not a torch device (cpu, cuda, cuda:N)")):
+        _server(run_dir, device="gpu")
+    with pytest.raises(ConfigError, match=re.escape("--device 'cuda:99': ")):  # no CUDA here, or not 100 GPUs
+        _server(run_dir, device="cuda:99")
 
 
 def test_sim_eval_through_the_server_equals_in_process(run_dir: Path) -> None:

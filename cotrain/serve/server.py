@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 import websockets
 from pydantic import BaseModel, ConfigDict, Field
 from websockets.asyncio.server import Request, Response, ServerConnection
@@ -155,12 +156,22 @@ def _health_check(connection: ServerConnection, request: Request) -> Response | 
 def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map: ObsMapSpec = ObsMapSpec(),
                  embodiment: str | None = None) -> PolicyServer:
     """Load a run (or checkpoint) directory and bind the observation map (errors before anything listens)."""
-    import torch
-
     dtype = None if cfg.dtype == "float32" else getattr(torch, cfg.dtype)
-    policy = Policy.load(run_dir, cfg.device, dtype)
+    policy = Policy.load(run_dir, _device(cfg.device), dtype)
     return PolicyServer(policy, bind_obs_map(obs_map, policy.run.norm, embodiment=embodiment,
                                              default_seed=cfg.seed), cfg)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: this torch sees no CUDA device; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
 
 
 def serve_forever(server: PolicyServer, ready: Callable[[str, int], None] | None = None) -> None:
