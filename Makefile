@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first: with 2.13.0 present pip keeps the local CPU wheel instead of fetching CUDA builds.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test,ray,wandb]"
+	# The real openpi client for tests/test_serve.py: its numpy<2 pin is stale (see docs/serving.md).
+	$(BIN)/pip install -q --no-deps openpi-client==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -13,6 +13,7 @@ from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
 from cotrain.cli.export_cmd import export_app
 from cotrain.cli.mix_cmd import mix_app
+from cotrain.cli.serve_cmd import serve_cmd
 from cotrain.cli.sim_cmd import sim_app
 from cotrain.cli.tokenizer_cmd import tokenizer_app
 from cotrain.cli.train_cmd import eval_cmd, train_cmd
@@ -37,6 +38,7 @@ app.command("preview")(preview_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
 app.command("ablate")(ablate_cmd)
+app.command("serve")(serve_cmd)
 
 
 def main() -> None:

@@ -53,8 +53,10 @@ def generate_cmd(
 
 @sim_app.command("eval")
 def eval_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Trained run directory (omit with --policy)."),
+    run_dir: Optional[Path] = typer.Argument(None, help="Trained run directory (omit with --policy or --server)."),
     policy: Optional[str] = typer.Option(None, "--policy", help="Baseline instead of a run: expert or random."),
+    server: Optional[str] = typer.Option(None, "--server", help="A policy served by `cotrain serve`, ws://HOST:PORT, "
+                                         "instead of a run directory (docs/serving.md)."),
     episodes: int = typer.Option(50, "--episodes", help="Total episodes, spread round-robin over the splits."),
     splits: str = typer.Option("seen,unseen,seen_shift,unseen_shift", "--splits",
                               help="Comma-separated splits; `train` replays the training demos' layouts "
@@ -72,7 +74,7 @@ def eval_cmd(
 
     cfg = EvalConfig(episodes=episodes, splits=_split_list(splits), embodiment=embodiment, replan_steps=replan_steps,
                      image_size=image_size, seed=seed, verbs=_split_list(verbs))
-    factory, name = _policy(run_dir, policy, cfg)
+    factory, name = _policy(run_dir, policy, server, cfg)
     result = evaluate_policy(factory, cfg, name=name)
     if out is not None:
         import json
@@ -86,15 +88,20 @@ def _split_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def _policy(run_dir: Path | None, policy: str | None, cfg: EvalConfig) -> tuple[PolicyFactory, str]:
-    from cotrain.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy
+def _policy(run_dir: Path | None, policy: str | None, server: str | None,
+            cfg: EvalConfig) -> tuple[PolicyFactory, str]:
+    from cotrain.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy, served_policy
 
-    if policy is not None and run_dir is None:
+    if sum(x is not None for x in (run_dir, policy, server)) != 1:
+        raise ConfigError("give either RUN_DIR (a trained run), --policy expert|random or --server ws://HOST:PORT; "
+                          "exactly one of them")
+    if policy is not None:
         if policy not in BASELINES:
             raise ConfigError(f"--policy {policy!r}: choose from {', '.join(BASELINES)}")
         return (expert_policy if policy == "expert" else random_policy)(cfg), policy
-    if run_dir is None or policy is not None:
-        raise ConfigError("give either RUN_DIR (a trained run) or --policy expert|random, not both or neither")
+    if server is not None:
+        return served_policy(server, cfg.embodiment), server
+    assert run_dir is not None
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} not found")
     return load_run_policy(run_dir, cfg.embodiment), str(run_dir)

@@ -6,6 +6,8 @@ model config rebuilds the network offline (no --init-from needed), `model.safete
 observation exactly like the training loader does (JPEG round trip, letterbox to the model's side,
 the source's normalisation with the same floor and clip), samples a chunk with the cached prefix
 and `flow_steps` Euler steps, and returns it denormalised to the embodiment's units, [H, Da].
+`predict_batch` does the same for several `Observation`s in one forward pass (the policy server
+batches concurrent clients through it); each observation keeps its own noise seed.
 
 `embodiment` names a training source or an embodiment; when several sources share an embodiment
 with different stats, name the source.
@@ -31,7 +33,26 @@ from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.text import TextLayout, TextTokenizer
 from cotrain.model.vla import VLA
 
-__all__ = ["LoadedRun", "Policy", "load_run"]
+__all__ = ["LoadedRun", "Observation", "Policy", "load_run"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observation for `Policy.predict_batch`: the arguments of `Policy.predict`, named.
+
+    Args:
+        images: camera name -> HxWx3 uint8 array (or JPEG bytes), or a list in the embodiment's camera order.
+        state: the raw proprioceptive state [Ds].
+        instruction: the task text.
+        embodiment: a training source name or embodiment name.
+        seed: seed of this observation's initial noise.
+    """
+
+    images: Mapping[str, Any] | Sequence[Any]
+    state: Any
+    instruction: str
+    embodiment: str
+    seed: int = 0
 
 
 @dataclass
@@ -148,22 +169,38 @@ class Policy:
             seed: seed of the initial noise (same seed, same chunk).
             steps: Euler steps (default: the model's `flow_steps`).
         """
-        name, source = find_source(self.run.norm, embodiment)
+        return self.predict_batch([Observation(images, state, instruction, embodiment, seed)], steps=steps)[0]
+
+    def predict_batch(self, observations: Sequence[Observation], *, steps: int | None = None) -> list[np.ndarray]:
+        """One action chunk [H, Da_i] per observation, from one forward pass over all of them.
+
+        Each observation's noise comes from its own `seed`, so a chunk does not depend on which
+        other observations share the batch (up to float rounding of the batched kernels).
+        """
+        if not observations:
+            return []
+        prepared = [self._prepare(obs) for obs in observations]
+        inputs = self.run.inputs([sample for sample, _, _ in prepared])
+        h, a = int(self.run.cfg.horizon), int(self.run.cfg.action_dim)  # type: ignore[arg-type]
+        noise = torch.cat([torch.randn((1, h, a), generator=torch.Generator().manual_seed(obs.seed))
+                           for obs in observations])
+        chunks = self.run.model.sample_actions(inputs, noise.to(self.run.device), steps).float().cpu().numpy()
+        return [norm.inverse(chunk[:, :da]) if norm else chunk[:, :da]  # type: ignore[misc]
+                for chunk, (_, da, norm) in zip(chunks, prepared)]
+
+    def _prepare(self, obs: Observation) -> tuple[dict[str, Any], int, Normalizer | None]:
+        """(loader-style sample, real action dims, action normalizer) of one observation."""
+        name, source = find_source(self.run.norm, obs.embodiment)
         if not source.get("actions"):
             raise ConfigError(f"source {name!r} has no actions to predict ({source['modality']})")
         state_norm, action_norm = self.run.normalizers(source)
-        pixels, present = self._images(images, source["cameras"])
-        st = np.asarray(state, np.float64).reshape(-1)
+        pixels, present = self._images(obs.images, source["cameras"])
+        st = np.asarray(obs.state, np.float64).reshape(-1)
         if len(st) != len(source["state_names"]):
             raise ConfigError(f"state has {len(st)} values; {name!r} has {len(source['state_names'])}")
         h = int(self.run.cfg.horizon)  # type: ignore[arg-type]
         sample = {"images": pixels, "camera_present": present, "source": source["index"], "loss_weight": 1.0,
                   "state": state_norm(st) if state_norm else np.zeros(0, np.float32),
                   "actions": np.zeros((h, 0), np.float32), "actions_valid": np.zeros(h, bool),
-                  "instruction": instruction, "action_tokens": None}
-        inputs = self.run.inputs([sample])
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.randn((1, h, int(self.run.cfg.action_dim)), generator=gen)  # type: ignore[arg-type]
-        chunk = self.run.model.sample_actions(inputs, noise.to(self.run.device), steps)[0].cpu().numpy()
-        da = len(source["action_names"])
-        return action_norm.inverse(chunk[:, :da]) if action_norm else chunk[:, :da]  # type: ignore[union-attr]
+                  "instruction": obs.instruction, "action_tokens": None}
+        return sample, len(source["action_names"]), action_norm

@@ -126,6 +126,34 @@ def load_run_policy(run_dir: str | Path, embodiment: str) -> PolicyFactory:
     return make
 
 
+def served_policy(url: str, embodiment: str) -> PolicyFactory:
+    """A policy served by `cotrain serve` at `url` (ws://HOST:PORT), asked over openpi's protocol.
+
+    Observations go out under the keys the server's metadata names; no noise seed is sent, so the
+    server uses its `--seed` for every chunk, as `load_run_policy` uses predict's default seed: the
+    same run served with `--seed 0` gives the same episodes as the in-process path.
+    """
+    from cotrain.serve.client import PolicyClient  # noqa: PLC0415  (websockets: import on use)
+
+    client = PolicyClient(url)
+    meta = client.metadata
+    keys = meta.get("observation_keys")
+    if not isinstance(keys, dict):
+        raise ConfigError(f"--server {url}: its metadata names no observation_keys (is it `cotrain serve`?)")
+    if embodiment not in (meta.get("source"), meta.get("embodiment")):
+        raise ConfigError(f"--server {url} drives {meta.get('source')!r} (embodiment {meta.get('embodiment')!r}), "
+                          f"not --embodiment {embodiment!r}")
+
+    def act(obs: dict[str, Any]) -> np.ndarray:
+        wire = {key: obs["images"][cam] for cam, key in keys["cameras"].items() if cam in obs["images"]}
+        wire[keys["prompt"]] = obs["instruction"]
+        if keys.get("state"):
+            wire[keys["state"]] = np.asarray(obs["state"])
+        return np.asarray(client.infer(wire)["actions"], np.float32)
+
+    return stateless(act)
+
+
 def _check_chunk(chunk: np.ndarray, dims: int) -> np.ndarray:
     arr = np.asarray(chunk, np.float32)
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != dims:
