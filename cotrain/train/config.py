@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
     eps: float = Field(1e-8, gt=0)
     clip_grad: float = Field(1.0, gt=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: the mixture's seed.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    num_workers: int = Field(0, ge=0, le=1024, description="DataLoader worker processes per rank.")
     save_every: int = Field(1000, ge=1)
     checkpoints: bool = Field(True, description="Write checkpoints (benchmarks turn this off).")
     keep_checkpoints: int = Field(2, ge=1)
