@@ -158,13 +158,15 @@ class SampleTransform:
         if value is None:
             return None
         array = np.asarray(value)
-        if array.ndim != ndim or any(d is not None and s != d for s, d in zip(array.shape, dims)):
+        shape = array.shape
+        if len(shape) != ndim or any(d is not None and s != d for s, d in zip(shape, dims)):
             want = "(" + ", ".join("*" if d is None else str(d) for d in dims) + ("," if ndim == 1 else "") + ")"
-            raise self._bad(sample, member, f"shape {tuple(array.shape)}, the manifest says {want}")
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-                or array.dtype == np.bool_):
+            raise self._bad(sample, member, f"shape {tuple(shape)}, the manifest says {want}")
+        kind = array.dtype.kind
+        if kind not in "fiub":
             raise self._bad(sample, member, f"dtype {array.dtype}, expected numbers")
-        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        # (sum is finite iff every value is, barring an overflow to inf, which the slow path then sorts out)
+        if kind == "f" and not np.isfinite(array.sum()) and not np.isfinite(array).all():
             at = tuple(int(j) for j in np.argwhere(~np.isfinite(array))[0])
             kind = "NaN" if np.isnan(array[at]) else "Inf"
             raise self._bad(sample, member, f"{kind} at index {list(at)} ({int((~np.isfinite(array)).sum())} of "

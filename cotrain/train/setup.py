@@ -141,7 +141,8 @@ def _restore(cfg: TrainConfig, checkpoint: Path, model: VLA, optimizer: torch.op
     return start
 
 
-def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, tokenizer: TextTokenizer) -> ModelConfig:
+def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, tokenizer: TextTokenizer,
+               announce: bool) -> ModelConfig:
     """The text budget from the data: every sample's text length is known from its shard index
     (member sizes; exact with the byte tokenizer, a bound otherwise), so the preset's budget grows to
     the longest text, up to MAX_TEXT_TOKENS. An explicit `max_text_tokens` is kept. Anything still
@@ -161,13 +162,12 @@ def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, token
     longest = int(lengths.max()) if len(lengths) else 0
     budget = cfg.max_text_tokens or max(model_cfg.max_text_tokens, min(longest, MAX_TEXT_TOKENS))
     cut = int((lengths > budget).sum())
-    if cut:
+    if cut and announce:  # (every rank sizes the same budget; one says so)
         exact = "" if not model_cfg.pretrained else "up to "
         log.warning("text of %s%d of %d samples (%.1f%%) is longer than max_text_tokens=%d (longest %d tokens): "
                     "their prompts are cut, counted in the `truncated` metric; raise it with --set "
-                    "max_text_tokens=%d", exact, cut, len(lengths), 100 * cut / len(lengths), budget, longest,
-                    min(longest, MAX_TEXT_TOKENS))
-    if budget != model_cfg.max_text_tokens:
+                    "max_text_tokens=%d", exact, cut, len(lengths), 100 * cut / len(lengths), budget, longest, longest)
+    if budget != model_cfg.max_text_tokens and announce:
         log.info("text budget: %d tokens (the longest text in the mixture is %d)", budget, longest)
     return with_overrides(model_cfg, max_text_tokens=budget)
 
@@ -195,7 +195,7 @@ def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, am
 
 
 def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
-                         resuming: bool) -> tuple[ModelConfig, TextTokenizer]:
+                         resuming: bool, info: DistInfo) -> tuple[ModelConfig, TextTokenizer]:
     if resuming:
         stored = run_dir / "model_config.json"
         try:
@@ -207,7 +207,7 @@ def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
         return model_cfg, TextTokenizer.load(run_dir / "tokenizer.json")
     model_cfg = resolve_model_config(cfg, mixture)
     tokenizer = load_tokenizer_for(model_cfg, cfg.init_from)
-    return _size_text(cfg, mixture, model_cfg, tokenizer), tokenizer
+    return _size_text(cfg, mixture, model_cfg, tokenizer, info.is_main), tokenizer
 
 
 def prepare_run(cfg: TrainConfig) -> Run:
@@ -223,7 +223,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
     _barrier(info)  # every rank has looked at the run directory before rank 0 writes into it
     if resuming:
         resolve_model_config(cfg, mixture)  # the mixture must still fit the model
-    model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming)
+    model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming, info)
     seed = mixture.spec.seed if cfg.seed is None else cfg.seed
     init = cfg.init_from if model_cfg.backbone_config is None else None
     model, model_cfg = build_vla(model_cfg, seed=seed, tokenizer=tokenizer, init_from=init)
