@@ -157,9 +157,9 @@ class SampleTransform:
         value = sample.get(member)
         if value is None:
             return None
-        array = np.asarray(value)
-        shape = array.shape
-        if len(shape) != ndim or any(d is not None and s != d for s, d in zip(shape, dims)):
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        shape = array.shape  # (compared dim by dim: this runs for every sample)
+        if len(shape) != ndim or dims[0] is not None and shape[0] != dims[0] or ndim == 2 and shape[1] != dims[1]:
             want = "(" + ", ".join("*" if d is None else str(d) for d in dims) + ("," if ndim == 1 else "") + ")"
             raise self._bad(sample, member, f"shape {tuple(shape)}, the manifest says {want}")
         kind = array.dtype.kind
