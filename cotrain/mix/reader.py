@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from cotrain.errors import DataError
-from cotrain.manifest import Manifest
+from cotrain.manifest import MANIFEST_NAME, Manifest, reading_problem
 from cotrain.mix.storage import RangeReader, join
 from cotrain.shardindex import ShardIndex, index_name, parse_index
 from cotrain.shards import decode_sample, index_shard
@@ -72,6 +72,8 @@ class SourceReader:
     """
 
     def __init__(self, url: str, manifest: Manifest, max_indexed_shards: int = 1024) -> None:
+        if (problem := reading_problem(manifest)) is not None:  # e.g. a shard named ../x.tar
+            raise DataError(join(url, MANIFEST_NAME), problem)
         self.url = url
         self.manifest = manifest
         self._bounds = list(accumulate(s.samples for s in manifest.shards))
