@@ -13,11 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cotrain.errors import ConfigError
+from cotrain.mix.spec import MAX_SEED, MAX_STEPS  # the same bounds as the mixture's
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
 
-MAX_STEPS = 10_000_000  # as the mixture schedule's bound (cotrain/mix/spec.py)
-MAX_SEED = 2**63 - 1
 RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_checkpoints", "log_every", "tensorboard",
                                "progress", "out", "checkpoints", "fsdp"})
 

@@ -191,6 +191,25 @@ def test_mixture_path_that_is_not_a_yaml_file(case: str, tmp_path: Path) -> None
     assert not (tmp_path / "run").exists()
 
 
+TRAIN_OPTION_CASES = {
+    "steps_1e12": (["--steps", str(10**12)], "steps"),
+    "seed_2_80": (["--set", f"seed={2**80}"], "seed"),
+    "lr_nan": (["--lr", "nan"], "lr"),
+    "lr_inf": (["--lr", "inf"], "lr"),
+    "workers_huge": (["--workers", "1000000"], "num_workers"),
+    "max_text_tokens_huge": (["--set", "max_text_tokens=10000000"], "max_text_tokens"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_OPTION_CASES))
+def test_bad_train_options(case: str, data: Path, tmp_path: Path) -> None:
+    args, want = TRAIN_OPTION_CASES[case]
+    mix = write_mix(tmp_path / "mix.yaml", data / "robot")
+    line = cli("train", str(mix), *TRAIN, *args, "--out", str(tmp_path / "run")).error_line()
+    assert f"train config: {want}" in line, line
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------- damaged datasets (item 15)
 
 Members = dict[str, bytes]
@@ -534,6 +553,6 @@ def test_subprocess_cli_prints_one_line(data: Path, tmp_path: Path) -> None:
 
 def test_inputs_tried_are_counted() -> None:
     """How many inputs this suite feeds the CLI (reported in the issue's closing note)."""
-    counts = {"mixture_yaml": len(YAML_CASES) + 3, "dataset": len(DATASET_CASES) + 1, "run_folder": len(RUN_CASES) + 3}
+    counts = {"mixture_yaml": len(YAML_CASES) + 3, "train_options": len(TRAIN_OPTION_CASES), "dataset": len(DATASET_CASES) + 1, "run_folder": len(RUN_CASES) + 3}
     print(f"fuzz inputs tried: {counts} = {sum(counts.values())}")
-    assert sum(counts.values()) >= 80
+    assert sum(counts.values()) >= 90
