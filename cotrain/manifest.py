@@ -24,7 +24,11 @@ class _Frozen(BaseModel):
 
 
 class DimStats(_Frozen):
-    """Per-dimension statistics of one array feature (lists have one entry per dimension)."""
+    """Per-dimension statistics of one array feature (lists have one entry per dimension).
+
+    Every value must be finite: a NaN or Inf here would normalise every sample of the source to NaN."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     count: int
     mean: list[float]
@@ -93,6 +97,24 @@ class Manifest(_Frozen):
 
     def dumps(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def reading_problem(manifest: Manifest) -> str | None:
+    """What makes a manifest unsafe to read samples by (the loader's checks; `cotrain validate`
+    reports the same facts as problems): shard names that are not plain file names inside the
+    dataset folder (`../x.tar`), a shard listed twice, or sample counts that do not add up."""
+    names: set[str] = set()
+    for s in manifest.shards:
+        if "/" in s.name or "\\" in s.name or s.name in ("", ".", "..") or "\0" in s.name:
+            return f"shard name {s.name!r} is not a plain file name in the dataset folder"
+        if s.name in names:
+            return f"shard {s.name!r} is listed twice"
+        names.add(s.name)
+        if s.samples < 0:
+            return f"shard {s.name!r} has {s.samples} samples"
+    if (listed := sum(s.samples for s in manifest.shards)) != manifest.num_samples:
+        return f"num_samples {manifest.num_samples}, but its shards hold {listed}"
+    return None
 
 
 def load_manifest(directory: str | Path) -> Manifest:

@@ -331,6 +331,17 @@ def test_manifest_counts_must_add_up(ds: Path) -> None:
                          "manifest.json: num_episodes 2, but its shards hold 3"]
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_stats_are_rejected(ds: Path, literal: str) -> None:
+    """Python's json writes NaN/Infinity literals; stats holding one would normalise every sample of
+    the source to NaN, so the manifest does not load (validate, inspect and the loader alike)."""
+    raw = json.loads((ds / MANIFEST_NAME).read_text())
+    raw["stats"]["actions"]["q01"][2] = "__X__"
+    (ds / MANIFEST_NAME).write_text(json.dumps(raw).replace('"__X__"', literal))
+    with pytest.raises(DataError, match=r"manifest\.json: field 'stats\.actions\.q01\.2': Input should be a finite"):
+        validate(ds)
+
+
 # ----------------------------------------------------------------------------- validate: sample damage
 
 

@@ -444,3 +444,18 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
                     expected.append({"__key__": key})
                 expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
     assert [{k: v for k, v in got[i].items() if k != "__shard__"} for i in range(len(src))] == expected
+
+
+@pytest.mark.parametrize("name", ["../outside.tar", "/etc/passwd", "sub/shard.tar", ".."])
+def test_reader_refuses_shard_names_outside_the_dataset(tmp_path: Path, name: str) -> None:
+    """Any reader of a dataset (the loader, `cotrain eval`), not only a mixture, refuses to open a
+    shard the manifest names outside the dataset folder."""
+    from cotrain.manifest import load_manifest
+    from cotrain.mix.reader import SourceReader
+
+    ds = write_dataset(tmp_path / "ds", samples=4, per_shard=4)
+    manifest = load_manifest(ds)
+    bad = manifest.model_copy(update={"shards": [manifest.shards[0].model_copy(update={"name": name})]})
+    with pytest.raises(DataError, match=r"manifest\.json: shard name .* is not a plain file name"):
+        SourceReader(str(ds), bad)
+    assert SourceReader(str(ds), manifest).read(3)["__key__"] == "000000_000003"

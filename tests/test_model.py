@@ -163,6 +163,35 @@ def test_text_layout_ids_kinds_and_truncation() -> None:
         layout.encode({"instruction": "go", "action_tokens": [1024]})
 
 
+def test_text_tokens_bound_from_member_sizes() -> None:
+    """The text budget is sized from shard-index member sizes alone: exact for the byte tokenizer
+    (prompt/instruction, target, action tokens), a bound for a conversation (its JSON is longer)."""
+    import numpy as np
+
+    from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
+    from cotrain.shards import encode_npy
+
+    tok = build_byte_tokenizer()
+    layout = TextLayout(tok, 1283, 1024, 0, 10_000)
+    conv = '[{"role": "user", "content": "what?"}, {"role": "assistant", "content": "cube"}]'
+    samples = [{"instruction": "pick up the red block and place it in bin 7"}, {"prompt": "caption en", "target": "a cat"},
+               {"prompt": "", "instruction": "fallback é"}, {"instruction": "go", "action_tokens": [3, 4, 5]},
+               {}, {"conversation": conv}]
+    members = dict(zip(("prompt", "instruction", "target", "conversation", "action_tokens"), TEXT_MEMBERS))
+
+    def size(sample: dict, field: str) -> int:
+        if field not in sample:
+            return -1
+        value = sample[field]
+        return len(encode_npy(np.asarray(value, np.int32))) if field == "action_tokens" else len(value.encode())
+
+    sizes = np.array([[size(smp, field) for field in members] for smp in samples])
+    bound = text_tokens_bound(sizes, len(tok.newline)).tolist()
+    exact = [len(layout.encode(smp)[0]) for smp in samples]
+    assert bound[:5] == exact[:5] and bound[0] == 45
+    assert bound[5] >= exact[5]
+
+
 # ---- the network ----------------------------------------------------------------------------------------------
 
 def test_tiny_preset_size_and_unknown_preset() -> None:

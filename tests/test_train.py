@@ -384,3 +384,34 @@ def test_eval_image_gain_pairs_each_sample_with_another_samples_images(data: Pat
     monkeypatch.setattr(run.model, "sample_actions", lambda inputs, noise, steps=None: torch.zeros_like(inputs.actions))
     blind = evaluate_dataset(run, data / "robot", max_samples=40, batch_size=16, flow_steps=1, seed=0)["actions"]
     assert blind["image_gain"] == 0.0 and blind["normalized"]["mse_shuffled_images"] == blind["normalized"]["mse"] > 0
+
+
+def test_text_budget_is_sized_from_the_data_and_never_cuts_silently(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Instructions of 43-44 bytes overflow the tiny preset's 32 byte-tokens: the budget grows to the
+    longest text (read from the shard indices), is stored with the run, and a smaller explicit budget
+    is warned about once, with the rate, and counted per step."""
+    import logging
+
+    write_dataset(tmp_path / "long", samples=12, per_shard=6, horizon=2, cameras=("front",), image_hw=(8, 8),
+                  instruction="pick up the red block and place it in bin {i}")
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(yaml.safe_dump({"name": "long", "batch_size": 4, "image_size": 16, "sources": {"long": {"path": "long"}},
+                                   "phases": [{"name": "a", "steps": 10, "weights": {"long": 1.0}}]}))
+    fit = {"mixture": str(mix), "model": "tiny", "steps": 2, **FAST}
+    result = train(TrainConfig(out=str(tmp_path / "fit"), **fit))
+    stored = json.loads((tmp_path / "fit" / "model_config.json").read_text())
+    assert stored["max_text_tokens"] == 1 + 44 + 1  # <bos>, the longest instruction's bytes, "\n"
+    assert [r["truncated"] for r in result.history] == [0, 0]
+    from cotrain.model.policy import Policy
+
+    assert Policy.load(tmp_path / "fit").run.layout.max_tokens == 46  # a loaded policy uses the stored budget
+
+    with caplog.at_level(logging.WARNING):
+        short = train(TrainConfig(out=str(tmp_path / "short"), max_text_tokens=40, **fit))
+    said = [r.getMessage() for r in caplog.records if "max_text_tokens=40" in r.getMessage()]
+    # 10 of 12 instructions are 44 bytes (bins 2-11 need 46 tokens), bins 0 and 1 need 45: all cut at 40
+    assert len(said) == 2 and "text of 12 of 12 samples (100.0%) is longer than max_text_tokens=40" in said[0]
+    assert "step 0: the text of 4 of 4 samples so far (100.0%)" in said[1]
+    assert [r["truncated"] for r in short.history] == [4, 4]
+    assert json.loads((tmp_path / "short" / "model_config.json").read_text())["max_text_tokens"] == 40

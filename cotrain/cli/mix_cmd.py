@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cotrain.cli.output import print_json
+from cotrain.mix.spec import MAX_BATCH, MAX_STEPS
 
 mix_app = typer.Typer(help="Validate, simulate and plot mixture YAMLs.", no_args_is_help=True)
 
@@ -37,8 +38,8 @@ def _print_report(report: object, json_output: bool) -> None:
 
 @mix_app.command("check")
 def check(mixture: Path = typer.Argument(..., help="Mixture YAML."),
-          world_size: int = typer.Option(1, help="Ranks to check the layout for."),
-          workers: int = typer.Option(0, help="DataLoader workers per rank to check the layout for."),
+          world_size: int = typer.Option(1, min=1, max=MAX_BATCH, help="Ranks to check the layout for."),
+          workers: int = typer.Option(0, min=0, max=1024, help="DataLoader workers per rank to check the layout for."),
           json_output: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Validate a mixture and print, per phase, samples and epochs drawn per source, with warnings."""
     from cotrain.mix.report import check_mixture
@@ -49,9 +50,9 @@ def check(mixture: Path = typer.Argument(..., help="Mixture YAML."),
 
 @mix_app.command("simulate")
 def simulate(mixture: Path = typer.Argument(..., help="Mixture YAML."),
-             steps: int = typer.Option(..., help="Steps to simulate."),
-             world_size: int = typer.Option(1, help="Ranks."),
-             workers: int = typer.Option(0, help="DataLoader workers per rank."),
+             steps: int = typer.Option(..., min=1, max=MAX_STEPS, help="Steps to simulate."),
+             world_size: int = typer.Option(1, min=1, max=MAX_BATCH, help="Ranks."),
+             workers: int = typer.Option(0, min=0, max=1024, help="DataLoader workers per rank."),
              json_output: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Run the real sampler without decoding; report realised against target proportions per phase."""
     from cotrain.mix.report import simulate_mixture
@@ -64,7 +65,7 @@ def simulate(mixture: Path = typer.Argument(..., help="Mixture YAML."),
 @mix_app.command("plot")
 def plot(mixture: Path = typer.Argument(..., help="Mixture YAML."),
          out: Path = typer.Option(..., "--out", help="PNG to write."),
-         steps: int = typer.Option(0, help="Steps to plot (default: the whole schedule).")) -> None:
+         steps: int = typer.Option(0, min=0, max=MAX_STEPS, help="Steps to plot (default: the whole schedule).")) -> None:
     """Plot stacked target weights over steps with phase boundaries and realised proportions."""
     from cotrain.mix.plot import plot_schedule
     from cotrain.mix.resolve import load_mixture

@@ -152,10 +152,13 @@ class _SlotDataset:
         step, _, source, _, draw = key
         src = self.mixture.sources[source]
         if self.mixture.spec.bad_samples == "raise":
-            raise DataError(src.url, f"bad sample {index} of source {src.name!r} at step {step}: {exc}") from None
+            where = self._reader(source).describe(index)
+            raise DataError(src.url, f"bad sample {index} ({where}) of source {src.name!r} at step {step}: {exc}; "
+                                     f"`bad_samples: skip` replaces such samples") from None
         if attempt >= MAX_REPLACEMENTS:
-            raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}")
-        log.warning("replacing bad sample %d of %s: %s", index, src.name, exc)
+            raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}; "
+                                     f"the last: {exc}")
+        log.warning("replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc)
         if undo is not None:
             undo()
         rng = np.random.default_rng(np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3]))

@@ -18,17 +18,48 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
+
 from cotrain.errors import DataError
-from cotrain.manifest import Manifest
+from cotrain.manifest import MANIFEST_NAME, Manifest, reading_problem
 from cotrain.mix.storage import RangeReader, StorageOptions, join
 from cotrain.shardindex import ShardIndex, index_name, parse_index
 from cotrain.shards import decode_sample, index_shard
 
 log = logging.getLogger(__name__)
+BLOCK = 512
+
+
+def _check_headers(block: bytes, base: int, key: str, spans: list[tuple[str, int, int]], where: str) -> None:
+    """Each member's data must follow a tar header of its own name and size. An index that does not
+    describe its shard (a stale sidecar of the same size and count) would otherwise hand out another
+    sample's bytes as this one's; this costs one 512-byte block per sample and no extra read."""
+    for ext, offset, size in spans:
+        at = offset - BLOCK - base
+        name = f"{key}.{ext}".encode()
+        # The header as cotrain's writer makes it (a bare name, an 11-digit octal size): compared in
+        # place; other producers' headers (directories, other size fields) take the parse below.
+        if at >= 0 and block.startswith(name, at) and block[at + len(name)] == 0 \
+                and block.startswith(b"%011o\0" % size, at + 124):
+            continue
+        header = block[at: at + BLOCK] if at >= 0 else b""
+        name_field = header[:100].split(b"\0", 1)[0]
+        name = name_field.decode("utf-8", "replace").rsplit("/", 1)[-1]
+        try:
+            recorded = int(header[124:136].split(b"\0", 1)[0].strip() or b"-1", 8) if header[124:125] < b"\x80" else size
+        except ValueError:
+            recorded = -1
+        # A name field of 99-100 bytes may be cut short: long names live in a GNU `L` or pax record
+        # before the header, so only the size can be compared there.
+        named = name == f"{key}.{ext}" or len(name_field) >= 99
+        if len(header) != BLOCK or recorded != size or not named:
+            raise DataError(where, f"sample {key}: the shard index places {ext!r} at byte {offset}, where the tar "
+                                   f"holds {name or 'no member header'!r} of {recorded} bytes; the index is stale "
+                                   f"(delete the shard's .idx.json sidecar) or the shard is damaged", key=ext)
 
 
 class SourceReader:
@@ -43,6 +74,8 @@ class SourceReader:
 
     def __init__(self, url: str, manifest: Manifest, storage_options: StorageOptions | None = None,
                  max_indexed_shards: int = 1024) -> None:
+        if (problem := reading_problem(manifest)) is not None:  # e.g. a shard named ../x.tar
+            raise DataError(join(url, MANIFEST_NAME), problem)
         self.url = url
         self.manifest = manifest
         self._bounds = list(accumulate(s.samples for s in manifest.shards))
@@ -103,7 +136,40 @@ class SourceReader:
             raise DataError(join(self.url, shard), "shard listed in the manifest is missing") from None
         except (OSError, EOFError) as exc:
             raise DataError(join(self.url, shard), f"unreadable shard: {exc}") from None
+        listed = self._entries[shard].samples if shard in self._entries else len(rows)
+        if len(rows) != listed:  # the manifest's counts place every sample: one that is off misplaces them all
+            raise DataError(join(self.url, shard), f"holds {len(rows)} samples, the manifest lists {listed}; "
+                                                   f"run `cotrain validate {self.url}`")
         return ShardIndex.from_rows(rows)
+
+    def describe(self, index: int) -> str:
+        """'shard-000000.tar, sample KEY' for sample `index` (as much of it as can be found), for errors."""
+        try:
+            shard, local = self.locate(index)
+        except IndexError:
+            return f"sample {index}"
+        held = self._indices.get(shard)
+        key = held.keys[local] if held is not None and local < len(held) else f"#{local}"
+        return f"{shard}, sample {key}"
+
+    def member_sizes(self, members: Sequence[str]) -> np.ndarray | None:
+        """Bytes of each of `members` per sample [N, len(members)] (-1: absent), from the shard indices
+        alone, without reading a sample: what sizing the text budget needs. None for a remote dataset
+        whose shards lack sidecars (its sizes would cost a read of every shard)."""
+        out = []
+        for entry in self.manifest.shards:
+            local = self._files.local_path(entry.name) is not None
+            index = self._index(entry.name) if local else self._sidecar(entry.name)
+            if index is None:
+                return None
+            sizes = np.full((len(index), len(members)), -1, np.int64)
+            for layout_no, layout in enumerate(index.layouts):
+                rows = np.flatnonzero(index.layout_of == layout_no)
+                for j, name in enumerate(members):
+                    if name in layout:
+                        sizes[rows, j] = index.sizes[index.first[rows] + layout.index(name)]
+            out.append(sizes)
+        return np.concatenate(out) if out else np.zeros((0, len(members)), np.int64)
 
     def read_raw(self, index: int) -> dict[str, Any]:
         shard, local = self.locate(index)
@@ -111,10 +177,17 @@ class SourceReader:
         if local >= len(entries):
             raise DataError(join(self.url, shard), f"holds {len(entries)} samples, manifest says more (sample {local})")
         key, spans, start, end = entries.members(local)
-        block = self._files.read(shard, start, end - start)
+        # From one block before the first member: the tar header in front of every member comes along
+        # (members are adjacent), and `_check_headers` compares each with the index's name and size.
+        base = max(0, start - BLOCK)
+        block = self._files.read(shard, base, end - base)
+        if len(block) != end - base:
+            raise DataError(join(self.url, shard), f"sample {key}: the shard ends {end - base - len(block)} bytes "
+                                                   f"before its members do (truncated shard?)")
+        _check_headers(block, base, key, spans, join(self.url, shard))
         raw: dict[str, Any] = {"__key__": key, "__shard__": shard}
         for ext, offset, size in spans:
-            raw[ext] = block[offset - start: offset - start + size]
+            raw[ext] = block[offset - base: offset - base + size]
         return raw
 
     def read(self, index: int, members: Collection[str] | None = None) -> dict[str, Any]:
@@ -123,4 +196,20 @@ class SourceReader:
         raw = self.read_raw(index)
         if members is not None:
             raw = {k: v for k, v in raw.items() if k in members or k.startswith("__")}
-        return decode_sample(raw)
+        try:
+            return decode_sample(raw)
+        except (ValueError, EOFError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise self._undecodable(raw) from None
+
+    def _undecodable(self, raw: dict[str, Any]) -> DataError:
+        """The error naming the member that does not decode (found again member by member)."""
+        for ext, data in raw.items():
+            if ext.startswith("__"):
+                continue
+            try:
+                decode_sample({ext: data})
+            except (ValueError, EOFError, OSError) as exc:
+                problem = (f"not an npy array (starts with {bytes(data[:8])!r})" if ext.endswith(".npy")
+                           and not bytes(data[:6]) == b"\x93NUMPY" else str(exc).splitlines()[0])
+                return DataError(join(self.url, raw["__shard__"]), f"sample {raw['__key__']}: {problem}", key=ext)
+        return DataError(join(self.url, raw["__shard__"]), f"sample {raw['__key__']}: undecodable")

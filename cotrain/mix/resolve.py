@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cotrain.errors import ConfigError, CotrainError
-from cotrain.manifest import Manifest
+from cotrain.manifest import MANIFEST_NAME, Manifest, reading_problem
 from cotrain.mix.spec import MixtureSpec, SourceSpec, parse_mixture, read_yaml
-from cotrain.mix.storage import StorageOptions, is_url, read_manifest
+from cotrain.mix.storage import StorageOptions, is_url, join, read_manifest
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,9 @@ def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
             raise ConfigError(f"{where}: sources.{name.split('/')[0]}: {exc}") from None
         if manifest.num_samples == 0:
             raise ConfigError(f"{where}: sources.{name}: dataset {url} has no samples")
+        if (problem := reading_problem(manifest)) is not None:
+            raise ConfigError(f"{where}: sources.{name}: {join(url, MANIFEST_NAME)}: {problem}; "
+                              f"run `cotrain validate {url}`")
         sources.append(ResolvedSource(name, url, manifest, src.loss_weight, src.max_epochs, src.on_max_epochs,
                                       src.balance, src.storage_options))
     largest = max(s.num_samples for s in sources)

@@ -30,7 +30,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cotrain.errors import ConfigError, suggest
 from cotrain.mix.storage import StorageOptions
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# allow_inf_nan=False: a NaN or infinite number anywhere (a weight, a loss weight) is an error that names
+# the field, not a plan of NaN proportions that fails later.
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+# Bounds on sizes, far above any real run but below where memory or integer overflow fail first (a
+# 1e15-step schedule, a 1e9 batch or a 100000-pixel side would otherwise end in a traceback).
+MAX_STEPS = 10_000_000  # optimiser steps of the whole schedule (pi0-scale runs take ~1e6)
+MAX_BATCH = 65_536
+MAX_IMAGE_SIZE = 4096
+MAX_HORIZON = 1024
+MAX_CAMERAS = 64
+MAX_WEIGHT = 1e12
+MAX_SEED = 2**63 - 1
 
 
 class SourceSpec(BaseModel):
@@ -41,10 +53,10 @@ class SourceSpec(BaseModel):
     path: str | None = Field(None, description="Converted dataset directory or URL (s3://, gs://, file://).")
     mixture: str | None = Field(None, description="Another mixture YAML included as a group (instead of path).")
     balance: float | None = Field(
-        None, ge=0, description="Multiply the phase weight by (samples / largest source's samples) ** balance."
+        None, ge=0, le=100, description="Multiply the phase weight by (samples / largest source's samples) ** balance."
     )
-    loss_weight: float = Field(1.0, ge=0, description="Per-sample loss weight passed to the trainer.")
-    max_epochs: float | None = Field(None, gt=0, description="Warn (or stop) when this source repeats past N epochs.")
+    loss_weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="Per-sample loss weight passed to the trainer.")
+    max_epochs: float | None = Field(None, gt=0, le=1e9, description="Warn (or stop) when this source repeats past N epochs.")
     on_max_epochs: Literal["warn", "stop"] = Field("warn", description="What happens past max_epochs.")
     storage_options: StorageOptions | None = Field(
         None, description="How to reach a `path` on object storage (endpoint_url, profile, anonymous, ...).")
@@ -68,7 +80,7 @@ class PhaseSpec(BaseModel):
     model_config = _FROZEN
 
     name: str
-    steps: int = Field(..., ge=1, description="Optimiser steps in this phase.")
+    steps: int = Field(..., ge=1, le=MAX_STEPS, description="Optimiser steps in this phase.")
     weights: dict[str, float] = Field(..., description="Relative weight per source; absent sources get 0.")
     ramp_steps: int = Field(0, ge=0, description="Linear ramp from the previous phase's weights over the first N steps.")
 
@@ -76,8 +88,8 @@ class PhaseSpec(BaseModel):
     @classmethod
     def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
         for name, w in weights.items():
-            if w < 0:
-                raise ValueError(f"weight of {name!r} is {w}; weights must be >= 0")
+            if not 0 <= w <= MAX_WEIGHT:
+                raise ValueError(f"weight of {name!r} is {w}; weights must be numbers in [0, {MAX_WEIGHT:g}]")
         if not any(w > 0 for w in weights.values()):
             raise ValueError("at least one weight must be positive")
         return weights
@@ -103,16 +115,16 @@ class MixtureSpec(BaseModel):
     model_config = _FROZEN
 
     name: str
-    seed: int = 0
-    batch_size: int = Field(..., ge=1, description="Global batch size (all ranks together).")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of every draw of the plan.")
+    batch_size: int = Field(..., ge=1, le=MAX_BATCH, description="Global batch size (all ranks together).")
     sources: dict[str, SourceSpec]
     phases: list[PhaseSpec] = Field(..., min_length=1)
     normalization: Literal["quantile", "mean_std"] = Field("quantile", description="State/action normalisation.")
-    quantile_floor: float = Field(1e-3, gt=0, description="Floor on q99 - q01 so constant dims do not blow up.")
-    clip: float = Field(1.0, gt=0, description="Normalised values are clipped to [-clip, clip].")
-    horizon: int | None = Field(None, ge=1, description="Action chunk length fed to the model (default: max of sources).")
-    image_size: int = Field(224, ge=8, description="Square side images are letterboxed to.")
-    max_cameras: int | None = Field(None, ge=1, description="Camera slots per sample (default: max of sources).")
+    quantile_floor: float = Field(1e-3, gt=0, le=1e6, description="Floor on q99 - q01 so constant dims do not blow up.")
+    clip: float = Field(1.0, gt=0, le=1e6, description="Normalised values are clipped to [-clip, clip].")
+    horizon: int | None = Field(None, ge=1, le=MAX_HORIZON, description="Action chunk length fed to the model (default: max of sources).")
+    image_size: int = Field(224, ge=8, le=MAX_IMAGE_SIZE, description="Square side images are letterboxed to.")
+    max_cameras: int | None = Field(None, ge=1, le=MAX_CAMERAS, description="Camera slots per sample (default: max of sources).")
     bad_samples: Literal["raise", "skip"] = Field("raise", description="On an undecodable sample: stop, or replace it.")
     val: dict[str, ValSourceSpec] = Field(default_factory=dict, description="Held-out datasets for --eval-every.")
 
@@ -124,6 +136,9 @@ class MixtureSpec(BaseModel):
                 if src not in self.sources:
                     raise ValueError(f"phases[{i}].weights: unknown source {src!r}{suggest(src, names)}; "
                                      f"sources: {', '.join(names)}")
+        total = sum(p.steps for p in self.phases)
+        if total > MAX_STEPS:
+            raise ValueError(f"phases: {total} steps in all; the schedule takes at most {MAX_STEPS}")
         return self
 
 
@@ -166,6 +181,12 @@ def read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"mixture file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; expected a mixture YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); expected a mixture YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: unreadable mixture file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""

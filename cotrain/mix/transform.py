@@ -148,21 +148,55 @@ class SampleTransform:
         for field, member in _TEXT_MEMBERS:
             text[field][i] = sample.get(member)
 
+    def _bad(self, sample: Mapping[str, Any], member: str, problem: str) -> DataError:
+        return DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')}: {problem}", key=member)
+
+    def _checked(self, sample: Mapping[str, Any], member: str, ndim: int, dims: tuple[int | None, ...]) -> np.ndarray | None:
+        """The member as a finite float array of the manifest's shape (None: absent), else a DataError
+        naming shard, sample and member: what `cotrain validate` rejects is never trained on."""
+        value = sample.get(member)
+        if value is None:
+            return None
+        array = value if isinstance(value, np.ndarray) else np.asarray(value)
+        shape = array.shape  # (compared dim by dim: this runs for every sample)
+        if len(shape) != ndim or dims[0] is not None and shape[0] != dims[0] or ndim == 2 and shape[1] != dims[1]:
+            want = "(" + ", ".join("*" if d is None else str(d) for d in dims) + ("," if ndim == 1 else "") + ")"
+            raise self._bad(sample, member, f"shape {tuple(shape)}, the manifest says {want}")
+        kind = array.dtype.kind
+        if kind not in "fiub":
+            raise self._bad(sample, member, f"dtype {array.dtype}, expected numbers")
+        # (sum is finite iff every value is, barring an overflow to inf, which the slow path then sorts out)
+        if kind == "f" and not np.isfinite(array.sum()) and not np.isfinite(array).all():
+            at = tuple(int(j) for j in np.argwhere(~np.isfinite(array))[0])
+            kind = "NaN" if np.isnan(array[at]) else "Inf"
+            raise self._bad(sample, member, f"{kind} at index {list(at)} ({int((~np.isfinite(array)).sum())} of "
+                                            f"{array.size} values not finite)")
+        return array
+
     def _lowdim_into(self, sample: Mapping[str, Any], rows: BatchRows, i: int) -> None:
-        state = sample.get(keys.STATE)
+        m = self.manifest
+        state = self._checked(sample, keys.STATE, 1, (len(m.state_names),))
+        actions = self._checked(sample, keys.ACTIONS, 2, (m.horizon, len(m.action_names)))
+        valid = self._checked(sample, keys.ACTIONS_VALID, 1, (None if actions is None else len(actions),))
+        if actions is not None and not len(actions):
+            raise self._bad(sample, keys.ACTIONS, "an empty action chunk")
+        robot_like = m.modality in (keys.ROBOT, keys.HUMAN_VIDEO)  # (as `cotrain validate` requires)
+        for member, value, required in ((keys.STATE, state, robot_like or bool(m.state_names)),
+                                        (keys.ACTIONS, actions, robot_like or bool(m.action_names)),
+                                        (keys.ACTIONS_VALID, valid, actions is not None)):
+            if value is None and required:
+                raise self._bad(sample, member, "missing")
         if state is not None and self.state_norm is not None:
             d = len(state)
             rows.state[i, :d], rows.state_mask[i, :d] = state, True
-        actions = sample.get(keys.ACTIONS)
         if actions is None or self.action_norm is None:
             return
-        chunk = np.asarray(actions)[: self.horizon]
+        chunk = actions[: self.horizon]
         n, d = chunk.shape
         rows.actions[i, :n, :d], rows.action_mask[i, :d] = chunk, True
         if n < self.horizon:  # a chunk cut short by the episode's end repeats its last action (invalid steps)
             rows.actions[i, n:, :d] = chunk[-1]
-        valid = sample.get(keys.ACTIONS_VALID)
-        rows.actions_valid[i, :n] = True if valid is None else np.asarray(valid, bool)[:n]
+        rows.actions_valid[i, :n] = True if valid is None else valid.astype(bool)[:n]
 
 
 _TEXT_MEMBERS = (("instruction", keys.INSTRUCTION), ("prompt", keys.PROMPT), ("target", keys.TARGET),

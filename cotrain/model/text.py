@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cotrain import keys
 from cotrain.errors import ConfigError, DataError
 
-__all__ = ["KIND_ACTION", "KIND_NONE", "KIND_TEXT", "TextLayout", "TextTokenizer", "build_byte_tokenizer"]
+__all__ = ["KIND_ACTION", "KIND_NONE", "KIND_TEXT", "TEXT_MEMBERS", "TextLayout", "TextTokenizer",
+           "build_byte_tokenizer", "text_tokens_bound"]
 
 TOKENIZER_FILE = "tokenizer.json"
 KIND_NONE, KIND_TEXT, KIND_ACTION = 0, 1, 2
@@ -147,6 +149,27 @@ class TextLayout:
             raise DataError(sample.get("key") or "?", f"action token {bad[0]} is outside the model's action "
                                                        f"vocabulary [0, {self.action_vocab_size})")
         return [self.action_id(t) for t in tokens]
+
+
+TEXT_MEMBERS = (keys.PROMPT, keys.INSTRUCTION, keys.TARGET, keys.CONVERSATION, keys.ACTION_TOKENS)
+_NPY_HEADER_BYTES = 128  # np.save's header of a 1-D array (format 1.0, padded to 64-byte multiples)
+
+
+def text_tokens_bound(sizes: Any, newline: int) -> Any:
+    """Tokens `TextLayout.encode` gives each sample, from its member sizes alone: `sizes` [N, 5] are
+    the bytes of TEXT_MEMBERS (-1: absent), `newline` the tokens of "\\n". Exact for the byte
+    tokenizer (one token per UTF-8 byte); an upper bound for a subword tokenizer whose tokens each
+    cover at least one byte. Action tokens are counted as int32 ids (converters/tokens.py writes them so)."""
+    import numpy as np
+
+    prompt, instruction, target, conversation, tokens = (sizes[:, j] for j in range(5))
+    prompt_bytes = np.where(prompt > 0, prompt, np.maximum(instruction, 0))
+    text = 1 + prompt_bytes + newline + np.where(target >= 0, target + 1, 0)
+    # A conversation gives both sides (from its JSON, longer than its contents); one without an
+    # assistant turn falls back to prompt and instruction.
+    text = np.where(conversation >= 0, np.maximum(text, 1 + conversation + newline + 1), text)
+    n_tokens = np.maximum(tokens - _NPY_HEADER_BYTES, 0) // 4
+    return text + np.where(tokens >= 0, n_tokens + 1, 0)
 
 
 def _prompt_and_target(sample: dict[str, Any]) -> tuple[str, str | None]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import torch
 
 from cotrain.atomic import WriteError, errno_of, write_error, write_text_atomic, writing
 from cotrain.dist import DistInfo
-from cotrain.errors import ConfigError
+from cotrain.errors import ConfigError, DataError
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "load_model_weights", "save_checkpoint"]
 
@@ -39,6 +40,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "LATEST"
 ASSETS = ("model_config.json", "train_config.json", "norm_stats.json", "tokenizer.json")
 _HINT = "free some space and continue with --resume (earlier checkpoints are intact)"
+STEP_DIR = re.compile(r"step_(\d{8})")
 
 
 def _options(**kw: Any) -> Any:
@@ -59,15 +61,53 @@ def step_dir(run_dir: Path, step: int) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint named by LATEST (or, if that file is gone, the highest complete step directory)."""
+    """The checkpoint named by LATEST (or, if that file is gone, the highest complete step directory).
+
+    LATEST must name a `step_NNNNNNNN` directory of this run's own `checkpoints/` folder: a value that
+    is not JSON, or that points elsewhere (another run's folder, through `..` or a symlink), is a
+    DataError rather than a resume from someone else's weights."""
     root = Path(run_dir) / CHECKPOINTS
     latest = root / LATEST
     if latest.is_file():
-        path = root / json.loads(latest.read_text(encoding="utf-8"))["dir"]
+        name = read_json(latest).get("dir")
+        if not isinstance(name, str) or not STEP_DIR.fullmatch(name):
+            raise DataError(latest, f"'dir' is {name!r}; expected a checkpoint folder name like 'step_00001000' "
+                                    f"(delete LATEST to resume from the newest complete checkpoint)")
+        path = root / name
+        if path.is_symlink() or (path.exists() and path.resolve().parent != root.resolve()):
+            raise DataError(latest, f"names {name!r}, which is a link out of {root}; a run resumes only from "
+                                    f"its own checkpoints")
         if path.is_dir():
             return path
-    steps = sorted(p for p in root.glob("step_*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
+    steps = sorted(p for p in root.glob("step_*") if STEP_DIR.fullmatch(p.name) and not p.is_symlink()
+                   and (p / "trainer_state.json").is_file()) if root.is_dir() else []
     return steps[-1] if steps else None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run or checkpoint; a missing, unreadable or non-object file is a DataError."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, "missing (an incomplete or damaged checkpoint?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"not readable JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(path, f"expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; missing or damaged (truncated, not safetensors) is a one-line DataError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise DataError(path, "missing (an incomplete or damaged checkpoint?)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(path, f"unreadable safetensors file ({exc}); the checkpoint is damaged") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -112,6 +152,8 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     """
     final, tmp = step_dir(run_dir, step), run_dir / CHECKPOINTS / f".tmp_step_{step:08d}"
     if info.is_main:
+        if tmp.is_symlink():  # never write (or rmtree) through a link left at our temporary name
+            tmp.unlink()
         shutil.rmtree(tmp, ignore_errors=True)
         with writing(tmp, _HINT):
             tmp.mkdir(parents=True)
@@ -169,14 +211,13 @@ def _commit(run_dir: Path, tmp: Path, final: Path, keep: int) -> None:
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     """Load `path/model.safetensors` into `model` (strict; every rank reads the full file)."""
-    from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
     file = path / "model.safetensors"
     if not file.is_file():
         raise ConfigError(f"{path}: no model.safetensors (not a cotrain checkpoint?)")
     try:
-        result = set_model_state_dict(model, load_file(str(file)), options=_options(strict=False))
+        result = set_model_state_dict(model, _load_tensors(file), options=_options(strict=False))
     except RuntimeError as exc:  # shape mismatches
         detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc))
         raise ConfigError(f"{file}: weights do not match the model ({detail}); was it trained with another "
@@ -190,28 +231,37 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     info: DistInfo) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's RNG; returns trainer state + this rank's loader state."""
-    from safetensors.torch import load_file
+    """Restore model, optimizer and this rank's RNG; returns trainer state + this rank's loader state.
+
+    Every file is checked before the model or optimizer is touched; a missing, truncated or non-JSON
+    file is a DataError naming it."""
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-    load_model_weights(path, model)
-    tensors = load_file(str(path / "optimizer.safetensors"))
-    meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-    state: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        name, stat = key.rsplit("::", 1)
-        state.setdefault(name, {})[stat] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=_options())
-    rng_file = path / f"rng_rank{info.rank}.safetensors"
-    if rng_file.is_file():
-        rng = load_file(str(rng_file))
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
-    trainer = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    trainer = read_json(path / "trainer_state.json")
+    step = trainer.get("step")
+    named = STEP_DIR.fullmatch(path.name)
+    if not isinstance(step, int) or isinstance(step, bool) or (named and int(named.group(1)) != step):
+        raise DataError(path / "trainer_state.json", f"'step' is {step!r}, but the folder is {path.name}")
     loader_file = path / f"loader_rank{info.rank}.json"
     if not loader_file.is_file():  # a different world size: every rank's plan position is the same
         loader_file = path / "loader_rank0.json"
-    trainer["loader"] = json.loads(loader_file.read_text(encoding="utf-8"))
+    trainer["loader"] = read_json(loader_file)
+    tensors = _load_tensors(path / "optimizer.safetensors")
+    meta = read_json(path / "optimizer.json")
+    rng_file = path / f"rng_rank{info.rank}.safetensors"
+    rng = _load_tensors(rng_file) if rng_file.is_file() else {}
+    load_model_weights(path, model)
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, stat = key.rpartition("::")
+        state.setdefault(name, {})[stat] = value
+    try:
+        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=_options())
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise DataError(path / "optimizer.json", f"optimizer state does not fit the model ({exc!r})") from None
+    if "cpu" in rng:
+        torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     return trainer

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cotrain.errors import ConfigError
+from cotrain.mix.spec import MAX_SEED, MAX_STEPS  # the same bounds as the mixture's
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "make_train_config"]
 
@@ -26,11 +27,11 @@ RESUMABLE_CHANGES = frozenset({"resume", "num_workers", "save_every", "keep_chec
 class TrainConfig(BaseModel):
     """A training run (see module docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # NaN/Inf: one-line error
 
     mixture: str = Field(..., description="Mixture YAML.")
     model: str = Field("tiny", description="Model preset: tiny, tiny-conv, small, paligemma, paligemma2.")
-    steps: int = Field(..., ge=1, description="Optimiser steps of the whole run.")
+    steps: int = Field(..., ge=1, le=MAX_STEPS, description="Optimiser steps of the whole run.")
     out: str = Field(..., description="Run directory.")
     resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.")
     init_from: str | None = Field(None, description="Local Hugging Face PaliGemma checkpoint directory.")
@@ -49,8 +50,8 @@ class TrainConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     clip_grad: float = Field(1.0, gt=0)
-    seed: int | None = Field(None, description="Default: the mixture's seed.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: the mixture's seed.")
+    num_workers: int = Field(0, ge=0, le=1024, description="DataLoader worker processes per rank.")
     save_every: int = Field(1000, ge=1)
     checkpoints: bool = Field(True, description="Write checkpoints (benchmarks turn this off).")
     keep_checkpoints: int = Field(2, ge=1)
@@ -73,7 +74,8 @@ class TrainConfig(BaseModel):
     horizon: int | None = Field(None, ge=1)
     action_dim: int | None = Field(None, ge=1)
     state_dim: int | None = Field(None, ge=1)
-    max_text_tokens: int | None = Field(None, ge=4)
+    max_text_tokens: int | None = Field(None, ge=4, le=65_536, description="Text tokens per sample (default: "
+                                        "sized from the mixture's longest text, at least the preset's).")
     action_vocab_size: int | None = Field(None, ge=0)
     flow_steps: int | None = Field(None, ge=1)
     expert_width: int | None = Field(None, ge=8, description="Action expert width (default: the preset's).")

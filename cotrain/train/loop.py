@@ -161,6 +161,18 @@ def _row(run: Run, step: int, rows: torch.Tensor, weights: dict[str, float], tim
     return row
 
 
+def _warn_truncated(run: Run, seen: list[int], truncated: int, samples: int, step: int) -> None:
+    """Text cut to the budget is never silent: the first time it happens, one warning with the rate so
+    far (`seen` holds samples cut, samples seen, warned); every step's count goes to `truncated`."""
+    seen[0] += truncated
+    seen[1] += samples
+    if truncated and not seen[2] and run.info.is_main:
+        seen[2] = 1
+        log.warning("step %d: the text of %d of %d samples so far (%.1f%%) was longer than max_text_tokens=%d and "
+                    "was cut (prompt end first; see the `truncated` metric); raise it with --set max_text_tokens=N",
+                    step, seen[0], seen[1], 100 * seen[0] / seen[1], run.layout.max_tokens)
+
+
 def _progress(run: Run) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -194,12 +206,14 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
     progress = _progress(run)
     task = progress.add_task("", total=cfg.steps, completed=run.start_step)
     step, batches = run.start_step, iter(run.loader)
+    text_cut = [0, 0, 0]
     run.wrapped.train()
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
             batch = next(batches)
             inputs, truncated = build_inputs(batch, run.layout)
+            _warn_truncated(run, text_cut, truncated, inputs.batch_size, step)
             t_data = time.perf_counter() - t0
             rows, grad_norm, lr = _step(run, inputs, batch, step, weights)
             if run.device.type == "cuda":

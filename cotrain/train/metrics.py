@@ -112,9 +112,9 @@ class MetricsLogger:
         if not enabled:
             return
         if self.path.is_file():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] < start_step]
-            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            from cotrain.atomic import write_text_atomic
+
+            write_text_atomic(self.path, "".join(line + "\n" for line in _rows_before(self.path, start_step)))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def log(self, row: dict[str, Any]) -> None:
@@ -131,6 +131,28 @@ class MetricsLogger:
             self._fh.close()
             for sink in self.sinks:
                 sink.close()
+
+
+def _rows_before(path: Path, start_step: int) -> list[str]:
+    """The lines of a metrics file for steps before `start_step`. A last line that is not a complete
+    row is what a kill in mid-write leaves: dropped (its step is re-run). Any other bad line is a
+    DataError naming it."""
+    from cotrain.errors import DataError
+
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    kept = []
+    for n, line in enumerate(lines, 1):
+        try:
+            step = json.loads(line)["step"]
+            if not isinstance(step, int):
+                raise TypeError(step)
+        except (ValueError, KeyError, TypeError):
+            if n == len(lines):
+                break
+            raise DataError(path, f"line {n} is not a metrics row (JSON object with an integer 'step')") from None
+        if step < start_step:
+            kept.append(line)
+    return kept
 
 
 def _clean(value: Any) -> Any:

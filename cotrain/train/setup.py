@@ -8,28 +8,30 @@ and loader position from the latest checkpoint; the model is rebuilt from the ru
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from pydantic import ValidationError
 
 from cotrain.dist import DistInfo, init_process_group
-from cotrain.errors import ConfigError
+from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import Mixture, load_mixture
 from cotrain.model.config import ModelConfig
 from cotrain.model.factory import build_vla, load_tokenizer_for
 from cotrain.model.text import TextLayout, TextTokenizer
 from cotrain.model.vla import VLA
-from cotrain.train.checkpoint import latest_checkpoint, load_checkpoint
+from cotrain.train.checkpoint import latest_checkpoint, load_checkpoint, read_json
 from cotrain.train.compat import collator_for, norm_stats_record, resolve_model_config, write_json
 from cotrain.train.config import RESUMABLE_CHANGES, TrainConfig
 from cotrain.train.optim import CosineSchedule, build_optimizer
 
 log = logging.getLogger(__name__)
+MAX_TEXT_TOKENS = 1024  # the most the budget grows to on its own (longer texts are cut, and said so)
 __all__ = ["Run", "prepare_run"]
 
 
@@ -98,13 +100,76 @@ def _stored_run(cfg: TrainConfig, run_dir: Path) -> Path | None:
         return None
     if not cfg.resume:
         raise ConfigError(f"--out {run_dir} already holds a run; pass --resume to continue it or choose a new --out")
-    old = json.loads(stored.read_text(encoding="utf-8"))
+    old = read_json(stored)
     new = cfg.model_dump(mode="json")
     for key in sorted(set(old) | set(new)):
+        if key == "mixture" and _same_file(old.get(key), new.get(key)):
+            continue
         if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
             raise ConfigError(f"--resume: {key} was {old.get(key)!r} in {stored}, now {new.get(key)!r}; exact "
                               f"resume needs the same configuration")
     return latest_checkpoint(run_dir)
+
+
+def _same_file(old: Any, new: Any) -> bool:
+    """The same mixture file, however it was spelt (relative or absolute path, through a link)."""
+    if not isinstance(old, str) or not isinstance(new, str):
+        return False
+    try:
+        return old == new or Path(old).samefile(new)
+    except OSError:  # the stored one is gone (or was relative to another working directory)
+        return Path(old).resolve() == Path(new).resolve()
+
+
+def _restore(cfg: TrainConfig, checkpoint: Path, model: VLA, optimizer: torch.optim.Optimizer,
+             loader: MixtureLoader, info: DistInfo) -> int:
+    """Load the checkpoint; its step must lie inside this run's schedule. Returns the step."""
+    state = load_checkpoint(checkpoint, model, optimizer, info)
+    start = int(state["step"])
+    if not 0 <= start <= cfg.steps:
+        raise DataError(checkpoint / "trainer_state.json", f"step {start} is outside this run's 0..{cfg.steps} "
+                                                           f"steps; not resumed")
+    file = checkpoint / f"loader_rank{info.rank}.json"
+    file = file if file.is_file() else checkpoint / "loader_rank0.json"
+    try:
+        loader.load_state_dict(state["loader"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(file, f"malformed loader state ({exc!r})") from None
+    except CotrainError as exc:
+        raise DataError(file, str(exc)) from None
+    log.info("resumed %s at step %d", checkpoint, start)
+    return start
+
+
+def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, tokenizer: TextTokenizer,
+               announce: bool) -> ModelConfig:
+    """The text budget from the data: every sample's text length is known from its shard index
+    (member sizes; exact with the byte tokenizer, a bound otherwise), so the preset's budget grows to
+    the longest text, up to MAX_TEXT_TOKENS. An explicit `max_text_tokens` is kept. Anything still
+    cut is said once, with the rate. The budget is part of the stored model config (resume, Policy)."""
+    from cotrain.mix.reader import SourceReader
+    from cotrain.model.config import with_overrides
+    from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
+
+    need = []
+    for src in mixture.sources:
+        sizes = SourceReader(src.url, src.manifest).member_sizes(TEXT_MEMBERS)
+        if sizes is None:
+            log.info("source %s: remote shards without index sidecars; text lengths are not measured", src.name)
+            continue
+        need.append(text_tokens_bound(sizes, len(tokenizer.newline)))
+    lengths = np.concatenate(need) if need else np.zeros(0, np.int64)
+    longest = int(lengths.max()) if len(lengths) else 0
+    budget = cfg.max_text_tokens or max(model_cfg.max_text_tokens, min(longest, MAX_TEXT_TOKENS))
+    cut = int((lengths > budget).sum())
+    if cut and announce:  # (every rank sizes the same budget; one says so)
+        exact = "" if not model_cfg.pretrained else "up to "
+        log.warning("text of %s%d of %d samples (%.1f%%) is longer than max_text_tokens=%d (longest %d tokens): "
+                    "their prompts are cut, counted in the `truncated` metric; raise it with --set "
+                    "max_text_tokens=%d", exact, cut, len(lengths), 100 * cut / len(lengths), budget, longest, longest)
+    if budget != model_cfg.max_text_tokens and announce:
+        log.info("text budget: %d tokens (the longest text in the mixture is %d)", budget, longest)
+    return with_overrides(model_cfg, max_text_tokens=budget)
 
 
 def _barrier(info: DistInfo) -> None:
@@ -130,12 +195,19 @@ def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, am
 
 
 def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
-                         resuming: bool) -> tuple[ModelConfig, TextTokenizer]:
+                         resuming: bool, info: DistInfo) -> tuple[ModelConfig, TextTokenizer]:
     if resuming:
-        model_cfg = ModelConfig.model_validate_json((run_dir / "model_config.json").read_text(encoding="utf-8"))
+        stored = run_dir / "model_config.json"
+        try:
+            model_cfg = ModelConfig.model_validate(read_json(stored))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise DataError(stored, f"not a model configuration (field {'.'.join(map(str, err['loc']))!r}: "
+                                    f"{err['msg']})") from None
         return model_cfg, TextTokenizer.load(run_dir / "tokenizer.json")
     model_cfg = resolve_model_config(cfg, mixture)
-    return model_cfg, load_tokenizer_for(model_cfg, cfg.init_from)
+    tokenizer = load_tokenizer_for(model_cfg, cfg.init_from)
+    return _size_text(cfg, mixture, model_cfg, tokenizer, info.is_main), tokenizer
 
 
 def prepare_run(cfg: TrainConfig) -> Run:
@@ -151,7 +223,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
     _barrier(info)  # every rank has looked at the run directory before rank 0 writes into it
     if resuming:
         resolve_model_config(cfg, mixture)  # the mixture must still fit the model
-    model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming)
+    model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming, info)
     seed = mixture.spec.seed if cfg.seed is None else cfg.seed
     init = cfg.init_from if model_cfg.backbone_config is None else None
     model, model_cfg = build_vla(model_cfg, seed=seed, tokenizer=tokenizer, init_from=init)
@@ -168,12 +240,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
         tokenizer.save(run_dir)
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
-    start = 0
-    if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer, info)
-        loader.load_state_dict(state["loader"])
-        start = int(state["step"])
-        log.info("resumed %s at step %d", resume_from, start)
+    start = 0 if resume_from is None else _restore(cfg, resume_from, model, optimizer, loader, info)
     lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
                         model_cfg.max_text_tokens)
