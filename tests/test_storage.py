@@ -85,7 +85,8 @@ def test_one_ranged_read_per_sample(local_ds: Path, server: S3Server, options: S
     assert [r.method for r in server.requests] == ["GET"] * len(picks)  # one request per sample, nothing else
     for i, request in zip(picks, server.requests):
         shard, at = local.locate(i)
-        _, _, start, end = local._index(shard).members(at)
+        _, _, first, end = local._index(shard).members(at)
+        start = max(0, first - 512)  # the tar header block in front of the first member comes along (checked)
         assert (request.path, request.range) == (f"/cotrain-test/robot/{shard}", f"bytes={start}-{end - 1}")
         assert end - start <= request.bytes_sent <= end - start + HEADER_BYTES
     spans = sum(r.bytes_sent for r in server.requests)
