@@ -176,7 +176,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
         log.info("resumed %s at step %d", resume_from, start)
     lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
-                        model_cfg.max_text_tokens)
+                        model_cfg.max_text_tokens, model_cfg.arch == "pi05")
     schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
     return Run(cfg, info, device, amp, seed, mixture, model_cfg, layout, model, wrapped, optimizer, schedule,
                loader, run_dir, start)
