@@ -158,3 +158,61 @@ def test_refuses_mis_shaped_and_unmapped_tensors(reference: Path, tmp_path: Path
             "model.mystery.weight" in str(err.value), str(err.value)
     with pytest.raises(ConfigError, match="use --model pi05"):
         load_cotrain(reference / "pi05", "pi0")
+
+
+def pi_run(reference: Path, tmp: Path, arch: str, *extra: str) -> Path:
+    """`cotrain train --model ARCH --init-from` the LeRobot checkpoint for 3 steps: a 6-state / 5-action robot
+    source mixed with a vision-language one (flow and text losses per sample in one batch)."""
+    import shutil
+
+    import yaml
+
+    from cotrain import keys
+    from tests.conftest import run_cli
+    from tests.fixtures.cotrain_data import write_dataset
+
+    init = tmp / f"{arch}_init"
+    shutil.copytree(reference / arch, init)
+    build_byte_tokenizer().save(init)
+    write_dataset(tmp / "robot", samples=16, state_dim=6, action_dim=5, horizon=4, cameras=("cam0", "cam1"))
+    write_dataset(tmp / "vl", samples=8, modality=keys.VISION_LANGUAGE, cameras=("image",))
+    mix = tmp / "mix.yaml"
+    mix.write_text(yaml.safe_dump({"name": "pi", "seed": 1, "batch_size": 4, "image_size": 32,
+                                   "sources": {"robot": {"path": "robot"}, "vl": {"path": "vl"}},
+                                   "phases": [{"name": "a", "steps": 100, "weights": {"robot": 0.5, "vl": 0.5}}]}))
+    run = tmp / f"{arch}_run"
+    run_cli("train", str(mix), "--model", arch, "--init-from", str(init), "--steps", "3", "--out", str(run),
+            "--set", "progress=false", "--set", "tensorboard=false", "--set", "lr=1e-2", *extra, check=True,
+            timeout=600)
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["pi0", "pi05"])
+def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path, arch: str) -> None:
+    from cotrain.model.policy import load_run
+    from tests.conftest import run_cli
+
+    import json
+
+    run_dir = pi_run(reference, tmp_path, arch, "--set", "knowledge_insulation=true")
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["flow"] is not None and m["text"] is not None for m in metrics), metrics
+    out = tmp_path / "lerobot_policy"
+    refused = run_cli("export", "lerobot", str(run_dir), str(out))
+    assert refused.returncode == 1 and "--any-size" in refused.stderr and not out.exists()
+    run_cli("export", "lerobot", str(run_dir), str(out), "--any-size", check=True)
+    inputs = reference / f"{arch}_ref.safetensors"
+    theirs_path = tmp_path / "theirs.safetensors"
+    run_lerobot("check", str(out), str(inputs), str(theirs_path))
+    theirs, ref = load_file(str(theirs_path)), load_file(str(inputs))
+    run = load_run(run_dir)
+    ours = cotrain_outputs(run.model, model_inputs(ref), ref)
+    before = load_cotrain(reference / arch, arch)[0]
+    assert not torch.allclose(cotrain_outputs(before, model_inputs(ref), ref)["chunk"], ours["chunk"])  # trained
+    errs = max_errors(ours, theirs, prefix="")
+    print(arch, "export", errs, file=sys.stderr)
+    assert all(errs[k] <= TOL[k] for k in TOL), errs
+    _, actions = run.normalizers(run.norm["sources"]["robot"])
+    denorm = torch.from_numpy(actions.inverse(ours["chunk"][:, :, :5].numpy()))
+    assert (denorm - theirs["denormalised"]).abs().max().item() <= 1e-4

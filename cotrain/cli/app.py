@@ -11,6 +11,7 @@ from cotrain.cli.ablate_cmd import ablate_cmd
 from cotrain.cli.annotate_cmd import annotate_cmd
 from cotrain.cli.convert_cmd import build_convert_app, merge_manifests
 from cotrain.cli.dataset_cmd import inspect_cmd, preview_cmd, validate_cmd
+from cotrain.cli.export_cmd import export_app
 from cotrain.cli.mix_cmd import mix_app
 from cotrain.cli.sim_cmd import sim_app
 from cotrain.cli.tokenizer_cmd import tokenizer_app
@@ -35,6 +36,7 @@ app.command("preview")(preview_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
 app.command("ablate")(ablate_cmd)
+app.add_typer(export_app, name="export")
 
 
 def main() -> None:

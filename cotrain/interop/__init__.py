@@ -1,0 +1,1 @@
+"""Exchange with other robot-learning stacks: LeRobot policies (and datasets)."""
