@@ -40,9 +40,8 @@ def lerobot_python() -> str | None:
 
 
 LEROBOT = lerobot_python()
-pytestmark = pytest.mark.skipif(
-    LEROBOT is None, reason="no LeRobot environment: build it with `make lerobot-env` (.venv-lerobot) or set "
-                            "COTRAIN_LEROBOT_PYTHON to a Python with lerobot==0.4.4")
+NO_LEROBOT = ("no LeRobot environment: build it with `make lerobot-env` (.venv-lerobot) or set "
+              "COTRAIN_LEROBOT_PYTHON to a Python with lerobot==0.4.4")
 
 
 def run_lerobot(*args: str) -> None:
@@ -52,6 +51,8 @@ def run_lerobot(*args: str) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if LEROBOT is None:
+        pytest.skip(NO_LEROBOT)
     out = tmp_path_factory.mktemp("lerobot_ref")
     run_lerobot("make", str(out))
     return out
@@ -195,7 +196,12 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path, ar
 
     import json
 
-    run_dir = pi_run(reference, tmp_path, arch, "--set", "knowledge_insulation=true")
+    run_dir = pi_run(reference, tmp_path, arch, "--set", "knowledge_insulation=true", "--base-stats", "robot=lerobot")
+    base = load_file(str(reference / arch / "policy_preprocessor_step_0_normalizer_processor.safetensors"))
+    record = json.loads((run_dir / "norm_stats.json").read_text())
+    assert record["base_stats"] == {"robot": "lerobot"}
+    assert record["sources"]["robot"]["actions"]["q99"] == pytest.approx(base["action.q99"].tolist())
+    assert record["sources"]["robot"]["state"]["mean"] == pytest.approx(base["observation.state.mean"].tolist())
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(m["flow"] is not None and m["text"] is not None for m in metrics), metrics
     out = tmp_path / "lerobot_policy"
@@ -216,3 +222,41 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path, ar
     _, actions = run.normalizers(run.norm["sources"]["robot"])
     denorm = torch.from_numpy(actions.inverse(ours["chunk"][:, :, :5].numpy()))
     assert (denorm - theirs["denormalised"]).abs().max().item() <= 1e-4
+
+
+def test_base_stats_from_openpi_assets(tmp_path: Path) -> None:
+    """openpi's assets/<asset_id>/norm_stats.json replace a source's stats, cut to its dims; bad choices refused."""
+    import json
+
+    import yaml
+
+    from cotrain.mix.resolve import load_mixture
+    from cotrain.model.pi_stats import apply_base_stats, base_stats_assets
+    from tests.fixtures.cotrain_data import write_dataset
+
+    ckpt = tmp_path / "ckpt"
+    stats = {"mean": [float(i) for i in range(8)], "std": [2.0] * 8, "q01": [-1.0] * 8, "q99": [3.0] * 8}
+    for asset in ("physical-intelligence/libero", "trossen"):
+        (ckpt / "assets" / asset).mkdir(parents=True)
+        (ckpt / "assets" / asset / "norm_stats.json").write_text(json.dumps({"norm_stats": {"state": stats,
+                                                                                              "actions": stats}}))
+    assert sorted(base_stats_assets(ckpt)) == ["physical-intelligence/libero", "trossen"]
+    write_dataset(tmp_path / "robot", samples=8, state_dim=4, action_dim=3)
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(yaml.safe_dump({"name": "m", "seed": 1, "batch_size": 2, "image_size": 32,
+                                   "sources": {"robot": {"path": "robot"}},
+                                   "phases": [{"name": "a", "steps": 10, "weights": {"robot": 1.0}}]}))
+    mixture = load_mixture(str(mix))
+    out = apply_base_stats(mixture, str(ckpt), {"robot": "physical-intelligence/libero"})
+    new = out.sources[0].manifest.stats
+    assert new.state.mean == [0.0, 1.0, 2.0, 3.0] and new.actions.q99 == [3.0] * 3
+    assert mixture.sources[0].manifest.stats.state.mean != new.state.mean  # the input is left alone
+    for choice, message in (({"robot": "droid"}, "has no asset 'droid'; it has: physical-intelligence/libero, trossen"),
+                            ({"arm": "trossen"}, "no source 'arm'")):
+        with pytest.raises(ConfigError, match=message):
+            apply_base_stats(mixture, str(ckpt), choice)
+    short = {"mean": [0.0], "std": [1.0], "q01": [0.0], "q99": [1.0]}
+    (ckpt / "assets" / "trossen" / "norm_stats.json").write_text(json.dumps({"norm_stats": {"state": short,
+                                                                                             "actions": short}}))
+    with pytest.raises(ConfigError, match="1 dims, the source has 4"):
+        apply_base_stats(mixture, str(ckpt), {"robot": "trossen"})

@@ -31,6 +31,8 @@ class TrainConfig(BaseModel):
     out: str = Field(..., description="Run directory.")
     resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.")
     init_from: str | None = Field(None, description="Local Hugging Face PaliGemma checkpoint directory.")
+    base_stats: dict[str, str] = Field(default_factory=dict, description="Source -> asset of the --init-from "
+                                       "checkpoint whose norm stats it uses instead of its own (model/pi_stats.py).")
     freeze: Literal["none", "vision", "backbone"] = "none"
     lora_rank: int = Field(0, ge=0)
     knowledge_insulation: bool = False
