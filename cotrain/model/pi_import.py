@@ -32,8 +32,8 @@ import torch
 
 from cotrain.errors import ConfigError
 
-__all__ = ["PiCheckpoint", "from_cotrain_name", "load_pi_weights", "model_updates", "read_pi_checkpoint",
-           "to_cotrain_name"]
+__all__ = ["PiCheckpoint", "backbone_config", "from_cotrain_name", "load_pi_weights", "model_updates",
+           "read_pi_checkpoint", "to_cotrain_name"]
 
 PI_HEADS = 8
 SIGLIP_HEAD_DIM = 72
@@ -199,34 +199,30 @@ def from_cotrain_name(name: str, arch: str) -> str:
     raise KeyError(name)
 
 
-def mapped_state_dict(ck: PiCheckpoint, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under cotrain's names, every one checked against `model`."""
+def load_pi_weights(ck: PiCheckpoint, model: torch.nn.Module) -> None:
+    """Fill `model` from the checkpoint in place, one tensor at a time (no second copy of a 3B model),
+    after checking every name and shape first, so a refused checkpoint leaves the model untouched."""
     from safetensors import safe_open
 
     target = model.state_dict()
-    out: dict[str, torch.Tensor] = {}
     where = ck.root / "model.safetensors"
-    with safe_open(str(where), framework="pt") as fh:
-        for name, raw in ck.raw_names.items():
-            if name in _UNUSED:
-                continue
-            dst = to_cotrain_name(name)
-            if dst is not None and dst not in target and dst.startswith("vision_tower."):
-                dst = "vision_tower.vision_model." + dst[len("vision_tower."):]
-            if dst is None or dst not in target:
-                raise ConfigError(f"{where}: tensor {raw!r} maps to nothing in cotrain's {ck.arch} model")
-            t = fh.get_tensor(raw)
-            if tuple(t.shape) != tuple(target[dst].shape):
-                raise ConfigError(f"{where}: tensor {raw!r} has shape {list(t.shape)}, cotrain's {dst} takes "
-                                  f"{list(target[dst].shape)}")
-            out[dst] = t.to(target[dst].dtype)
-    missing = [n for n in target if n not in out and not n.endswith("inv_freq")]
+    plan: dict[str, str] = {}
+    for name, raw in ck.raw_names.items():
+        if name in _UNUSED:
+            continue
+        dst = to_cotrain_name(name)
+        if dst is not None and dst not in target and dst.startswith("vision_tower."):
+            dst = "vision_tower.vision_model." + dst[len("vision_tower."):]
+        if dst is None or dst not in target:
+            raise ConfigError(f"{where}: tensor {raw!r} maps to nothing in cotrain's {ck.arch} model")
+        if ck.shapes[name] != tuple(target[dst].shape):
+            raise ConfigError(f"{where}: tensor {raw!r} has shape {list(ck.shapes[name])}, cotrain's {dst} takes "
+                              f"{list(target[dst].shape)}")
+        plan[dst] = raw
+    missing = [n for n in target if n not in plan and not n.endswith("inv_freq")]
     if missing:
         raise ConfigError(f"{where}: no tensor for cotrain's {missing[0]} (expected "
                           f"{from_cotrain_name(missing[0], ck.arch)!r})")
-    return out
-
-
-def load_pi_weights(ck: PiCheckpoint, model: torch.nn.Module) -> None:
-    """Fill `model` from the checkpoint (mapped_state_dict), in place."""
-    model.load_state_dict(mapped_state_dict(ck, model), strict=False)
+    with torch.no_grad(), safe_open(str(where), framework="pt") as fh:
+        for dst, raw in plan.items():
+            target[dst].copy_(fh.get_tensor(raw))

@@ -1,7 +1,7 @@
 """Reference outputs from LeRobot's own PI0 / PI05 classes; run in the LeRobot environment (not cotrain's).
 
     python lerobot_reference.py make OUT            # tiny random PI0 + PI05 policies and their outputs
-    python lerobot_reference.py check POLICY_DIR INPUTS OUT   # from_pretrained an export, same outputs
+    python lerobot_reference.py check POLICY_DIR INPUTS OUT [...]  # from_pretrained exports, same outputs
 
 `make` writes OUT/{pi0,pi05}/ (LeRobot `save_pretrained`: config.json + model.safetensors, plus the
 pre/post-processor files with normalisation statistics) and OUT/{pi0,pi05}_ref.safetensors: the fixed
@@ -229,5 +229,7 @@ if __name__ == "__main__":
     torch.set_grad_enabled(False)
     if sys.argv[1] == "make":
         make(Path(sys.argv[2]))
-    else:
-        check(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    else:  # check POLICY_DIR INPUTS OUT, repeated: one interpreter start for several exports
+        args = sys.argv[2:]
+        for i in range(0, len(args), 3):
+            check(Path(args[i]), Path(args[i + 1]), Path(args[i + 2]))
