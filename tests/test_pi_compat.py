@@ -45,7 +45,8 @@ NO_LEROBOT = ("no LeRobot environment: build it with `make lerobot-env` (.venv-l
 
 
 def run_lerobot(*args: str) -> None:
-    proc = subprocess.run([str(LEROBOT), str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(LEROBOT), str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -228,6 +229,27 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path) ->
         _, actions = run.normalizers(run.norm["sources"]["robot"])
         denorm = torch.from_numpy(actions.inverse(ours["chunk"][:, :, :5].numpy()))
         assert (denorm - theirs["denormalised"]).abs().max().item() <= 1e-4
+        check_preprocessor(run, theirs, arch)
+
+
+def check_preprocessor(run, theirs: dict[str, torch.Tensor], arch: str) -> None:
+    """LeRobot's loaded preprocessor normalises the state as cotrain does and, for pi0.5, writes its prompt."""
+    import numpy as np
+
+    from cotrain.model.text import pi05_prompt
+
+    raw = np.asarray([[0.3, -0.2, 0.1, 0.05, -0.4, 0.25]], np.float32)  # RAW_STATE of lerobot_reference.py
+    state_norm, _ = run.normalizers(run.norm["sources"]["robot"])
+    ours = state_norm(raw)
+    assert np.abs(theirs["pre.state"].numpy() - ours).max() <= 1e-5
+    ids = theirs["pre.tokens"][0][theirs["pre.mask"][0].bool()].tolist()
+    tok = run.layout.tokenizer
+    if arch == "pi05":
+        padded = np.zeros(int(run.cfg.state_dim), np.float32)
+        padded[: raw.shape[1]] = ours[0]
+        assert ids == tok.encode(pi05_prompt("pick_up the cube", padded))
+    else:
+        assert ids == tok.encode("pick_up the cube\n")
 
 
 def test_base_stats_from_openpi_assets(tmp_path: Path) -> None:

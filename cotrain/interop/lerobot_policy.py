@@ -135,7 +135,10 @@ def _pipelines(cfg: ModelConfig, conf: dict[str, Any]) -> tuple[dict[str, Any], 
     if cfg.arch == "pi0":  # LeRobot's order: tokenise, then normalise
         steps = [*head, {"registry_name": "pi0_new_line_processor", "config": {}}, tok, device, norm]
     else:  # the state is normalised before it is cut into prompt bins
-        steps = [*head, norm, {"registry_name": "pi05_prepare_state_tokenizer_processor_step", "config": {}}, tok, device]
+        # LeRobot's own files leave this config empty, which means 32 dims; say the model's (equal for real bases)
+        bins = {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
+                "config": {"max_state_dim": int(cfg.state_dim), "task_key": "task"}}  # type: ignore[arg-type]
+        steps = [*head, norm, bins, tok, device]
     pre_index = steps.index(norm)
     norm["state_file"] = f"policy_preprocessor_step_{pre_index}_normalizer_processor.safetensors"
     unnorm = {"registry_name": "unnormalizer_processor", "config": {

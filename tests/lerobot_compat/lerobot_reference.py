@@ -23,16 +23,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-import openpi_shim  # noqa: E402
+import openpi_shim
 
 openpi_shim.install()
 
-from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature  # noqa: E402
-from lerobot.policies.pi0 import modeling_pi0  # noqa: E402
-from lerobot.policies.pi05 import modeling_pi05  # noqa: E402
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.policies.pi0 import modeling_pi0
+from lerobot.policies.pi05 import modeling_pi05
 
 VOCAB, WIDTH, EXPERT, HEAD_DIM, DEPTH = 1024, 64, 32, 16, 2
-VISION = dict(hidden_size=144, num_hidden_layers=1, num_attention_heads=2, patch_size=8)
+VISION = {"hidden_size": 144, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 8}
 SIDE, CAMERAS, HORIZON, STATE_DIM, ACTION_DIM, MAX_DIM = 32, 2, 4, 6, 5, 8
 
 
@@ -216,7 +216,32 @@ def check(policy_dir: Path, inputs: Path, out: Path) -> None:
     x = {k[3:]: v for k, v in load_file(str(inputs)).items() if k.startswith("in.")}
     result = outputs(policy, arch, x)
     result["denormalised"] = post(result["chunk"][:, :, :ACTION_DIM].clone())
+    result.update(preprocess(policy_dir, arch))
     save_file({k: v.contiguous() for k, v in result.items()}, str(out))
+
+
+RAW_STATE = [[0.3, -0.2, 0.1, 0.05, -0.4, 0.25]]
+RAW_TASK = "pick_up the cube"
+
+
+def preprocess(policy_dir: Path, arch: str) -> dict[str, torch.Tensor]:
+    """The exported preprocessor as LeRobot loads it (tokenizer swapped for the run's local tokenizer.json,
+    via LeRobot's own `overrides`), applied to one raw observation: normalised state and prompt tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    import lerobot.policies.pi0.processor_pi0  # noqa: F401  (registers pi0_new_line_processor)
+    import lerobot.policies.pi05.processor_pi05  # noqa: F401  (registers the pi05 state step)
+    from lerobot.processor import PolicyProcessorPipeline
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(policy_dir.parent / f"{arch}_init" / "tokenizer.json"),
+                                  pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    pre = PolicyProcessorPipeline.from_pretrained(policy_dir, config_filename="policy_preprocessor.json",
+                                                  overrides={"tokenizer_processor": {"tokenizer": tok}})
+    batch = {f"observation.images.cam{i}": torch.rand(3, SIDE, SIDE) for i in range(CAMERAS)}
+    batch.update({"observation.state": torch.tensor(RAW_STATE[0]), "task": RAW_TASK})
+    done = pre(batch)
+    return {"pre.state": done["observation.state"], "pre.tokens": done["observation.language.tokens"],
+            "pre.mask": done["observation.language.attention_mask"]}
 
 
 def _post_converters():
