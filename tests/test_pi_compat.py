@@ -288,3 +288,48 @@ def test_base_stats_from_openpi_assets(tmp_path: Path) -> None:
                                                                                              "actions": short}}))
     with pytest.raises(ConfigError, match="1 dims, the source has 4"):
         apply_base_stats(mixture, str(ckpt), {"robot": "trossen"})
+
+
+# ---- pi0.5 architecture without LeRobot (a random tiny model with arch="pi05") --------------------------------
+
+def tiny_pi05(**updates: object):
+    from cotrain.model.text import TextLayout
+    from tests.test_model import SIZES
+
+    tok = build_byte_tokenizer()
+    cfg = with_overrides(get_preset("tiny"), **{**SIZES, "arch": "pi05", "max_text_tokens": 96, **updates})
+    model, cfg = build_vla(cfg, seed=0, tokenizer=tok)
+    layout = TextLayout(tok, cfg.backbone_config["text_config"]["vocab_size"], cfg.action_vocab_size,
+                        cfg.action_token_skip, cfg.max_text_tokens, discrete_state=True)
+    return model, layout
+
+
+def test_pi05_state_prompt_cache_and_knowledge_insulation() -> None:
+    from cotrain.model.adarms import AdaRMSNorm
+    from cotrain.model.flow_matching import sample_time
+    from cotrain.model.inputs import build_inputs
+    from tests.test_model import batch
+
+    model, layout = tiny_pi05()
+    assert not hasattr(model, "state_proj") and isinstance(model.expert_norm, AdaRMSNorm)
+    data = batch()
+    inputs, _ = build_inputs(data, layout)
+    text = [layout.tokenizer.decode(row[valid].tolist()) for row, valid in zip(inputs.text_ids, inputs.text_valid)]
+    assert "Task: pick the cube, State: " in text[0] and text[0].endswith(";\nAction: ")
+    assert "State" not in text[2]  # the caption sample has no state: plain prompt
+    g = torch.Generator().manual_seed(4)
+    noise, t = torch.randn(4, 4, 3, generator=g), sample_time(4, g)
+    model.eval()
+    cached = model.sample_actions(inputs, noise, steps=3, use_cache=True)
+    assert torch.allclose(cached, model.sample_actions(inputs, noise, steps=3, use_cache=False), atol=1e-5)
+    model.train()
+    plain = model(inputs, noise, t)
+    ki_model, _ = tiny_pi05(knowledge_insulation=True)
+    ki = ki_model(inputs, noise, t)
+    assert torch.allclose(ki["flow"], plain["flow"], atol=1e-6)
+    assert torch.isfinite(ki["text"]).all() and torch.isfinite(ki["action_tokens"]).all()
+    ki["flow"].sum().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for b in ki_model.blocks for p in b.backbone.parameters())
+    assert ki_model.blocks[0].expert.input_layernorm.dense.weight.grad.abs().sum() > 0
+    # the dense layers start at zero (openpi), so the time MLP only gets gradient once they have moved
+    assert ki_model.time_mlp_in.weight.grad.abs().sum() == 0
