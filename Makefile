@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean lerobot-env
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -31,6 +31,20 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_bench.py
 	$(BIN)/python benchmarks/loader_bench.py
 	$(BIN)/python benchmarks/train_bench.py
+
+# LeRobot 0.4.4 (the newest for Python 3.11, with pi0 / pi05) in its own environment, for the
+# equivalence tests in tests/test_pi_compat.py (they find it here or through $$COTRAIN_LEROBOT_PYTHON).
+LEROBOT_VENV := .venv-lerobot
+PY311 ?= python3.11
+
+lerobot-env: $(LEROBOT_VENV)/.installed
+
+$(LEROBOT_VENV)/.installed:
+	test -d $(LEROBOT_VENV) || $(PY311) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/pip install -q --upgrade pip
+	$(LEROBOT_VENV)/bin/pip install -q torch==2.9.1 torchvision==0.24.1
+	$(LEROBOT_VENV)/bin/pip install -q 'lerobot[smolvla]==0.4.4'
+	touch $@
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -28,13 +28,27 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_pairs(items: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{option} {item!r}: expected SOURCE=ASSET")
+        out[key] = value
+    return out
+
+
 def train_cmd(
     mixture: Path = typer.Argument(..., help="Mixture YAML."),
-    model: str = typer.Option("tiny", "--model", help="Preset: tiny, tiny-conv, small, paligemma, paligemma2."),
+    model: str = typer.Option("tiny", "--model", help="Preset: tiny, tiny-conv, small, paligemma, paligemma2, pi0, "
+                              "pi05."),
     steps: int = typer.Option(..., "--steps", help="Optimiser steps of the whole run."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, TensorBoard)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Local Hugging Face PaliGemma checkpoint dir."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Local checkpoint dir: Hugging Face PaliGemma "
+                                             "(paligemma*), LeRobot or openpi-PyTorch pi0/pi05 (pi0, pi05)."),
+    base_stats: list[str] = typer.Option([], "--base-stats", help="SOURCE=ASSET: normalise SOURCE with the "
+                                         "--init-from checkpoint's stats (openpi asset id, or 'lerobot'; repeatable)."),
     freeze: str = typer.Option("none", "--freeze", help="none, vision (SigLIP + projector) or backbone."),
     lora_rank: int = typer.Option(0, "--lora-rank", help="LoRA rank on the backbone's language layers (0: off)."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimiser step."),
@@ -66,7 +80,8 @@ def train_cmd(
                   knowledge_insulation=knowledge_insulation, lr=lr, warmup_steps=warmup_steps, save_every=save_every,
                   num_workers=workers, precision=precision, eval_every=eval_every,
                   val_data=tuple(str(p) for p in val_data), max_bad_fraction=max_bad_fraction, wandb=wandb,
-                  wandb_project=wandb_project, wandb_run_name=wandb_run_name)
+                  wandb_project=wandb_project, wandb_run_name=wandb_run_name,
+                  base_stats=_parse_pairs(base_stats, "--base-stats"))
     cfg = make_train_config(**{**fields, **_parse_sets(sets)})
     # With --json stdout must be exactly one JSON document: the progress bar (and anything else the
     # run prints) goes to stderr instead.

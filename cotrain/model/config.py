@@ -66,6 +66,8 @@ class ModelConfig(BaseModel):
 
     preset: str
     backbone: Literal["gemma", "gemma2"] = Field("gemma", description="PaliGemma (Gemma) or PaliGemma 2 (Gemma 2).")
+    arch: Literal["pi0", "pi05"] = Field("pi0", description="pi0: a state token and the action-time MLP; pi05: "
+                                         "the state as discrete prompt tokens and the time in adaptive norms.")
     pretrained: bool = Field(False, description="Weights come from a local Hugging Face directory (--init-from).")
     vision: VisionSpec | None = None
     text: StreamSpec | None = None
@@ -102,6 +104,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"preset {self.preset!r}: a random-init preset needs both 'vision' and 'text'")
         if min(self.time_beta) <= 0:
             raise ValueError(f"time_beta {list(self.time_beta)}: both Beta parameters must be > 0")
+        if self.arch == "pi05" and self.backbone != "gemma":
+            raise ValueError("arch 'pi05' (adaptive expert norms) is built on the Gemma backbone only")
         if self.text is not None and self.text.heads % self.text.kv_heads:
             raise ValueError(f"heads {self.text.heads} is not a multiple of kv_heads {self.text.kv_heads}")
         return self
@@ -150,7 +154,17 @@ _PALIGEMMA_RANDOM = ModelConfig(
     max_text_tokens=48, action_vocab_size=2048, action_token_skip=128,
 )
 
-PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _TINY_CONV, _SMALL, _PALIGEMMA, _PALIGEMMA2, _PALIGEMMA_RANDOM)}
+# openpi / LeRobot pi0 and pi0.5 bases (--init-from a LeRobot policy directory or openpi's PyTorch
+# conversion). Every size here is a placeholder: the checkpoint's config and tensor shapes replace them
+# (pi_import.py), so shrunken test checkpoints load too. No discrete action tokens unless asked for.
+_PI0 = ModelConfig(
+    preset="pi0", pretrained=True, expert_width=1024, expert_mlp=4096, max_text_tokens=48,
+)
+_PI05 = _PI0.model_copy(update={"preset": "pi05", "arch": "pi05", "max_text_tokens": 200})
+PI_PRESETS = ("pi0", "pi05")
+
+PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _TINY_CONV, _SMALL, _PALIGEMMA, _PALIGEMMA2,
+                                                         _PALIGEMMA_RANDOM, _PI0, _PI05)}
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -22,7 +22,8 @@ from torch import nn
 
 from cotrain.errors import ConfigError
 from cotrain.model.backbone import build_networks, random_backbone_config
-from cotrain.model.config import ModelConfig
+from cotrain.model.config import PI_PRESETS, ModelConfig
+from cotrain.model.pi_import import load_pi_weights, model_updates, read_pi_checkpoint
 from cotrain.model.text import TextTokenizer, build_byte_tokenizer
 from cotrain.model.vision_stem import init_sincos_positions
 from cotrain.model.vla import VLA
@@ -38,13 +39,25 @@ def load_tokenizer_for(cfg: ModelConfig, init_from: str | Path | None) -> TextTo
         if init_from is None:
             raise ConfigError(f"preset {cfg.preset!r} loads pretrained weights: pass --init-from DIR "
                               f"(a local Hugging Face PaliGemma checkpoint directory)")
-        return TextTokenizer.load(Path(init_from) / "tokenizer.json")
+        path = Path(init_from) / "tokenizer.json"
+        if cfg.preset in PI_PRESETS and not path.is_file():
+            raise ConfigError(f"{init_from}: no tokenizer.json; pi0/pi0.5 checkpoints do not ship one: copy "
+                              f"PaliGemma's tokenizer.json (google/paligemma-3b-pt-224) into the directory")
+        return TextTokenizer.load(path)
     return build_byte_tokenizer()
 
 
 def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
               init_from: str | Path | None = None) -> tuple[VLA, ModelConfig]:
     """(model, final config). `init_from` loads a checkpoint directory; otherwise random init from `cfg`."""
+    pi_ckpt = None
+    if cfg.preset in PI_PRESETS and cfg.backbone_config is None:
+        if init_from is None:
+            raise ConfigError(f"preset {cfg.preset!r} loads pretrained weights: pass --init-from DIR")
+        pi_ckpt = read_pi_checkpoint(init_from)
+        fixed = ("backbone_config", "expert_width", "expert_mlp", "action_dim", "state_dim", "image_size")
+        cfg = cfg.model_copy(update={k: v for k, v in model_updates(pi_ckpt, cfg.arch).items()
+                                     if k in fixed or getattr(cfg, k) is None})
     if not cfg.pretrained and cfg.backbone_config is None:
         cfg = cfg.model_copy(update={"backbone_config": random_backbone_config(cfg, tokenizer.vocab_size).to_dict(),
                                      "text_vocab_size": tokenizer.vocab_size})
@@ -56,6 +69,8 @@ def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
         _check_vocab(cfg, vlm.config.text_config.vocab_size, tokenizer)
         _check_sequence(cfg, vlm.config)
         model = VLA(cfg, vlm, expert)
+        if pi_ckpt is not None:
+            load_pi_weights(pi_ckpt, model)
         if not cfg.pretrained and cfg.init_scheme == "fan_in":
             fan_in_init(model)
         if cfg.vision is not None and cfg.vision.positions == "sincos":  # after fan_in_init, which redraws tables

@@ -59,6 +59,8 @@ def build_inputs(batch: dict[str, Any], layout: TextLayout) -> tuple[ModelInputs
     for i in range(b):
         sample = {name: batch[name][i] for name in ("instruction", "prompt", "target", "conversation", "key")
                   if name in batch}
+        if layout.discrete_state and bool(batch["state_mask"][i].any()):
+            sample["state"] = batch["state"][i].tolist()
         tokens = batch.get("action_tokens")
         mask = batch.get("action_tokens_mask")
         if tokens is not None and mask is not None and bool(mask[i].any()):

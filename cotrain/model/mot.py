@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cotrain.model.adarms import apply_norm
 from cotrain.model.attention import additive_mask
 
 __all__ = ["Masks", "MoTBlock", "attend"]
@@ -89,26 +90,33 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _qkv(layer: nn.Module, x: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _qkv(layer: nn.Module, x: torch.Tensor, rope: Rope,
+         cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     attn = layer.self_attn
     b, n, _ = x.shape
-    h = layer.input_layernorm(x)
+    h, gate = apply_norm(layer.input_layernorm, x, cond)
     shape = (b, n, -1, attn.head_dim)
     q = attn.q_proj(h).view(shape).transpose(1, 2)
     k = attn.k_proj(h).view(shape).transpose(1, 2)
     v = attn.v_proj(h).view(shape).transpose(1, 2)
     cos, sin = rope[0][:, None].to(q.dtype), rope[1][:, None].to(q.dtype)
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v, gate
 
 
-def _finish(layer: nn.Module, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+def _gated(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x + y if gate is None else x + y * gate
+
+
+def _finish(layer: nn.Module, x: torch.Tensor, attn_out: torch.Tensor, gate: torch.Tensor | None,
+            cond: torch.Tensor | None) -> torch.Tensor:
     b, _, n, _ = attn_out.shape
     out = layer.self_attn.o_proj(attn_out.transpose(1, 2).reshape(b, n, -1))
     if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2 ordering
         h = x + layer.post_attention_layernorm(out)
         return h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
-    h = x + out
-    return h + layer.mlp(layer.post_attention_layernorm(h))
+    h = _gated(x, out, gate)
+    normed, gate2 = apply_norm(layer.post_attention_layernorm, h, cond)
+    return _gated(h, layer.mlp(normed), gate2)
 
 
 class MoTBlock(nn.Module):
@@ -129,13 +137,17 @@ class MoTBlock(nn.Module):
 
     def forward(self, prefix: torch.Tensor | None, suffix: torch.Tensor | None, rope_prefix: Rope | None,
                 rope_suffix: Rope | None, masks: Masks, past: KV | None = None,
-                insulate: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None, KV | None]:
-        """Returns (prefix out, suffix out, prefix (k, v) after RoPE in prefix-only mode, for the cache)."""
-        qp = kp = vp = qs = ks = vs = None
+                insulate: bool = False, cond: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, KV | None]:
+        """Returns (prefix out, suffix out, prefix (k, v) after RoPE in prefix-only mode, for the cache).
+
+        `cond` [B, w_expert] is the pi0.5 time condition of the expert's adaptive norms (None for pi0).
+        """
+        qp = kp = vp = qs = ks = vs = gp = gs = None
         if prefix is not None:
-            qp, kp, vp = _qkv(self.backbone, prefix, rope_prefix)  # type: ignore[arg-type]
+            qp, kp, vp, gp = _qkv(self.backbone, prefix, rope_prefix, None)  # type: ignore[arg-type]
         if suffix is not None:
-            qs, ks, vs = _qkv(self.expert, suffix, rope_suffix)  # type: ignore[arg-type]
+            qs, ks, vs, gs = _qkv(self.expert, suffix, rope_suffix, cond)  # type: ignore[arg-type]
         out_p = out_s = None
         if prefix is not None and suffix is not None and not insulate:
             q, k, v = torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)  # type: ignore[list-item]
@@ -148,7 +160,7 @@ class MoTBlock(nn.Module):
                 ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]
                 k, v = torch.cat([ctx_k.to(ks.dtype), ks], 2), torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr]
                 out_s = attend(qs, k, v, masks.additive("suffix", qs.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
-        new_p = _finish(self.backbone, prefix, out_p) if prefix is not None else None  # type: ignore[arg-type]
-        new_s = _finish(self.expert, suffix, out_s) if suffix is not None else None  # type: ignore[arg-type]
+        new_p = _finish(self.backbone, prefix, out_p, gp, None) if prefix is not None else None  # type: ignore[arg-type]
+        new_s = _finish(self.expert, suffix, out_s, gs, cond) if suffix is not None else None  # type: ignore[arg-type]
         # K/V only in prefix-only mode: training outputs stay non-views (FSDP2 hooks the outputs' grads)
         return new_p, new_s, ((kp, vp) if suffix is None else None)  # type: ignore[return-value]

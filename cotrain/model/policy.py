@@ -107,7 +107,8 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
     state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     norm = json.loads((ckpt / "norm_stats.json").read_text(encoding="utf-8"))
     vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
-    layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, cfg.max_text_tokens)
+    layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, cfg.max_text_tokens,
+                        cfg.arch == "pi05")
     return LoadedRun(ckpt, int(state["step"]), model, cfg, layout, norm, torch.device(device))
 
 

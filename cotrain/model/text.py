@@ -11,6 +11,10 @@ Per sample, PaliGemma's prefix-LM layout (ar/response flags as in attention.py):
     target <eos>               ar 1, text loss (target.txt, or the last assistant turn of a conversation)
     action tokens <eos>        ar 1, action-token loss (discrete ids mapped to the vocabulary tail)
 
+pi0.5 (`discrete_state`): a sample with a state gets openpi's prompt instead,
+`<bos> "Task: {instruction}, State: {bins};\nAction: "`, the normalised, padded state cut into 256
+bins over [-1, 1] (`pi05_prompt`; LeRobot's `Pi05PrepareStateTokenizerProcessorStep` builds the same).
+
 Action token k becomes id V - 1 - skip - k (openpi/LeRobot: skip = 128 reserved `<seg>` ids for
 PaliGemma, 0 for the tiny vocabulary, whose tail is reserved for them). Sequences longer than
 `max_text_tokens` keep the whole response when they can and cut the prompt's end; `truncated` counts.
@@ -28,7 +32,7 @@ from cotrain import keys
 from cotrain.errors import ConfigError, DataError
 
 __all__ = ["KIND_ACTION", "KIND_NONE", "KIND_TEXT", "TEXT_MEMBERS", "TextLayout", "TextTokenizer",
-           "build_byte_tokenizer", "text_tokens_bound"]
+           "build_byte_tokenizer", "pi05_prompt", "text_tokens_bound"]
 
 TOKENIZER_FILE = "tokenizer.json"
 KIND_NONE, KIND_TEXT, KIND_ACTION = 0, 1, 2
@@ -116,6 +120,7 @@ class TextLayout:
     action_vocab_size: int
     action_token_skip: int
     max_tokens: int
+    discrete_state: bool = False
 
     def action_id(self, token: int) -> int:
         return self.lm_vocab_size - 1 - self.action_token_skip - int(token)
@@ -124,7 +129,10 @@ class TextLayout:
         """(ids, kinds, truncated) of one sample; kinds are KIND_* per token."""
         tok = self.tokenizer
         prompt_text, target = _prompt_and_target(sample)
-        prompt = [tok.bos_id, *tok.encode(prompt_text), *tok.newline]
+        if self.discrete_state and sample.get("state") is not None:
+            prompt = [tok.bos_id, *tok.encode(pi05_prompt(prompt_text, sample["state"]))]
+        else:
+            prompt = [tok.bos_id, *tok.encode(prompt_text), *tok.newline]
         response: list[int] = []
         kinds: list[int] = []
         if target is not None:
@@ -170,6 +178,16 @@ def text_tokens_bound(sizes: Any, newline: int) -> Any:
     text = np.where(conversation >= 0, np.maximum(text, 1 + conversation + newline + 1), text)
     n_tokens = np.maximum(tokens - _NPY_HEADER_BYTES, 0) // 4
     return text + np.where(tokens >= 0, n_tokens + 1, 0)
+
+
+def pi05_prompt(task: str, state: Sequence[float]) -> str:
+    """openpi's pi0.5 prompt: the task and the state (normalised to [-1, 1]) as 256-bin integers."""
+    import numpy as np
+
+    edges = np.linspace(-1.0, 1.0, 256 + 1)[:-1]
+    bins = np.digitize(np.asarray(state, dtype=np.float32), bins=edges) - 1
+    clean = task.strip().replace("_", " ").replace("\n", " ")
+    return f"Task: {clean}, State: {' '.join(str(int(b)) for b in bins)};\nAction: "
 
 
 def _prompt_and_target(sample: dict[str, Any]) -> tuple[str, str | None]:

@@ -7,7 +7,9 @@ tests/test_model.py pins this against the installed transformers' own PaliGemma 
 
 Suffix (pi0): one state token (`state_proj`), then H action tokens
 MLP(concat(action_in_proj(x_t), sincos(t))) with swish; `action_out_proj` maps the expert's output
-back to the padded action dims. Missing cameras are skipped by the vision tower (only present
+back to the padded action dims. Suffix (pi0.5, `arch="pi05"`): the H action tokens action_in_proj(x_t)
+alone; the state is in the prompt as discrete tokens (text.py) and the time enters every expert norm
+through c = swish(time_mlp_out(swish(time_mlp_in(sincos(t))))) (adarms.py). Missing cameras are skipped by the vision tower (only present
 camera slots are encoded) and masked out of attention.
 """
 
@@ -22,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from cotrain.model.adarms import apply_norm, install_adaptive_norms
 from cotrain.model.attention import attention_mask, positions
 from cotrain.model.config import ModelConfig
 from cotrain.model.flow_matching import euler_sample, interpolate, sinusoidal_embedding, velocity_target
@@ -61,9 +64,7 @@ class VLA(nn.Module):
         self.vision_tower = inner.vision_tower
         self.projector = inner.multi_modal_projector
         self.embed_tokens = inner.language_model.embed_tokens
-        self.blocks = nn.ModuleList(MoTBlock(a, b) for a, b in zip(inner.language_model.layers, expert.layers))
         self.backbone_norm = inner.language_model.norm
-        self.expert_norm = expert.norm
         self.rotary = inner.language_model.rotary_emb
         tied = vlm.lm_head.weight is inner.language_model.embed_tokens.weight
         self.lm_head = None if tied else vlm.lm_head
@@ -73,9 +74,15 @@ class VLA(nn.Module):
         self.image_tokens = (vc.image_size // vc.patch_size) ** 2
         width = int(expert.config.hidden_size)
         self.expert_width = width
-        self.state_proj = nn.Linear(int(cfg.state_dim), width)  # type: ignore[arg-type]
+        self.pi05 = cfg.arch == "pi05"
+        if self.pi05:
+            install_adaptive_norms(expert, width)
+        self.blocks = nn.ModuleList(MoTBlock(a, b) for a, b in zip(inner.language_model.layers, expert.layers))
+        self.expert_norm = expert.norm
+        if not self.pi05:
+            self.state_proj = nn.Linear(int(cfg.state_dim), width)  # type: ignore[arg-type]
         self.action_in_proj = nn.Linear(int(cfg.action_dim), width)  # type: ignore[arg-type]
-        self.time_mlp_in = nn.Linear(2 * width, width)
+        self.time_mlp_in = nn.Linear(width if self.pi05 else 2 * width, width)
         self.time_mlp_out = nn.Linear(width, width)
         self.action_out_proj = nn.Linear(width, int(cfg.action_dim))  # type: ignore[arg-type]
 
@@ -111,17 +118,28 @@ class VLA(nn.Module):
         return (emb, torch.cat([img_valid, inputs.text_valid], 1), torch.cat([zeros, response], 1).long(),
                 torch.cat([zeros, response], 1))
 
+    def suffix_layout(self, state_valid: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(valid, ar) of the suffix: pi0 [state, actions], ar 1, 1, 0...; pi0.5 [actions], ar 1, 0..."""
+        b, device = state_valid.shape[0], state_valid.device
+        ones = torch.ones(b, horizon, dtype=torch.bool, device=device)
+        valid = ones if self.pi05 else torch.cat([state_valid[:, None], ones], 1)
+        ar = torch.zeros_like(valid, dtype=torch.long)
+        ar[:, : 1 if self.pi05 else 2] = 1
+        return valid, ar
+
     def embed_suffix(self, state: torch.Tensor, state_valid: torch.Tensor, x_t: torch.Tensor,
-                     t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(suffix embeddings, valid, ar, time condition of the adaptive norms or None)."""
         b, h, _ = x_t.shape
-        st = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # bf16 weights at inference
         act = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))
-        temb = sinusoidal_embedding(t, self.expert_width).to(act.dtype)[:, None].expand(b, h, -1)
-        act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb], dim=-1))))
-        valid = torch.cat([state_valid[:, None], torch.ones(b, h, dtype=torch.bool, device=x_t.device)], 1)
-        ar = torch.zeros(b, h + 1, dtype=torch.long, device=x_t.device)
-        ar[:, :2] = 1
-        return torch.cat([st, act.to(st.dtype)], dim=1), valid, ar
+        temb = sinusoidal_embedding(t, self.expert_width).to(act.dtype)
+        valid, ar = self.suffix_layout(state_valid, h)
+        if self.pi05:
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(temb))))
+            return act, valid, ar, cond
+        st = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # bf16 weights at inference
+        act = self.time_mlp_out(F.silu(self.time_mlp_in(torch.cat([act, temb[:, None].expand(b, h, -1)], dim=-1))))
+        return torch.cat([st, act.to(st.dtype)], dim=1), valid, ar, None
 
     # ---- transformer ------------------------------------------------------------------------------
     def _rope(self, like: torch.Tensor, pos: torch.Tensor) -> Rope:
@@ -137,14 +155,18 @@ class VLA(nn.Module):
                insulate: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (prefix hidden, suffix hidden) of one pass over prefix + suffix."""
         pre, pvalid, par, presp = self.embed_prefix(inputs)
-        suf, svalid, sar = self.embed_suffix(inputs.state, inputs.state_valid, x_t, t)
+        suf, svalid, sar, cond = self.embed_suffix(inputs.state, inputs.state_valid, x_t, t)
         p = pre.shape[1]
         masks = Masks.from_full(attention_mask(pvalid, par, presp, svalid, sar), p)
         pos = positions(torch.cat([pvalid, svalid], 1))
         rope_p, rope_s = self._rope(pre, pos[:, :p]), self._rope(pre, pos[:, p:])
         for block in self.blocks:
-            pre, suf, _ = self._block(block, pre, suf, rope_p, rope_s, masks, None, insulate)
-        return self.backbone_norm(pre), self.expert_norm(suf)
+            pre, suf, _ = self._block(block, pre, suf, rope_p, rope_s, masks, None, insulate, cond)
+        return self.backbone_norm(pre), apply_norm(self.expert_norm, suf, cond)[0]
+
+    def velocity(self, suffix_hidden: torch.Tensor) -> torch.Tensor:
+        """The action tokens' velocity [B, H, Da] from the expert's final states (the state token dropped)."""
+        return self.action_out_proj(suffix_hidden[:, -int(self.cfg.horizon):]).float()  # type: ignore[arg-type]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
@@ -170,7 +192,7 @@ class VLA(nn.Module):
         """Per-sample loss terms ([B] each, with `<term>_count`) for a training batch."""
         x_t = interpolate(inputs.actions, noise, t)
         hp, hs = self._joint(inputs, x_t, t, self.cfg.knowledge_insulation)
-        v = self.action_out_proj(hs[:, 1:]).float()
+        v = self.velocity(hs)
         flow, count = masked_flow_loss(v, velocity_target(inputs.actions, noise), inputs.actions_valid,
                                        inputs.action_mask)
         return {"flow": flow, "flow_count": count, **self.token_losses(hp, inputs)}
@@ -180,10 +202,7 @@ class VLA(nn.Module):
     def encode_prefix(self, inputs: ModelInputs) -> PrefixCache:
         """Run the backbone once over the prefix; keep every layer's K/V for the Euler steps."""
         pre, pvalid, par, presp = self.embed_prefix(inputs)
-        b, h = inputs.actions.shape[:2]
-        svalid = torch.cat([inputs.state_valid[:, None], torch.ones(b, h, dtype=torch.bool, device=pre.device)], 1)
-        sar = torch.zeros(b, h + 1, dtype=torch.long, device=pre.device)
-        sar[:, :2] = 1
+        svalid, sar = self.suffix_layout(inputs.state_valid, inputs.actions.shape[1])
         p = pre.shape[1]
         masks = Masks.from_full(attention_mask(pvalid, par, presp, svalid, sar), p)
         pos = positions(torch.cat([pvalid, svalid], 1))
@@ -209,10 +228,10 @@ class VLA(nn.Module):
     @torch.no_grad()
     def denoise(self, cache: PrefixCache, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The velocity at (x_t, t): only the expert runs, against the cached prefix."""
-        suf, _, _ = self.embed_suffix(state, cache.state_valid, x_t, t)
+        suf, _, _, cond = self.embed_suffix(state, cache.state_valid, x_t, t)
         for block, kv in zip(self.blocks, cache.kv):
-            _, suf, _ = block(None, suf, None, cache.rope_suffix, cache.masks, kv)
-        return self.action_out_proj(self.expert_norm(suf)[:, 1:]).float()
+            _, suf, _ = block(None, suf, None, cache.rope_suffix, cache.masks, kv, cond=cond)
+        return self.velocity(apply_norm(self.expert_norm, suf, cond)[0])
 
     @torch.no_grad()
     def sample_actions(self, inputs: ModelInputs, noise: torch.Tensor, steps: int | None = None,
@@ -225,6 +244,6 @@ class VLA(nn.Module):
 
         def full(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             _, hs = self._joint(inputs, x, t, insulate=False)
-            return self.action_out_proj(hs[:, 1:]).float()
+            return self.velocity(hs)
 
         return euler_sample(full, noise, steps)

@@ -20,7 +20,7 @@ from cotrain import keys
 from cotrain.errors import ConfigError
 from cotrain.mix.collate import Collator
 from cotrain.mix.resolve import Mixture
-from cotrain.model.config import ModelConfig, get_preset, with_overrides
+from cotrain.model.config import PI_PRESETS, ModelConfig, get_preset, with_overrides
 from cotrain.train.config import TrainConfig
 
 __all__ = ["collator_for", "norm_stats_record", "resolve_model_config"]
@@ -31,7 +31,7 @@ _TEXT_MODALITIES = (keys.VISION_LANGUAGE, keys.ANNOTATION)
 
 def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ModelConfig:
     """The preset with the run's overrides and the mixture's sizes, checked against every source."""
-    model = with_overrides(get_preset(cfg.model), **cfg.model_overrides())
+    model = with_overrides(_checkpoint_preset(cfg), **cfg.model_overrides())
     spec, ms = mixture.spec, [s.manifest for s in mixture.sources]
     image_size = _image_size(model, cfg, spec.image_size, mixture.path)
     sizes = {
@@ -47,8 +47,26 @@ def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ModelConfig:
     return model
 
 
+def _checkpoint_preset(cfg: TrainConfig) -> ModelConfig:
+    """The preset; for pi0 / pi0.5 with the sizes of the --init-from checkpoint (pi_import.py)."""
+    model = get_preset(cfg.model)
+    if model.preset not in PI_PRESETS:
+        return model
+    if cfg.init_from is None:
+        raise ConfigError(f"preset {model.preset!r} loads pretrained weights: pass --init-from DIR (a LeRobot "
+                          f"{model.preset} policy directory or openpi's PyTorch conversion)")
+    from cotrain.model.pi_import import model_updates, read_pi_checkpoint
+
+    updates = model_updates(read_pi_checkpoint(cfg.init_from), model.arch)
+    updates.pop("backbone_config")  # set when the model is built, which also loads the weights
+    return with_overrides(model, **updates)
+
+
 def _image_size(model: ModelConfig, cfg: TrainConfig, mixture_side: int, where: str) -> int:
-    if not model.pretrained:
+    if model.preset in PI_PRESETS and model.image_size != mixture_side:
+        raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {cfg.init_from} takes "
+                          f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size} in the mixture")
+    if not model.pretrained or model.preset in PI_PRESETS:
         if model.image_size is not None and model.image_size != mixture_side:
             raise ConfigError(f"{where}: image_size is {mixture_side} but preset {model.preset!r} takes "
                               f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size}")

@@ -30,11 +30,14 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # NaN/Inf: one-line error
 
     mixture: str = Field(..., description="Mixture YAML.")
-    model: str = Field("tiny", description="Model preset: tiny, tiny-conv, small, paligemma, paligemma2.")
+    model: str = Field("tiny", description="Model preset: tiny, tiny-conv, small, paligemma, paligemma2, pi0, pi05.")
     steps: int = Field(..., ge=1, le=MAX_STEPS, description="Optimiser steps of the whole run.")
     out: str = Field(..., description="Run directory.")
     resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.")
-    init_from: str | None = Field(None, description="Local Hugging Face PaliGemma checkpoint directory.")
+    init_from: str | None = Field(None, description="Local checkpoint directory: Hugging Face PaliGemma, or a "
+                                  "LeRobot / openpi-PyTorch pi0 / pi0.5 policy.")
+    base_stats: dict[str, str] = Field(default_factory=dict, description="Source -> asset of the --init-from "
+                                       "checkpoint whose norm stats it uses instead of its own (model/pi_stats.py).")
     freeze: Literal["none", "vision", "backbone"] = "none"
     lora_rank: int = Field(0, ge=0)
     knowledge_insulation: bool = False

@@ -23,6 +23,7 @@ from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import Mixture, load_mixture
 from cotrain.model.config import ModelConfig
 from cotrain.model.factory import build_vla, load_tokenizer_for
+from cotrain.model.pi_stats import apply_base_stats
 from cotrain.model.text import TextLayout, TextTokenizer
 from cotrain.model.vla import VLA
 from cotrain.train.checkpoint import latest_checkpoint, load_checkpoint, read_json
@@ -215,7 +216,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
     _check_packages(cfg)
     info = init_process_group()
     device, amp = _device(cfg, info)
-    mixture = load_mixture(cfg.mixture)
+    mixture = apply_base_stats(load_mixture(cfg.mixture), cfg.init_from, cfg.base_stats)
     _check_batch(cfg, mixture, info)
     run_dir = Path(cfg.out)
     resume_from = _stored_run(cfg, run_dir)
@@ -236,14 +237,14 @@ def prepare_run(cfg: TrainConfig) -> Run:
     if info.is_main and not resuming:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "model_config.json", model_cfg.model_dump(mode="json"))
-        write_json(run_dir / "norm_stats.json", norm_stats_record(mixture))
+        write_json(run_dir / "norm_stats.json", {**norm_stats_record(mixture), "base_stats": dict(cfg.base_stats)})
         tokenizer.save(run_dir)
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
     start = 0 if resume_from is None else _restore(cfg, resume_from, model, optimizer, loader, info)
     lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
-                        model_cfg.max_text_tokens)
+                        model_cfg.max_text_tokens, model_cfg.arch == "pi05")
     schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
     return Run(cfg, info, device, amp, seed, mixture, model_cfg, layout, model, wrapped, optimizer, schedule,
                loader, run_dir, start)
