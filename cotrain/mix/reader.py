@@ -209,7 +209,9 @@ class SourceReader:
             try:
                 decode_sample({ext: data})
             except (ValueError, EOFError, OSError) as exc:
-                problem = (f"not an npy array (starts with {bytes(data[:8])!r})" if ext.endswith(".npy")
-                           and not bytes(data[:6]) == b"\x93NUMPY" else str(exc).splitlines()[0])
-                return DataError(join(self.url, raw["__shard__"]), f"sample {raw['__key__']}: {problem}", key=ext)
+                # decode_sample names the member and says what is wrong with it (shards.npy_problem)
+                problem = str(exc).splitlines()[0]
+                if not problem.startswith(f"member {ext}"):
+                    problem = f"member {ext}: {problem}"
+                return DataError(join(self.url, raw["__shard__"]), f"sample {raw['__key__']}: {problem}")
         return DataError(join(self.url, raw["__shard__"]), f"sample {raw['__key__']}: undecodable")
