@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m cotrain.demo
+	$(BIN)/python -m cotrain.lab.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -4,8 +4,8 @@ Case `lerobot`: a LeRobot v2.1 folder (written with tests/fixtures/lerobot.py; t
 re-encoded with textured camera-like frames, because the fixture's flat colour frames decode
 unrealistically fast) is converted with `cotrain convert lerobot ... --image-size 224` (the library
 call `cotrain.convert.pipeline.convert`). Its floor is the work no converter can avoid: PyAV decode of
-the same mp4s, the same resize inside `frame.to_ndarray(width, height)` (swscale, as cotrain/video.py
-does) and `cotrain.imaging.encode_jpeg` at the same quality, nothing around them.
+the same mp4s, the same resize inside `frame.to_ndarray(width, height)` (swscale, as cotrain/media/video.py
+does) and `cotrain.media.image.encode_jpeg` at the same quality, nothing around them.
 
 Cases `mcap` and `rlds` (convert_cases.py; run when their converters are installed) do the same for
 ROS 2 MCAP logs (CompressedImage JPEG + JointState + command topics) and an RLDS TFRecord folder,
@@ -103,9 +103,9 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
     """Decode every frame of one mp4, resize it in swscale and JPEG-encode it: the floor's unit of work."""
     import av
 
-    from cotrain.imaging import encode_jpeg, fit_size
+    from cotrain.media.image import encode_jpeg, fit_size
 
-    from cotrain.video import decode_threads
+    from cotrain.media.video import decode_threads
 
     frames = 0
     with av.open(str(path)) as container:
@@ -122,8 +122,8 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
 def lerobot_convert(data: Path, out: Path, workers: int, image_size: str) -> int:
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import RunOptions
-    from cotrain.video import decode_threads
-    from cotrain_converters.lerobot import LeRobotOptions
+    from cotrain.media.video import decode_threads
+    from cotrain_converters.lerobot.converter import LeRobotOptions
 
     opts = LeRobotOptions(embodiment="so101", image_size=image_size, jpeg_quality=JPEG_QUALITY)
     run = RunOptions(workers=workers, progress=False, decode_threads=decode_threads())
@@ -133,7 +133,7 @@ def lerobot_convert(data: Path, out: Path, workers: int, image_size: str) -> int
 
 def run_variant(args: argparse.Namespace) -> None:
     """Inside a fresh process: set up, wait for the parent's go, do this part of the work, report."""
-    from cotrain.imaging import parse_size
+    from cotrain.media.image import parse_size
 
     data, size = Path(args.data), SIZES[args.size]
     case, kind = args.variant.split("-", 1)
@@ -170,7 +170,7 @@ FLOOR_TASKS: dict[str, Callable[[Path], Sequence[Any]]] = {"lerobot": lerobot_fl
 FLOORS: dict[str, Callable[[Any, tuple[int, int] | None], int]] = {"lerobot": lerobot_floor}
 CONVERTS: dict[str, Callable[[Path, Path, int, str], int]] = {"lerobot": lerobot_convert}
 FLOOR_NOTES = {
-    "lerobot": "PyAV decode of every mp4 frame + to_ndarray(width, height) resize + cotrain.imaging.encode_jpeg",
+    "lerobot": "PyAV decode of every mp4 frame + to_ndarray(width, height) resize + cotrain.media.image.encode_jpeg",
 }
 
 

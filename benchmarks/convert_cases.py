@@ -5,7 +5,7 @@ MCAP: one ROS 2 log per episode (mcap_ros2's writer, the message definitions of 
 two cameras as sensor_msgs/msg/CompressedImage JPEG at 30 Hz, converted with `--fps 30` so every
 camera message becomes exactly one output frame. Floor: one pass of the mcap reader over the three
 kinds of topic with the ROS 2 CDR decoder (every message decoded, as the converter decodes them), and
-the converter's JPEG handling of each camera frame (`cotrain.imaging.to_jpeg`: decode, resize within
+the converter's JPEG handling of each camera frame (`cotrain.media.image.to_jpeg`: decode, resize within
 the bound, encode), nothing else.
 
 RLDS: a TFDS folder written with tests/fixtures/rlds.py `write_rlds` (one tf.train.Example per
@@ -48,7 +48,7 @@ class Case:
 def _jpeg(episode: int, frame: int, camera: int, hw: tuple[int, int]) -> bytes:
     from convert_bench import camera_frame
 
-    from cotrain.imaging import encode_jpeg
+    from cotrain.media.image import encode_jpeg
 
     return encode_jpeg(camera_frame(episode, frame, camera, hw), JPEG_QUALITY)
 
@@ -99,7 +99,7 @@ def mcap_floor(path: Path, bound: tuple[int, int] | None) -> int:
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    from cotrain.imaging import to_jpeg
+    from cotrain.media.image import to_jpeg
 
     frames, cameras = 0, set(CAMERA_TOPICS.values())
     with path.open("rb") as fh:
@@ -117,7 +117,7 @@ def mcap_floor(path: Path, bound: tuple[int, int] | None) -> int:
 def mcap_convert(data: Path, out: Path, workers: int, image_size: str) -> int:
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import RunOptions
-    from cotrain_converters.mcap import MCAPOptions
+    from cotrain_converters.mcap.converter import MCAPOptions
 
     opts = MCAPOptions(embodiment="bench", fps=30, image_size=image_size, jpeg_quality=JPEG_QUALITY, task="pick",
                        state_topic="/joint_states", action_topic="/joint_commands",
@@ -153,10 +153,10 @@ def rlds_tasks(data: Path) -> list[Path]:
 
 
 def rlds_floor(path: Path, bound: tuple[int, int] | None) -> int:
-    from cotrain.imaging import to_jpeg
-    from cotrain_converters.tf_example import decode_int64s, parse_example
-    from cotrain_converters.tfds_features import decode_steps, load_features
-    from cotrain_converters.tfrecord import iter_records
+    from cotrain.media.image import to_jpeg
+    from cotrain_converters.rlds.tf_example import decode_int64s, parse_example
+    from cotrain_converters.rlds.tfds_features import decode_steps, load_features
+    from cotrain_converters.rlds.tfrecord import iter_records
 
     features = load_features(path.parent / "features.json")
     cameras, frames = {f"steps/{k}" for k in RLDS_CAMERAS}, 0
@@ -175,7 +175,7 @@ def rlds_floor(path: Path, bound: tuple[int, int] | None) -> int:
 def rlds_convert(data: Path, out: Path, workers: int, image_size: str) -> int:
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import RunOptions
-    from cotrain_converters.rlds import RldsOptions
+    from cotrain_converters.rlds.converter import RldsOptions
 
     opts = RldsOptions(embodiment="bench", source_fps=30.0, image_size=image_size, jpeg_quality=JPEG_QUALITY)
     report = convert("rlds", data, out, opts, RunOptions(workers=workers, progress=False))
@@ -196,12 +196,12 @@ def _importable(*modules: str) -> bool:
 def available() -> list[Case]:
     """The cases whose converter and fixture writer are installed (both landed after this benchmark)."""
     cases = []
-    if _importable("cotrain_converters.mcap", "tests.fixtures.mcap", "mcap_ros2"):
+    if _importable("cotrain_converters.mcap.converter", "tests.fixtures.mcap", "mcap_ros2"):
         cases.append(Case("mcap", write_mcap, lambda d: sorted(d.glob("*.mcap")), mcap_floor, mcap_convert,
                           "mcap reader over state/action/camera topics + ROS 2 CDR decode of every message + "
-                          "cotrain.imaging.to_jpeg of every camera frame"))
-    if _importable("cotrain_converters.rlds", "tests.fixtures.rlds"):
+                          "cotrain.media.image.to_jpeg of every camera frame"))
+    if _importable("cotrain_converters.rlds.converter", "tests.fixtures.rlds"):
         cases.append(Case("rlds", write_rlds_data, rlds_tasks, rlds_floor, rlds_convert,
                           "TFRecord framing with CRC checks + tf.train.Example parse + decode of every step feature "
-                          "+ cotrain.imaging.to_jpeg of every camera frame"))
+                          "+ cotrain.media.image.to_jpeg of every camera frame"))
     return cases

@@ -2,7 +2,7 @@
 
 Closed-loop success in the toy study (docs/ablation.md) needs the policy to locate the object its
 instruction names. This script measures that one skill in isolation, without control, closed-loop
-error or demonstrations: each example is one rendered tabletop scene (cotrain.sim), a text, and the
+error or demonstrations: each example is one rendered tabletop scene (cotrain.lab.sim), a text, and the
 (x, y) of one object on the table. The VLA learns to output that point as a 1-step, 2-D action
 chunk (no state), and a plain reference network learns the same from the same data in the same run.
 
@@ -51,7 +51,7 @@ Data = tuple[np.ndarray, list[str], np.ndarray]  # images [N, S, S, 3] uint8, te
 
 
 def _instruction_scenes(split: str, n: int, size: int) -> Data:
-    from cotrain.sim.env import TabletopEnv, sample_demo_episode, sample_eval_episode
+    from cotrain.lab.sim.env import TabletopEnv, sample_demo_episode, sample_eval_episode
 
     env = TabletopEnv("sim_arm", size)
     images, texts, targets = [], [], []
@@ -67,10 +67,10 @@ def _instruction_scenes(split: str, n: int, size: int) -> Data:
 
 def _custom_scenes(task: str, split: str, n: int, size: int) -> Data:
     """Three objects with unique colours and shapes (red always present for `fixed`), no goal zones."""
-    from cotrain.sim.embodiments import get_embodiment
-    from cotrain.sim.render import Condition, Renderer
-    from cotrain.sim.scene import _START, Item, Scene, _positions, demo_tasks
-    from cotrain.sim.world import World
+    from cotrain.lab.sim.embodiments import get_embodiment
+    from cotrain.lab.sim.render import Condition, Renderer
+    from cotrain.lab.sim.scene import _START, Item, Scene, _positions, demo_tasks
+    from cotrain.lab.sim.world import World
 
     rng = np.random.default_rng([0 if split == "train" else 1, TASKS.index(task)])
     renderer, arm, task_spec = Renderer(size), get_embodiment("sim_arm"), demo_tasks("target")[0]

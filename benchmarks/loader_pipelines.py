@@ -1,7 +1,7 @@
 """The loader benchmark's data and its pipelines: cotrain's MixtureLoader and the peers it is measured against.
 
 Every pipeline decodes a sample exactly as the floor does (`decode_member`): each camera JPEG through
-cotrain's own `letterbox_jpeg` to side x side, each `.npy` through `cotrain.shards.decode_npy` (a
+cotrain's own `letterbox_jpeg` to side x side, each `.npy` through `cotrain.dataset.shards.decode_npy` (a
 regex header parse, np.load(allow_pickle=False) for unusual headers), JSON through `json.loads`, text
 as UTF-8. The peers batch with `stack_collate` (images stacked into one
 uint8 tensor, the rest as lists), the least a trainer needs; MixtureLoader's collator does more
@@ -30,7 +30,7 @@ import torch.utils.data as tud
 
 from common import import_fixtures
 from cotrain.mix.transform import letterbox_jpeg
-from cotrain import shards
+from cotrain.dataset import shards
 
 BATCH = 32
 # name, state dim, action dim, horizon, mixture weight
@@ -54,7 +54,7 @@ def textured_image(i: int, hw: tuple[int, int]) -> np.ndarray:
 
 
 def _textured_encoder(offset: int) -> Any:
-    from cotrain.imaging import encode_jpeg
+    from cotrain.media.image import encode_jpeg
 
     counter = itertools.count(offset)
 
@@ -93,7 +93,7 @@ def export_parquet(root: Path, files_per_source: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cotrain.shards import decode_npy, iter_samples
+    from cotrain.dataset.shards import decode_npy, iter_samples
 
     for name, *_ in SOURCES:
         rows = [s for shard in sorted((root / name).glob("shard-*.tar")) for s in iter_samples(shard)]
@@ -118,7 +118,7 @@ def export_parquet(root: Path, files_per_source: int) -> None:
 
 
 def decode_member(ext: str, data: bytes, side: int) -> Any:
-    """What every variant does per member (cotrain.shards.decode_member + letterbox for images)."""
+    """What every variant does per member (cotrain.dataset.shards.decode_member + letterbox for images)."""
     if ext.rsplit(".", 1)[-1] == "jpg":
         return letterbox_jpeg(data, side)
     return shards.decode_member(ext, data)
@@ -224,8 +224,8 @@ def plan_sequence(root: Path, start_step: int, steps: int) -> list[tuple[int, in
 
 def load_raw(root: Path, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], dict[str, bytes]]:
     """The raw member bytes of the wanted samples, read into memory (before the floor's clock starts)."""
-    from cotrain.manifest import load_manifest
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset.reader import SourceReader
 
     need = set(wanted)
     readers = [SourceReader(str(root / name), load_manifest(root / name)) for name, *_ in SOURCES]

@@ -32,7 +32,8 @@ def _unchecked(self: Any, sample: Any, member: str, ndim: int, dims: Any) -> Any
 
 
 def measure(mixture: Path, rounds: int, batches: int = 10) -> dict[str, Any]:
-    from cotrain.mix import reader, transform
+    from cotrain.dataset import reader
+    from cotrain.mix import transform
     from cotrain.mix.loader import MixtureLoader
     from cotrain.mix.resolve import load_mixture
 

@@ -124,7 +124,7 @@ def concurrent(asks: list[Ask], obs: list[dict[str, Any]], tally: Tally, server_
 
 def in_process_asks(run_dir: Path) -> tuple[Ask, Callable[[list[dict[str, Any]]], Any]]:
     """(predict one observation, predict_batch a list) on a Policy loaded in this process."""
-    from cotrain.model.policy import Observation, Policy
+    from cotrain.eval.policy import Observation, Policy
 
     policy = Policy.load(run_dir)
 

@@ -64,8 +64,8 @@ class Demos:
 
 def load_demos(path: Path) -> Demos:
     """Every sample of a converted robot dataset (first camera), standardised."""
-    from cotrain.dataset import Dataset
-    from cotrain.imaging import decode_image
+    from cotrain.dataset.sequential import Dataset
+    from cotrain.media.image import decode_image
 
     images, states, actions, valid, texts = [], [], [], [], []
     for sample in Dataset.open(path).iter_decoded():
@@ -141,7 +141,7 @@ def make_policy(net: ReferencePolicy, demos: Demos) -> Any:
 
 def closed_loop(net: ReferencePolicy, demos: Demos, args: argparse.Namespace) -> dict[str, Any]:
     """Success, closest approach and tracking on `seen` and on the demos' own layouts (`train`)."""
-    from cotrain.sim.evaluate import EvalConfig, evaluate_policy, stateless
+    from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy, stateless
 
     net.eval()
     out = {}
@@ -186,7 +186,7 @@ def train_and_evaluate(demos: Demos, args: argparse.Namespace) -> tuple[list[dic
 
 def generated_data(args: argparse.Namespace, work: Path) -> Path:
     """Generate and convert `--demos` target demonstrations (minimal other sources); the robot dataset."""
-    from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus
+    from cotrain.lab.sim.generate import CorpusConfig, convert_corpus, generate_corpus
 
     cfg = CorpusConfig(episodes=args.demos, other_episodes=1, human_episodes=1, vl_images=4,
                        seed=args.corpus_seed, verbs=tuple(args.verbs.split(",")))

@@ -8,7 +8,7 @@ fresh s3fs file system (no shared cache):
 - `open_seek_read` (cotrain before this benchmark): one `fs.open(shard)` per shard, kept open, then
   `seek(start)` + `read(size)` per sample, with the back end's default cache (s3fs: "readahead",
   50 MiB blocks), so a read can fetch up to the end of the shard.
-- `cat_file_range` (cotrain.mix.storage.RangeReader, what the loader uses): `cat_file(path, start,
+- `cat_file_range` (cotrain.dataset.storage.RangeReader, what the loader uses): `cat_file(path, start,
   end)`, one ranged GET for exactly the sample's bytes.
 
 Both first load each touched shard's member index from its `.idx.json` sidecar (reported as
@@ -39,8 +39,8 @@ ReadFn = Callable[[str, int, int], bytes]
 
 def _spans(root: Path, manifest: Any, indices: Sequence[int]) -> list[tuple[str, int, int]]:
     """(shard, start, end) of each sample, from the local copy's member indices."""
-    from cotrain.shardindex import ShardIndex
-    from cotrain.shards import index_shard
+    from cotrain.dataset.shard_index import ShardIndex
+    from cotrain.dataset.shards import index_shard
 
     bounds = np.cumsum([s.samples for s in manifest.shards])
     cache: dict[str, ShardIndex] = {}
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import_fixtures()
     import s3fs
 
-    from cotrain.mix.storage import RangeReader, StorageOptions, read_manifest
-    from cotrain.shardindex import index_name
+    from cotrain.dataset.storage import RangeReader, StorageOptions, read_manifest
+    from cotrain.dataset.shard_index import index_name
     from tests.fixtures.cotrain_data import write_dataset
     from tests.fixtures.s3server import S3Server
 

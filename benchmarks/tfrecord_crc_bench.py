@@ -1,4 +1,4 @@
-"""TFRecord CRC-32C: `google_crc32c` (what converters/tfrecord.py uses) against the alternatives, same run.
+"""TFRecord CRC-32C: `google_crc32c` (what cotrain_converters/rlds/tfrecord.py uses) against the alternatives, same run.
 
 Writes an RLDS-like TFRecord folder (tests/fixtures/rlds.py: one tf.train.Example per episode, two
 224 x 224 noisy-JPEG cameras per step, so records are MB-sized like Open-X episodes) and measures, in
@@ -8,7 +8,7 @@ rounds that interleave the variants (figures are medians of the rounds):
   pure-Python fallback (on the first MB only: it is slow), and `zlib.crc32` (a C CRC-32, the
   reference for "a native CRC" on this machine).
 - `read_*`: `iter_records` over the folder (framing, both CRCs per record, payload copies), MB/s, for
-  the current module, and with `--baseline-rev REV` for converters/tfrecord.py as it was at git REV
+  the current module, and with `--baseline-rev REV` for cotrain_converters/rlds/tfrecord.py as it was at git REV
   (read with `git show`; its numpy lane-parallel CRC is forced, as it ran without optional packages).
 
     .venv/bin/python benchmarks/tfrecord_crc_bench.py --baseline-rev 66d6422   # ~1 min on 2 cores
@@ -59,8 +59,8 @@ def _write_data(root: Path, episodes: int, steps: int) -> list[Path]:
 
 
 def _module_at(rev: str) -> ModuleType:
-    """converters/tfrecord.py as committed at `rev`, with its numpy CRC path forced."""
-    source = subprocess.run(["git", "show", f"{rev}:converters/tfrecord.py"], cwd=ROOT, check=True,
+    """cotrain_converters/rlds/tfrecord.py as committed at `rev`, with its numpy CRC path forced."""
+    source = subprocess.run(["git", "show", f"{rev}:cotrain_converters/rlds/tfrecord.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "tfrecord_baseline.py"
     path.write_text(source)
@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="2 episodes x 10 steps, 2 rounds")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--baseline-rev", default=None, help="git revision whose converters/tfrecord.py to compare")
+    p.add_argument("--baseline-rev", default=None, help="git revision whose cotrain_converters/rlds/tfrecord.py to compare")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     machine = machine_info()
     import google_crc32c
     from google_crc32c import python as crc_python
 
-    from cotrain_converters import tfrecord
+    from cotrain_converters.rlds import tfrecord
 
     episodes, steps, repeats = (2, 10, 2) if args.quick else (8, 100, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:

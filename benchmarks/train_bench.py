@@ -34,7 +34,7 @@ import_fixtures()
 
 
 def write_data(root: Path, side: int, samples: int, cameras: int, horizon: int, batch: int) -> Path:
-    from cotrain import keys
+    from cotrain.dataset import keys
     from tests.fixtures.cotrain_data import write_dataset
 
     cams = ("front", "wrist", "top")[:cameras]
@@ -75,7 +75,7 @@ def predict_latency(mix: Path, preset: str, device: str, calls: int, extra: dict
 
     from cotrain.mix.resolve import load_mixture
     from cotrain.model.factory import build_vla, load_tokenizer_for
-    from cotrain.model.policy import LoadedRun, Policy
+    from cotrain.eval.policy import LoadedRun, Policy
     from cotrain.model.text import TextLayout
     from cotrain.train.compat import norm_stats_record, resolve_model_config
     from cotrain.train.config import TrainConfig

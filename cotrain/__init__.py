@@ -14,7 +14,7 @@ __all__ = ["ConfigError", "CotrainError", "DataError", "Policy", "__version__"]
 def __getattr__(name: str) -> object:
     # `cotrain.Policy` without importing torch at `import cotrain` (the CLI must start fast).
     if name == "Policy":
-        from cotrain.model.policy import Policy
+        from cotrain.eval.policy import Policy
 
         return Policy
     raise AttributeError(f"module 'cotrain' has no attribute {name!r}")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain.ablate.runner import EVALUATION_VERSION
-from cotrain.ablate.stats import compact_letter_display, holm, pairwise_welch, summarise, welch_t_test
-from cotrain.ablate.study import rescale_phases
-from cotrain.dataset import Dataset
+from cotrain.lab.ablate.runner import EVALUATION_VERSION
+from cotrain.lab.ablate.significance import compact_letter_display, holm, pairwise_welch, summarise, welch_t_test
+from cotrain.lab.ablate.study import rescale_phases
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError
-from cotrain.sim.evaluate import tracking_slope
+from cotrain.lab.sim.evaluate import tracking_slope
 from tests.conftest import ROOT, episodes_of
 
 # --- Welch p-values against closed forms and tables -------------------------------------------------
@@ -145,8 +145,8 @@ def test_rescale_keeps_phase_proportions() -> None:
 
 
 def test_lin2026_mixtures_share_the_target_and_name_study_datasets() -> None:
-    from cotrain.ablate.data import study_dataset_names
-    from cotrain.ablate.study import AblationConfig, load_study_mixtures, materialise
+    from cotrain.lab.ablate.data import study_dataset_names
+    from cotrain.lab.ablate.study import AblationConfig, load_study_mixtures, materialise
 
     cfg = AblationConfig(mixtures=(str(ROOT / "mixtures" / "lin2026"),), out="unused")
     mixtures, baseline = load_study_mixtures(cfg)
@@ -199,8 +199,8 @@ def _study(root: Path) -> Path:
 
 
 def _config(root: Path, mix: Path, **fields: object):
-    from cotrain.ablate.data import StudyDataConfig
-    from cotrain.ablate.study import AblationConfig
+    from cotrain.lab.ablate.data import StudyDataConfig
+    from cotrain.lab.ablate.study import AblationConfig
 
     data = StudyDataConfig(episodes=3, other_episodes=2, human_episodes=2, vl_images=4, image_size=32,
                            heldout_episodes=2, heldout_vl_images=2, verbs=("pick",))
@@ -211,7 +211,7 @@ def _config(root: Path, mix: Path, **fields: object):
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> None:
-    from cotrain.ablate.runner import run_ablation
+    from cotrain.lab.ablate.runner import run_ablation
 
     mix = _study(tmp_path)
     cfg = _config(tmp_path, mix)
@@ -308,8 +308,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
 
 
 def test_changed_steps_need_a_new_out(tmp_path: Path) -> None:
-    from cotrain.ablate.runner import _run_one
-    from cotrain.ablate.study import load_study_mixtures, materialise
+    from cotrain.lab.ablate.runner import _run_one
+    from cotrain.lab.ablate.study import load_study_mixtures, materialise
 
     mix = _study(tmp_path)
     cfg = _config(tmp_path, mix, steps=6)
@@ -322,8 +322,8 @@ def test_changed_steps_need_a_new_out(tmp_path: Path) -> None:
 
 
 def test_missing_datasets_outside_a_study_folder_are_an_error(tmp_path: Path) -> None:
-    from cotrain.ablate.runner import run_ablation
-    from cotrain.ablate.study import AblationConfig
+    from cotrain.lab.ablate.runner import run_ablation
+    from cotrain.lab.ablate.study import AblationConfig
 
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump({"name": "baseline", "batch_size": 2, "sources": {"target": {"path": "nowhere/x"}},

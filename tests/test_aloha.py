@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from cotrain.convert.pipeline import convert
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import DataError
-from cotrain.imaging import decode_image
-from cotrain_converters.aloha import AlohaOptions
+from cotrain.media.image import decode_image
+from cotrain_converters.hdf5.aloha import AlohaOptions
 from tests.conftest import episodes_of, run_cli
 from tests.fixtures.aloha import write_aloha
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cotrain.annotate import DEFAULT_PROMPT, AnnotateOptions, EpisodeFrames, Segment, annotate, match_segments
+from cotrain.annotate.segments import DEFAULT_PROMPT, AnnotateOptions, EpisodeFrames, Segment, annotate, match_segments
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions, RunOptions
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import load_manifest
-from cotrain.primitives import DimMap, PrimitiveRules, describe_move, detect_dims, move_vector, parse_dims
-from cotrain.primitives import trajectory_primitives
+from cotrain.dataset.manifest import load_manifest
+from cotrain.annotate.primitives import DimMap, PrimitiveRules, describe_move, detect_dims, move_vector, parse_dims
+from cotrain.annotate.primitives import trajectory_primitives
 from tests.conftest import run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 
@@ -399,7 +399,7 @@ def test_cli_options_mirror_the_models() -> None:
 def test_lerobot_v31_language_goes_into_annotation_samples(tmp_path: Path) -> None:
     """A v3.1 dataset as lerobot-annotate leaves it: converted with `convert lerobot`, then annotated from
     its own language columns (persistent subtasks; an interjection event beside a speech tool call)."""
-    from cotrain_converters.lerobot import LeRobotOptions
+    from cotrain_converters.lerobot.converter import LeRobotOptions
     from tests.fixtures.lerobot import write_lerobot_v30
 
     src = write_lerobot_v30(tmp_path / "src", episodes=3, frames=12, size=(16, 16), language=True)

@@ -158,7 +158,7 @@ def test_sim_bc_reference_quick(tmp_path: Path) -> None:
 def test_grounding_probe_targets_lie_on_what_the_text_names(task: str) -> None:
     # The probe is only meaningful if each target point is on the thing its text names: look there.
     from benchmarks.grounding_probe import make_data
-    from cotrain.sim.scene import COLOURS
+    from cotrain.lab.sim.scene import COLOURS
 
     images, texts, targets = make_data(task, "test", 24, 64)
     for image, text, target in zip(images, texts, targets):

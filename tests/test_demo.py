@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain.dataset import Dataset
-from cotrain.imaging import decode_image
+from cotrain.dataset.sequential import Dataset
+from cotrain.media.image import decode_image
 from tests.conftest import episodes_of
 
 
@@ -26,8 +26,8 @@ def one_thread(monkeypatch: pytest.MonkeyPatch):
 
 
 def _recordings(count: int = 2):
-    from cotrain.sim.generate import CorpusConfig, record_role
-    from cotrain.sim.render import Renderer
+    from cotrain.lab.sim.generate import CorpusConfig, record_role
+    from cotrain.lab.sim.render import Renderer
 
     return record_role("cross_embodiment", "sim_gripper", count, CorpusConfig(image_size=32, verbs=("pick",)),
                        Renderer(32))
@@ -36,8 +36,8 @@ def _recordings(count: int = 2):
 @pytest.mark.parametrize("compressed", [True, False])
 def test_aloha_writer_round_trips_through_the_converter(tmp_path: Path, compressed: bool) -> None:
     from cotrain.convert.pipeline import convert
-    from cotrain.sim.aloha_writer import write_aloha_folder
-    from cotrain_converters.aloha import AlohaOptions
+    from cotrain.lab.sim.aloha_writer import write_aloha_folder
+    from cotrain_converters.hdf5.aloha import AlohaOptions
 
     recs = _recordings()
     files = write_aloha_folder(tmp_path / "raw", recs, compressed=compressed)
@@ -71,8 +71,8 @@ def test_aloha_writer_round_trips_through_the_converter(tmp_path: Path, compress
 def test_demo_main_job_at_a_tiny_size(tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    from cotrain.demo import DemoConfig, main_job
-    from cotrain.demo_corpus import DemoCorpusConfig
+    from cotrain.lab.demo.run import DemoConfig, main_job
+    from cotrain.lab.demo.corpus import DemoCorpusConfig
 
     small = DemoCorpusConfig(target_episodes=3, heldout_episodes=2, gripper_episodes=2, human_episodes=2, vl_images=4,
                              heldout_vl_images=2, image_size=32)

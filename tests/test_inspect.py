@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.atomic import atomic_open
 from cotrain.cli.app import app
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import encode_jpeg
-from cotrain.inspect import stat_rows, summarise
-from cotrain.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, load_manifest
-from cotrain.preview import choose_samples, render_preview
-from cotrain.shards import ShardWriter, encode_json, encode_npy, index_shard, iter_samples
-from cotrain.validate import validate
+from cotrain.media.image import encode_jpeg
+from cotrain.dataset.summary import stat_rows, summarise
+from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, load_manifest
+from cotrain.dataset.preview import choose_samples, render_preview
+from cotrain.dataset.shards import ShardWriter, encode_json, encode_npy, index_shard, iter_samples
+from cotrain.dataset.validate import validate
 from tests.fixtures.aloha import scene, write_aloha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_validate_fresh_conversion_ok(aloha_ds: Path) -> None:
 
 
 def test_conversion_writes_sidecar_indices_that_validate_checks(ds: Path) -> None:
-    from cotrain.shardindex import ShardIndex, index_name, parse_index
+    from cotrain.dataset.shard_index import ShardIndex, index_name, parse_index
 
     manifest = load_manifest(ds)
     for entry in manifest.shards:  # one per shard, equal to a scan of it

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.convert.pipeline import convert
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import DataError
-from cotrain.imaging import decode_image
-from cotrain.manifest import load_manifest
-from cotrain.video import video_info
-from cotrain_converters.lerobot import LeRobotOptions
+from cotrain.media.image import decode_image
+from cotrain.dataset.manifest import load_manifest
+from cotrain.media.video import video_info
+from cotrain_converters.lerobot.converter import LeRobotOptions
 from tests.conftest import SHARED_DATA, run_cli
 from tests.fixtures.lerobot import (
     NAMES,
@@ -364,7 +364,7 @@ def test_decoder_thread_limits_do_not_change_the_output(v21: Path, v21_out: Path
 def test_iter_video_frames_applies_the_thread_setting(v21: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import av
 
-    from cotrain.video import DECODE_THREADS_ENV, decode_threads_set, iter_video_frames
+    from cotrain.media.video import DECODE_THREADS_ENV, decode_threads_set, iter_video_frames
 
     opened: list[Any] = []
     real_open = av.open
@@ -382,7 +382,7 @@ def test_iter_video_frames_applies_the_thread_setting(v21: Path, monkeypatch: py
 def test_decode_threads_env_errors_and_worker_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     from cotrain.convert.backend import usable_cores, worker_decode_threads
     from cotrain.errors import ConfigError
-    from cotrain.video import DECODE_THREADS_ENV, decode_threads
+    from cotrain.media.video import DECODE_THREADS_ENV, decode_threads
 
     monkeypatch.setenv(DECODE_THREADS_ENV, "two")
     with pytest.raises(ConfigError, match="COTRAIN_DECODE_THREADS='two': expected a whole number"):
@@ -400,7 +400,7 @@ def test_v30_episode_rows_use_row_group_statistics(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cotrain_converters.lerobot import _episode_rows, _may_hold
+    from cotrain_converters.lerobot.converter import _episode_rows, _may_hold
 
     ids = [0] * 12 + [1] * 13 + [2] * 14
     table = pa.table({"episode_index": ids, "frame_index": [i for n in (12, 13, 14) for i in range(n)],

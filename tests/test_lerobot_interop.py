@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.convert.pipeline import convert
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import decode_image
+from cotrain.media.image import decode_image
 from cotrain.interop.lerobot_batch import LeRobotBatchAdapter
 from cotrain.interop.lerobot_dataset_export import export_lerobot_dataset
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import load_mixture
-from cotrain_converters.lerobot import LeRobotOptions
+from cotrain_converters.lerobot.converter import LeRobotOptions
 from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.lerobot import write_lerobot_v30

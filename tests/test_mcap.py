@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from cotrain.convert.pipeline import convert
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import decode_image
-from cotrain_converters.mcap import MCAPOptions
-from cotrain_converters.mcap_decode import image_from_message
-from cotrain_converters.mcap_topics import field_value, parse_field_path, to_vector
+from cotrain.media.image import decode_image
+from cotrain_converters.mcap.converter import MCAPOptions
+from cotrain_converters.mcap.decode import image_from_message
+from cotrain_converters.mcap.topics import field_value, parse_field_path, to_vector
 from tests.conftest import episodes_of, run_cli
 from tests.fixtures import mcap as fx
 

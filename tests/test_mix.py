@@ -110,7 +110,7 @@ def test_plan_is_stable_across_versions() -> None:
 
 
 def test_loader_decodes_only_the_members_its_transform_reads(data: Path) -> None:
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.reader import SourceReader
 
     loader = MixtureLoader(load_mixture(write_mix(data)))
     src = loader.mixture.sources[1]
@@ -217,7 +217,7 @@ def test_batch_normalisation_equals_the_per_sample_transform(data: Path, workers
 
 
 def test_quantile_normalisation_maps_q01_q99_to_unit_range(data: Path) -> None:
-    from cotrain.manifest import load_manifest
+    from cotrain.dataset.manifest import load_manifest
     from cotrain.mix.transform import build_normalizer
 
     stats = load_manifest(data / "target").stats.state
@@ -337,13 +337,13 @@ def test_fsspec_url_sources_read_by_range(data: Path, tmp_path: Path) -> None:
 
 def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None:
     from cotrain.mix.transform import SampleTransform
-    from cotrain.manifest import load_manifest
+    from cotrain.dataset.manifest import load_manifest
 
     root = write_dataset(tmp_path / "multi", samples=4, modality="vision_language", cameras=("image_0", "image_1"))
     manifest = load_manifest(root)
     transform = SampleTransform.build(0, "multi", manifest, image_size=16, horizon=4, loss_weight=1.0,
                                       normalization="quantile", floor=1e-3, clip=1.0)
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.reader import SourceReader
 
     sample = SourceReader(str(root), manifest).read(0)
     del sample["image_1.jpg"]
@@ -413,9 +413,9 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
     import shutil
     import tarfile
 
-    from cotrain.manifest import load_manifest
-    from cotrain.mix import reader as reader_module
-    from cotrain.shardindex import index_name
+    from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset import reader as reader_module
+    from cotrain.dataset.shard_index import index_name
 
     root = tmp_path / "xemb"
     shutil.copytree(data / "xemb", root)
@@ -450,8 +450,8 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
 def test_reader_refuses_shard_names_outside_the_dataset(tmp_path: Path, name: str) -> None:
     """Any reader of a dataset (the loader, `cotrain eval`), not only a mixture, refuses to open a
     shard the manifest names outside the dataset folder."""
-    from cotrain.manifest import load_manifest
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset.reader import SourceReader
 
     ds = write_dataset(tmp_path / "ds", samples=4, per_shard=4)
     manifest = load_manifest(ds)

@@ -169,7 +169,7 @@ def test_text_tokens_bound_from_member_sizes() -> None:
     import numpy as np
 
     from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
-    from cotrain.shards import encode_npy
+    from cotrain.dataset.shards import encode_npy
 
     tok = build_byte_tokenizer()
     layout = TextLayout(tok, 1283, 1024, 0, 10_000)

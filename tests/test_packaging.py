@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,16 @@ from cotrain.mix.spec import parse_mixture
 from tests.conftest import ROOT
 
 
-def test_every_subpackage_is_listed_in_pyproject() -> None:
+def test_every_package_is_found_and_shipped() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cotrain").rglob("__init__.py")}
-    assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
-    assert "cotrain_converters" in listed and config["package-dir"]["cotrain_converters"] == "converters"
-    assert "converters" not in listed  # never a generic top-level name in site-packages
+    assert "package-dir" not in config  # the folders are the import names
+    include = config["packages"]["find"]["include"]  # found, not listed
+    found = {".".join(p.parent.relative_to(ROOT).parts) for pkg in ("cotrain", "cotrain_converters")
+             for p in (ROOT / pkg).rglob("__init__.py")}
+    assert all(any(fnmatch(name, pattern) for pattern in include) for name in found)
+    assert not any(fnmatch(name, pattern) for pattern in include for name in ("converters", "tests", "benchmarks"))
+    assert "py.typed" in config["package-data"]["*"] and (ROOT / "cotrain" / "py.typed").is_file()
+    assert "*.yaml" in config["package-data"]["*"]  # the RLDS standardisation table ships with its converter
 
 
 def test_cli_help_imports_nothing_heavy() -> None:

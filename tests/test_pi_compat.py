@@ -169,7 +169,7 @@ def pi_run(reference: Path, tmp: Path, arch: str, **fields: object) -> Path:
 
     import yaml
 
-    from cotrain import keys
+    from cotrain.dataset import keys
     from cotrain.train.config import TrainConfig
     from cotrain.train.loop import train
     from tests.fixtures.cotrain_data import write_dataset
@@ -196,7 +196,7 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path) ->
     import json
 
     from cotrain.interop.lerobot_policy import export_lerobot_policy
-    from cotrain.model.policy import load_run
+    from cotrain.eval.policy import load_run
     from tests.conftest import run_cli
 
     triples = []

@@ -15,9 +15,9 @@ import pytest
 
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions, RunOptions
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import load_manifest
+from cotrain.dataset.manifest import load_manifest
 from tests.conftest import ROOT, run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 
@@ -244,7 +244,7 @@ def test_concatenated_unit_tars_equal_one_writer(tmp_path: Path) -> None:
     """Shard assembly copies unit tars verbatim; the result is byte-identical to writing the samples once."""
     import io
 
-    from cotrain.shards import ShardWriter, concat_tars
+    from cotrain.dataset.shards import ShardWriter, concat_tars
 
     samples = [(f"{u:06d}_{i:06d}", {"meta.json": b"{}", "x.txt": bytes([65 + i]) * (100 + 700 * i)})
                for u in range(3) for i in range(u + 1)]
@@ -273,7 +273,7 @@ def test_fast_tar_headers_equal_tarfile(tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from cotrain.shards import ShardWriter
+    from cotrain.dataset.shards import ShardWriter
 
     members = {"meta.json": b"{}", "front.jpg": b"\xff\xd8\xff" + b"x" * 1000, "state.npy": b"",
                "a" * 120 + ".txt": b"long name"}
@@ -295,7 +295,7 @@ def test_fast_tar_headers_equal_tarfile(tmp_path: Path) -> None:
 def test_decode_npy_fast_path_equals_np_load() -> None:
     import io
 
-    from cotrain.shards import _NPY_HEADER, decode_npy
+    from cotrain.dataset.shards import _NPY_HEADER, decode_npy
 
     def saved(a: np.ndarray) -> bytes:
         buf = io.BytesIO()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from cotrain.convert.pipeline import convert
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import decode_image
-from cotrain_converters.robomimic import RobomimicOptions
+from cotrain.media.image import decode_image
+from cotrain_converters.hdf5.robomimic import RobomimicOptions
 from tests.conftest import episodes_of, run_cli
 from tests.fixtures.robomimic import (
     DEMO_FRAMES,

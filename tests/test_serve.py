@@ -25,9 +25,9 @@ from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.sync.client import connect
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError, DataError
-from cotrain.model.policy import Observation, Policy
+from cotrain.eval.policy import Observation, Policy
 from cotrain.serve.batching import BatchConfig
 from cotrain.serve.codec import pack, unpack
 from cotrain.serve.obs_map import ObsMapSpec, load_obs_map
@@ -277,7 +277,7 @@ def test_sim_eval_through_the_server_equals_in_process(run_dir: Path) -> None:
     from typer.testing import CliRunner
 
     from cotrain.cli.app import app
-    from cotrain.sim.evaluate import EvalConfig, evaluate_policy, load_run_policy, served_policy
+    from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy, load_run_policy, served_policy
 
     cfg = EvalConfig(episodes=2, splits=("seen", "unseen"), image_size=32)
     local = evaluate_policy(load_run_policy(run_dir, "sim_arm"), cfg)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cotrain.errors import ConfigError
-from cotrain.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
-from cotrain.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
-from cotrain.sim.evaluate import (
+from cotrain.lab.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
+from cotrain.lab.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
+from cotrain.lab.sim.evaluate import (
     EvalConfig,
     evaluate_policy,
     expert_policy,
@@ -23,10 +23,10 @@ from cotrain.sim.evaluate import (
     stateless,
     tracking_slope,
 )
-from cotrain.sim.expert import ExpertParams, expert_action
-from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
-from cotrain.sim.render import Renderer, sample_condition
-from cotrain.sim.scene import (
+from cotrain.lab.sim.expert import ExpertParams, expert_action
+from cotrain.lab.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
+from cotrain.lab.sim.render import Renderer, sample_condition
+from cotrain.lab.sim.scene import (
     BASE_COLOURS,
     BASE_SHAPES,
     EXCLUSIVE,
@@ -43,7 +43,7 @@ from cotrain.sim.scene import (
     sample_task,
     unseen_tasks,
 )
-from cotrain.sim.world import CONTACT_RADIUS, World
+from cotrain.lab.sim.world import CONTACT_RADIUS, World
 from tests.conftest import episodes_of, run_cli
 
 
@@ -208,7 +208,7 @@ def test_expert_succeeds_and_random_fails_on_every_split(embodiment: str) -> Non
     assert [e["instruction"] for e in expert["episodes"]] == [e["instruction"] for e in rand["episodes"]]
     # The expert reaches every task's object: within grasping distance for pick and place, at the contact
     # distance it pushes from for push; a random policy, on average, stays far from it.
-    from cotrain.sim.world import CONTACT_RADIUS, GRASP_RADIUS
+    from cotrain.lab.sim.world import CONTACT_RADIUS, GRASP_RADIUS
 
     for e in expert["episodes"]:
         assert e["closest"] <= (CONTACT_RADIUS + 0.005 if e["instruction"].startswith("push") else GRASP_RADIUS), e
@@ -298,7 +298,7 @@ def test_bad_chunk_shape_is_an_error() -> None:
 
 
 def test_run_policy_adapter_passes_observations(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cotrain.model.policy as policy_module
+    import cotrain.eval.policy as policy_module
 
     calls: list[tuple[Any, ...]] = []
 
@@ -350,8 +350,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Corpus
 
 
 def test_every_generated_source_converts_and_validates(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.manifest import load_manifest
-    from cotrain.validate import validate
+    from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset.validate import validate
 
     raw, converted, _ = corpus
     sources = json.loads((raw / "corpus.json").read_text())["sources"]
@@ -368,8 +368,8 @@ def test_every_generated_source_converts_and_validates(corpus: tuple[Path, Path,
 
 
 def test_robot_demos_round_trip_exactly(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.dataset import Dataset
-    from cotrain.imaging import decode_image
+    from cotrain.dataset.sequential import Dataset
+    from cotrain.media.image import decode_image
 
     _, converted, cfg = corpus
     for role, embodiment, count in (("target", "sim_arm", 3), ("cross_embodiment", "sim_gripper", 2)):
@@ -388,8 +388,8 @@ def test_robot_demos_round_trip_exactly(corpus: tuple[Path, Path, CorpusConfig])
 
 
 def test_human_demos_become_hand_poses_in_the_camera_frame(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.dataset import Dataset
-    from cotrain.sim.embodiments import hand_keypoints
+    from cotrain.dataset.sequential import Dataset
+    from cotrain.lab.sim.embodiments import hand_keypoints
 
     _, converted, cfg = corpus
     recs = record_role("human", "human_hand", 2, cfg, Renderer(cfg.image_size))
@@ -410,7 +410,7 @@ def test_human_demos_become_hand_poses_in_the_camera_frame(corpus: tuple[Path, P
 
 
 def test_vision_language_text_round_trips_and_carries_purple(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.dataset import Dataset
+    from cotrain.dataset.sequential import Dataset
 
     raw, converted, cfg = corpus
     doc = json.loads((raw / "vl/captions/annotations/captions_train2017.json").read_text())
@@ -471,8 +471,8 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> 
 
 
 def test_subtask_annotations_cover_every_frame_with_the_expert_phase(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.dataset import Dataset
-    from cotrain.manifest import load_manifest
+    from cotrain.dataset.sequential import Dataset
+    from cotrain.dataset.manifest import load_manifest
 
     _, converted, cfg = corpus
     recs = record_role("target", "sim_arm", 3, cfg, Renderer(cfg.image_size))

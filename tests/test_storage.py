@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 from cotrain.cli.app import app
 from cotrain.errors import ConfigError, DataError
 from cotrain.mix.loader import MixtureLoader
-from cotrain.mix.reader import SourceReader
+from cotrain.dataset.reader import SourceReader
 from cotrain.mix.resolve import load_mixture
-from cotrain.mix.storage import StorageOptions, read_manifest
-from cotrain.shardindex import index_name
-from cotrain.validate import validate
+from cotrain.dataset.storage import StorageOptions, read_manifest
+from cotrain.dataset.shard_index import index_name
+from cotrain.dataset.validate import validate
 from tests.fixtures.cotrain_data import write_dataset
 from tests.conftest import ROOT
 from tests.fixtures.s3server import S3Server

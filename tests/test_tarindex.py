@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cotrain import tarindex
+from cotrain.dataset import shard_scan
 from cotrain.errors import DataError
-from cotrain.shards import ShardWriter, encode_json, index_shard
+from cotrain.dataset.shards import ShardWriter, encode_json, index_shard
 
 
 def reference(path: Path) -> list[tuple[str, int, int]]:
@@ -47,18 +47,18 @@ MEMBERS = [
 def test_scan_matches_tarfile(tmp_path: Path, fmt: int, float_mtime: bool) -> None:
     members = MEMBERS
     path = write_tar(tmp_path / "a.tar", fmt, members, float_mtime=float_mtime)
-    got = list(tarindex.scan_path(path))
+    got = list(shard_scan.scan_path(path))
     assert got == reference(path)
     assert [name for name, *_ in got] == [name for name, _ in members]
     with open(path, "rb") as fh:  # the file-object route (remote shards) agrees
-        assert list(tarindex.scan_file(fh, "a.tar")) == got
+        assert list(shard_scan.scan_file(fh, "a.tar")) == got
     data = path.read_bytes()
     assert [data[o: o + n] for _, o, n in got] == [d for _, d in members]
 
 
 def test_ustar_prefix_names(tmp_path: Path) -> None:
     path = write_tar(tmp_path / "u.tar", tarfile.USTAR_FORMAT, MEMBERS[:3])
-    assert list(tarindex.scan_path(path)) == reference(path)
+    assert list(shard_scan.scan_path(path)) == reference(path)
 
 
 def test_cotrain_and_webdataset_shards(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_cotrain_and_webdataset_shards(tmp_path: Path) -> None:
         for i in range(5):
             sink.write({"__key__": f"k{i}", "meta.json": b"{}", "instruction.txt": b"go"})
     for path in (ours, theirs):
-        assert list(tarindex.scan_path(path)) == reference(path)
+        assert list(shard_scan.scan_path(path)) == reference(path)
     assert [k for k, _ in index_shard(theirs)] == [f"k{i}" for i in range(5)]
 
 
@@ -90,18 +90,18 @@ def test_damage_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(flipped))
     with pytest.raises(DataError, match=rf"a\.tar: unreadable member header at byte {header}; "
                                         rf"the last {len(good) - header} bytes were not read"):
-        list(tarindex.scan_path(path))
+        list(shard_scan.scan_path(path))
 
     path.write_bytes(good[: offset + size // 2])  # cut inside the member's data
     with pytest.raises(DataError, match=rf"truncated tar: member at byte {header} needs {size} bytes of data"):
-        list(tarindex.scan_path(path))
+        list(shard_scan.scan_path(path))
 
     path.write_bytes(good[: header + 100])  # cut inside a header
     with pytest.raises(DataError, match=rf"truncated tar: 100 bytes at byte {header} are less than a header"):
-        list(tarindex.scan_path(path))
+        list(shard_scan.scan_path(path))
 
     path.write_bytes(b"")
-    assert list(tarindex.scan_path(path)) == []
+    assert list(shard_scan.scan_path(path)) == []
 
 
 def test_sidecar_index_round_trip_and_refusals(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_sidecar_index_round_trip_and_refusals(tmp_path: Path) -> None:
     is an error naming the sidecar (the reader then scans instead)."""
     import json
 
-    from cotrain.shardindex import ShardIndex, index_name, parse_index, write_index
+    from cotrain.dataset.shard_index import ShardIndex, index_name, parse_index, write_index
 
     path = tmp_path / "shard-000000.tar"
     with open(path, "wb") as fh:
@@ -138,7 +138,7 @@ def test_sidecar_index_round_trip_and_refusals(tmp_path: Path) -> None:
 
 
 def test_sidecar_of_an_empty_shard(tmp_path: Path) -> None:
-    from cotrain.shardindex import index_name, parse_index, write_index
+    from cotrain.dataset.shard_index import index_name, parse_index, write_index
 
     path = tmp_path / "shard-000000.tar"
     with open(path, "wb") as fh:

@@ -20,14 +20,14 @@ import pytest
 
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import load_manifest
-from cotrain.shards import decode_npy
-from cotrain.tokenizers import DecodeStats, evaluate_tokenizer, fit_tokenizer, get_kind, load_tokenizer
-from cotrain.tokenizers.binning import BinningTokenizer
-from cotrain.tokenizers.fast import FastTokenizer, dct_matrix
-from cotrain.tokenizers.io import NormSpec, TokenizerConfig, save_tokenizer
+from cotrain.dataset.manifest import load_manifest
+from cotrain.dataset.shards import decode_npy
+from cotrain.action_tokens import DecodeStats, evaluate_tokenizer, fit_tokenizer, get_kind, load_tokenizer
+from cotrain.action_tokens.binning import BinningTokenizer
+from cotrain.action_tokens.fast import FastTokenizer, dct_matrix
+from cotrain.action_tokens.io import NormSpec, TokenizerConfig, save_tokenizer
 from cotrain_converters.tokens import TokensOptions
 from tests.conftest import ROOT, run_cli
 from tests.fixtures.aloha import write_aloha
@@ -175,7 +175,7 @@ def test_fit_writes_a_self_contained_directory(smooth_robot: Path, fitted: Path,
 def test_loads_offline_in_a_fresh_process(smooth_robot: Path, fitted: Path) -> None:
     chunk = next(Dataset.open(smooth_robot).iter_decoded())["actions.npy"]
     expected = load_tokenizer(fitted).encode(chunk).tolist()
-    code = ("import sys, json, numpy as np; from cotrain.tokenizers import load_tokenizer; "
+    code = ("import sys, json, numpy as np; from cotrain.action_tokens import load_tokenizer; "
             "t = load_tokenizer(sys.argv[1]); print(json.dumps(t.encode(np.array(json.loads(sys.argv[2]))).tolist()))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/nonexistent"}
     proc = subprocess.run([sys.executable, "-c", code, str(fitted), json.dumps(chunk.tolist())], capture_output=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
@@ -154,7 +154,7 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
 def tokens(data: Path) -> Path:
     """An action-token dataset made the real way: fit a bins tokenizer, run the tokens converter."""
     from cotrain.convert.pipeline import convert
-    from cotrain.tokenizers import fit_tokenizer
+    from cotrain.action_tokens import fit_tokenizer
     from cotrain_converters.tokens import TokensOptions
 
     fit_tokenizer([data / "robot"], data / "bins", kind="bins")
@@ -167,10 +167,10 @@ def test_policy_predict_matches_the_loader_path(data: Path, tmp_path: Path) -> N
     import torch
 
     import cotrain
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.reader import SourceReader
     from cotrain.mix.transform import SampleTransform
-    from cotrain.model.policy import load_run
-    from cotrain.manifest import load_manifest
+    from cotrain.eval.policy import load_run
+    from cotrain.dataset.manifest import load_manifest
 
     train(config(data, tmp_path / "run", steps=3))
     policy = cotrain.Policy.load(tmp_path / "run")
@@ -201,7 +201,7 @@ def test_checkpoint_weights_round_trip_and_mismatch(data: Path, tmp_path: Path) 
     import torch
     from safetensors.torch import load_file
 
-    from cotrain.model.policy import load_run
+    from cotrain.eval.policy import load_run
     from cotrain.train.checkpoint import load_model_weights
 
     result = train(config(data, tmp_path / "run", steps=2))
@@ -233,7 +233,7 @@ def test_action_tokens_train_and_eval(data: Path, tokens: Path, tmp_path: Path) 
     assert 0.0 <= tok["action_tokens"]["accuracy"] <= 1.0 and tok["actions"]["cells"] > 0
     assert vl["text"]["tokens"] == sum(len(f"caption {i}") + 1 for i in (0, 3, 7, 10, 13, 16, 20, 23))
     assert "actions" not in vl and vl["text"]["perplexity"] == pytest.approx(math.exp(vl["text"]["ce"]))
-    from cotrain.evaluate import evaluate_run
+    from cotrain.eval.offline import evaluate_run
 
     with pytest.raises(ConfigError, match="the run has no norm stats for embodiment 'arm2' with 2 action dims; "
                                           "it knows: bot"):
@@ -253,7 +253,7 @@ def test_eval_text_ce_falls_with_training(data: Path, tmp_path: Path) -> None:
     for steps in (1, 30):
         train(TrainConfig(mixture=str(mix), steps=steps, out=str(tmp_path / f"run{steps}"), save_every=100,
                           **{**FAST, "lr": 3e-3}))
-    from cotrain.evaluate import evaluate_run
+    from cotrain.eval.offline import evaluate_run
 
     early = evaluate_run(tmp_path / "run1", [data / "vl"], max_samples=12)
     late = evaluate_run(tmp_path / "run30" / "checkpoints" / "step_00000030", [data / "vl"], max_samples=12)
@@ -353,8 +353,8 @@ def test_eval_image_gain_pairs_each_sample_with_another_samples_images(data: Pat
     as wrong as the donor's actions on swapped ones; a vision-blind policy gains nothing."""
     import torch
 
-    from cotrain.evaluate import evaluate_dataset
-    from cotrain.model.policy import load_run
+    from cotrain.eval.offline import evaluate_dataset
+    from cotrain.eval.policy import load_run
 
     train(config(data, tmp_path / "run", steps=1))
     run = load_run(tmp_path / "run")
@@ -403,7 +403,7 @@ def test_text_budget_is_sized_from_the_data_and_never_cuts_silently(tmp_path: Pa
     stored = json.loads((tmp_path / "fit" / "model_config.json").read_text())
     assert stored["max_text_tokens"] == 1 + 44 + 1  # <bos>, the longest instruction's bytes, "\n"
     assert [r["truncated"] for r in result.history] == [0, 0]
-    from cotrain.model.policy import Policy
+    from cotrain.eval.policy import Policy
 
     assert Policy.load(tmp_path / "fit").run.layout.max_tokens == 46  # a loaded policy uses the stored budget
 

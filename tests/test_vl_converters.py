@@ -13,13 +13,13 @@ import pytest
 
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RunOptions
-from cotrain.dataset import Dataset
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.imaging import decode_image, is_jpeg
-from cotrain_converters import hf_parquet, img2dataset
-from cotrain_converters.coco import CocoOptions
-from cotrain_converters.hf_parquet import HFParquetOptions
-from cotrain_converters.img2dataset import Img2DatasetOptions
+from cotrain.media.image import decode_image, is_jpeg
+from cotrain_converters.vision_language import hf_parquet, img2dataset
+from cotrain_converters.vision_language.coco import CocoOptions
+from cotrain_converters.vision_language.hf_parquet import HFParquetOptions
+from cotrain_converters.vision_language.img2dataset import Img2DatasetOptions
 from tests.conftest import run_cli, tree_digest
 from tests.fixtures.vl import (
     COCO_IDS,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
@@ -69,8 +69,8 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
 
 
 def test_validation_curves_match_offline_eval_and_leave_training_alone(data: Path, tmp_path: Path) -> None:
-    from cotrain.evaluate import evaluate_dataset
-    from cotrain.model.policy import load_run
+    from cotrain.eval.offline import evaluate_dataset
+    from cotrain.eval.policy import load_run
     from cotrain.train.validation import Validator
 
     plain = train(config(write_mix(data), tmp_path / "plain"))

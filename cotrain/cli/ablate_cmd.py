@@ -1,4 +1,4 @@
-"""`cotrain ablate MIXTURES... --seeds K --steps N --out OUT`: a thin wrapper over cotrain.ablate.runner."""
+"""`cotrain ablate MIXTURES... --seeds K --steps N --out OUT`: a thin wrapper over cotrain.lab.ablate.runner."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def ablate_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train and evaluate every mixture x seed (resumable), then write results and plots (docs/ablation.md)."""
-    from cotrain.ablate.runner import run_ablation
-    from cotrain.ablate.study import AblationConfig
+    from cotrain.lab.ablate.runner import run_ablation
+    from cotrain.lab.ablate.study import AblationConfig
     from cotrain.cli.train_cmd import _parse_sets
 
     cfg = AblationConfig(mixtures=tuple(str(m) for m in mixtures), out=str(out), seeds=seeds, steps=steps, model=model,

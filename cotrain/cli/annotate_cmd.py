@@ -14,7 +14,7 @@ import typer
 
 from cotrain.cli.output import print_json, print_table
 
-_TEXT_PROMPT = "answer en What is the robot doing?"  # = cotrain.annotate.DEFAULT_PROMPT (checked by a test)
+_TEXT_PROMPT = "answer en What is the robot doing?"  # = cotrain.annotate.segments.DEFAULT_PROMPT (checked by a test)
 
 
 def annotate_cmd(
@@ -54,7 +54,7 @@ def annotate_cmd(
 ) -> None:
     """Make an annotation dataset: a dense target.txt per frame from segments (--from) or --scripted primitives."""
     values = {k: v for k, v in locals().items() if v is not None and k not in ("src", "out", "json_output")}
-    from cotrain.annotate import AnnotateOptions, annotate
+    from cotrain.annotate.segments import AnnotateOptions, annotate
     from cotrain.cli.options import build_model
     from cotrain.convert.spec import RunOptions
 

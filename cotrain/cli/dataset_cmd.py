@@ -1,6 +1,6 @@
 """`cotrain inspect`, `cotrain validate` and `cotrain preview`: look at a converted dataset.
 
-Thin commands over cotrain.inspect, cotrain.validate and cotrain.preview; those are imported inside
+Thin commands over cotrain.dataset.summary, cotrain.dataset.validate and cotrain.dataset.preview; those are imported inside
 each command so `cotrain --help` stays fast.
 """
 
@@ -29,7 +29,7 @@ def _storage_options(pairs: list[str]) -> Any:
     from pydantic import ValidationError
 
     from cotrain.errors import ConfigError
-    from cotrain.mix.storage import StorageOptions
+    from cotrain.dataset.storage import StorageOptions
 
     if bad := next((p for p in pairs if "=" not in p), None):
         raise ConfigError(f"--storage-option {bad!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
@@ -59,7 +59,7 @@ def _print_stats(title: str, rows: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cotrain.inspect import STAT_COLUMNS
+    from cotrain.dataset.summary import STAT_COLUMNS
 
     table = Table(title=title, title_justify="left")
     table.add_column("dimension", style="bold")
@@ -88,7 +88,7 @@ def _overview(data: dict[str, Any]) -> dict[str, Any]:
 
 def inspect_cmd(out: str = _DATASET, json_output: bool = _JSON, storage: list[str] = _STORAGE) -> None:
     """Summarise a dataset from its manifest (fast: no shard is read)."""
-    from cotrain.inspect import stat_rows, summarise
+    from cotrain.dataset.summary import stat_rows, summarise
 
     summary = summarise(out, _storage_options(storage))
     if json_output:
@@ -111,7 +111,7 @@ def validate_cmd(
     storage: list[str] = _STORAGE,
 ) -> None:
     """Re-hash every shard and check every sample against the manifest; exit 1 on any problem."""
-    from cotrain.validate import validate
+    from cotrain.dataset.validate import validate
 
     report = validate(out, workers=workers, max_problems=max_problems or None, progress=None,
                       storage_options=_storage_options(storage))
@@ -137,7 +137,7 @@ def preview_cmd(
     storage: list[str] = _STORAGE,
 ) -> None:
     """Render a PNG of a few samples: all cameras, their text and one action chunk each."""
-    from cotrain.preview import render_preview
+    from cotrain.dataset.preview import render_preview
 
     result = render_preview(out, png, samples=samples, seed=seed, storage_options=_storage_options(storage))
     typer.echo(f"wrote {result.path} ({result.width_px}x{result.height_px} px): {', '.join(result.keys)}")

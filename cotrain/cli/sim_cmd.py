@@ -11,7 +11,7 @@ from cotrain.cli.output import print_json, print_table
 from cotrain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cotrain.sim.evaluate import EvalConfig, PolicyFactory
+    from cotrain.lab.sim.evaluate import EvalConfig, PolicyFactory
 
 sim_app = typer.Typer(help="Simulated tabletop benchmark: generate a co-training corpus, evaluate policies.",
                       no_args_is_help=True)
@@ -35,7 +35,7 @@ def generate_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write demonstrations (LeRobot v3.0 per robot, EgoDex human video) and vision-language data."""
-    from cotrain.sim.generate import CorpusConfig, convert_corpus, generate_corpus
+    from cotrain.lab.sim.generate import CorpusConfig, convert_corpus, generate_corpus
 
     cfg = CorpusConfig(episodes=episodes, other_episodes=other_episodes, human_episodes=human_episodes,
                        vl_images=vl_images, questions_per_image=questions, image_size=image_size, target=target,
@@ -70,7 +70,7 @@ def eval_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Closed-loop success rate per split (seen, unseen, seen_shift, unseen_shift) and unseen group."""
-    from cotrain.sim.evaluate import EvalConfig, evaluate_policy
+    from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy
 
     cfg = EvalConfig(episodes=episodes, splits=_split_list(splits), embodiment=embodiment, replan_steps=replan_steps,
                      image_size=image_size, seed=seed, verbs=_split_list(verbs))
@@ -90,7 +90,7 @@ def _split_list(text: str) -> tuple[str, ...]:
 
 def _policy(run_dir: Path | None, policy: str | None, server: str | None,
             cfg: EvalConfig) -> tuple[PolicyFactory, str]:
-    from cotrain.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy, served_policy
+    from cotrain.lab.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy, served_policy
 
     if sum(x is not None for x in (run_dir, policy, server)) != 1:
         raise ConfigError("give either RUN_DIR (a trained run), --policy expert|random or --server ws://HOST:PORT; "
@@ -123,7 +123,7 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 @sim_app.command("splits")
 def splits_cmd(json_output: bool = typer.Option(False, "--json", help="Print the table as JSON.")) -> None:
     """Which colours and shapes each data role shows (the split design of docs/sim.md)."""
-    from cotrain.sim.scene import HELD_OUT_COMBOS, split_table
+    from cotrain.lab.sim.scene import HELD_OUT_COMBOS, split_table
 
     table = split_table()
     if json_output:

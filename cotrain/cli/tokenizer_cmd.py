@@ -29,7 +29,7 @@ def fit_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Fit a tokenizer on the datasets' action chunks (normalised with their q01/q99 stats)."""
-    from cotrain.tokenizers import fit_tokenizer
+    from cotrain.action_tokens import fit_tokenizer
 
     report = fit_tokenizer(datasets, out, kind=kind, vocab_size=vocab_size, scale=scale, horizon=horizon,
                            max_chunks=max_chunks or None, overwrite=overwrite)
@@ -43,7 +43,7 @@ def eval_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Round-trip every chunk: reconstruction error (normalised and original units) and tokens per chunk."""
-    from cotrain.tokenizers import evaluate_tokenizer
+    from cotrain.action_tokens import evaluate_tokenizer
 
     report = evaluate_tokenizer(directory, datasets)
     if json_output:

@@ -1,4 +1,4 @@
-"""`cotrain train` and `cotrain eval`: thin wrappers over cotrain.train.loop.train and cotrain.evaluate.
+"""`cotrain train` and `cotrain eval`: thin wrappers over cotrain.train.loop.train and cotrain.eval.offline.
 
 Works the same under torchrun (`torchrun --nproc-per-node K -m cotrain train ...`); only rank 0 prints.
 """
@@ -106,7 +106,7 @@ def eval_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Per dataset: action error of sampled chunks, text CE on VL data, action-token accuracy."""
-    from cotrain.evaluate import evaluate_run
+    from cotrain.eval.offline import evaluate_run
 
     report = evaluate_run(run_dir, data, max_samples=max_samples, batch_size=batch_size, flow_steps=flow_steps,
                           seed=seed, device=device)

@@ -1,6 +1,6 @@
 """Conversion framework: converter specs, the robot sample builder and the sharding pipeline.
 
-Converters themselves live in the `cotrain_converters` package (source folder `converters/`) and
+Converters themselves live in the `cotrain_converters` package (source folder `cotrain_converters/`) and
 register through the `cotrain.converters` entry point; this package never imports them by name.
 """
 

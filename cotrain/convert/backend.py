@@ -19,7 +19,7 @@ from typing import Any
 
 from cotrain.convert.unit_task import run_unit
 from cotrain.errors import ConfigError
-from cotrain.video import decode_threads_set
+from cotrain.media.video import decode_threads_set
 
 TaskArgs = tuple[Any, ...]
 

@@ -13,9 +13,9 @@ from cotrain.atomic import write_text_atomic
 from cotrain.convert.plan import WORK_DIR, WorkDir, read_plan
 from cotrain.convert.workfiles import load_shard_record, manifest_header
 from cotrain.errors import DataError
-from cotrain.manifest import MANIFEST_NAME, Manifest, ShardEntry, SkippedEpisode
-from cotrain.shards import shard_name
-from cotrain.stats import compute_norm_stats, load_lowdim
+from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SkippedEpisode
+from cotrain.dataset.shards import shard_name
+from cotrain.dataset.norm_stats import compute_norm_stats, load_lowdim
 
 
 def finalize(out: str | Path) -> Manifest:

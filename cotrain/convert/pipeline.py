@@ -23,12 +23,12 @@ from cotrain.atomic import WriteError, atomic_open, write_text_atomic
 from cotrain.convert.backend import run_tasks
 from cotrain.convert.finalize import finalize
 from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepare_out, remove_outputs
-from cotrain.convert.progress import Progress
+from cotrain.progress import Progress
 from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
 from cotrain.convert.workfiles import ShardRecord, WorkFileError, load_shard_record
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.shards import concat_tars, shard_name
+from cotrain.dataset.shards import concat_tars, shard_name
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def _assemble(out: Path, work: WorkDir, s: int, members: list[int], results: dic
     Unit tars are copied byte for byte, and the shard is hashed while it is written: assembly costs
     one sequential copy per byte, plus one header scan for the member index (~25 us a sample).
     """
-    from cotrain.shardindex import write_index
-    from cotrain.stats import load_lowdim, save_lowdim
+    from cotrain.dataset.shard_index import write_index
+    from cotrain.dataset.norm_stats import load_lowdim, save_lowdim
 
     name = shard_name(s)
     kept = [u for u in members if not results[u]["skipped"]]

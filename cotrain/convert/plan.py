@@ -20,8 +20,8 @@ from cotrain.atomic import TMP_SUFFIX, write_text_atomic, writing
 from cotrain.convert.spec import Unit
 from cotrain.convert.workfiles import PlanDoc, finished_matches, load_plan
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import MANIFEST_NAME
-from cotrain.shardindex import index_name
+from cotrain.dataset.manifest import MANIFEST_NAME
+from cotrain.dataset.shard_index import index_name
 
 WORK_DIR = ".cotrain-work"
 _SMALL_FILE = 1 << 20  # files up to 1 MiB enter the fingerprint by content, larger ones by size

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from cotrain.registry import Registry
-from cotrain.stats import EpisodeLowdim
+from cotrain.dataset.norm_stats import EpisodeLowdim
 
 
 class ConvertOptions(BaseModel):

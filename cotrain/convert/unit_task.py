@@ -19,8 +19,8 @@ from cotrain.convert.plan import WorkDir
 from cotrain.convert.spec import CONVERTERS, Unit
 from cotrain.convert.workfiles import UnitResult, load_unit_result
 from cotrain.errors import DataError
-from cotrain.shards import ShardWriter
-from cotrain.stats import EpisodeLowdim, save_lowdim
+from cotrain.dataset.shards import ShardWriter
+from cotrain.dataset.norm_stats import EpisodeLowdim, save_lowdim
 
 
 class FileSink:

@@ -151,7 +151,7 @@ def finished_matches(manifest: Path, plan: PlanDoc) -> bool:
     lost or changed one of them is damaged, not "already converted". The name (the source folder's
     by default) and the cotrain version may differ, as they did before this check.
     """
-    from cotrain.manifest import load_manifest
+    from cotrain.dataset.manifest import load_manifest
 
     fix = "the dataset here is damaged; pass --overwrite to convert again into this folder, or choose a new OUT"
     _read(manifest, fix)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from cotrain.mix.loader import MixtureLoader
-    from cotrain.mix.normalize import Normalizer
+    from cotrain.mix.normalize import StatsNormalizer
 
 OBS_IMAGES = "observation.images."
 OBS_STATE = "observation.state"
@@ -78,7 +78,7 @@ class LeRobotBatchAdapter:
     action_dim: int
     horizon: int
     image_size: int
-    action_norms: tuple[Normalizer | None, ...] = ()
+    action_norms: tuple[StatsNormalizer | None, ...] = ()
 
     @classmethod
     def for_loader(cls, loader: MixtureLoader, cameras: Sequence[str] | None = None) -> LeRobotBatchAdapter:

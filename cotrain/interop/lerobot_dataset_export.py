@@ -161,7 +161,7 @@ class _Writer:
         self.frames += t
 
     def _image_stats(self, cam: str, frames: Sequence[bytes]) -> None:
-        from cotrain.imaging import decode_image
+        from cotrain.media.image import decode_image
 
         for i in np.unique(np.linspace(0, len(frames) - 1, min(len(frames), IMAGE_STATS_FRAMES)).astype(int)):
             self.image_stats[cam].add(decode_image(frames[i]))
@@ -249,6 +249,6 @@ def _hf_features(features: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _blank_jpeg(hw: tuple[int, int]) -> bytes:
-    from cotrain.imaging import encode_jpeg
+    from cotrain.media.image import encode_jpeg
 
     return encode_jpeg(np.zeros((*hw, 3), np.uint8))

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from cotrain import keys
-from cotrain.dataset import Dataset
+from cotrain.dataset import keys
+from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import Manifest
+from cotrain.dataset.manifest import Manifest
 
 STATE, ACTION, SOURCE, IMAGES = "observation.state", "action", "source", "observation.images."
 

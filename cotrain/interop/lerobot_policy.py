@@ -152,7 +152,7 @@ def export_lerobot_policy(run_dir: str | Path, out: str | Path, source: str | No
     """Write the run's latest checkpoint as a LeRobot policy directory (module docstring)."""
     from safetensors.torch import save_file
 
-    from cotrain.model.policy import find_source, load_run
+    from cotrain.eval.policy import find_source, load_run
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.mix.normalize import Normalizer
+from cotrain.mix.normalize import StatsNormalizer
 
 TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "modality", "embodiment", "key")
 
@@ -84,7 +84,7 @@ class Collator:
             [None] * b, {field: [None] * b for field in TEXT_FIELDS})
 
     def finish(self, rows: BatchRows,
-               normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]] | None = None) -> dict[str, Any]:
+               normalizers: Sequence[tuple[StatsNormalizer | None, StatsNormalizer | None]] | None = None) -> dict[str, Any]:
         """The written rows as the `arrays` form (numpy arrays, images a tensor or a ring buffer's
         None); `normalizers` ((state, actions) per source id) maps raw state and actions to model
         units, one source at a time.
@@ -127,7 +127,7 @@ class Collator:
 
 
 def _normalize(source: np.ndarray, state: np.ndarray, actions: np.ndarray,
-               normalizers: Sequence[tuple[Normalizer | None, Normalizer | None]]) -> None:
+               normalizers: Sequence[tuple[StatsNormalizer | None, StatsNormalizer | None]]) -> None:
     """In place: each source's rows of state [B, Ds] and actions [B, H, Da] through its normalizers,
     over the source's own leading dims (padding stays 0)."""
     for s in np.unique(source).tolist():

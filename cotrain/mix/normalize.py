@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cotrain.errors import ConfigError
-from cotrain.manifest import DimStats
+from cotrain.dataset.manifest import DimStats
 
 
 @dataclass(frozen=True)
-class Normalizer:
+class StatsNormalizer:
     """Affine maps for one source: y = clip((x - offset) * scale - shift, -clip, clip)."""
 
     offset: np.ndarray
@@ -36,13 +36,13 @@ class Normalizer:
         return ((y + self.shift) / self.scale + self.offset).astype(np.float32)
 
 
-def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> Normalizer | None:
+def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> StatsNormalizer | None:
     if stats is None:
         return None
     if kind == "quantile":
         lo, hi = np.asarray(stats.q01, np.float64), np.asarray(stats.q99, np.float64)
-        return Normalizer(lo, 2.0 / np.maximum(hi - lo, floor), 1.0, clip)
+        return StatsNormalizer(lo, 2.0 / np.maximum(hi - lo, floor), 1.0, clip)
     if kind == "mean_std":
         mean, std = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
-        return Normalizer(mean, 1.0 / np.maximum(std, floor), 0.0, clip)
+        return StatsNormalizer(mean, 1.0 / np.maximum(std, floor), 0.0, clip)
     raise ConfigError(f"unknown normalization {kind!r}; valid: quantile, mean_std")

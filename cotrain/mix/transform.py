@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError, DataError
-from cotrain.manifest import Manifest
+from cotrain.dataset.manifest import Manifest
 from cotrain.mix.collate import BatchRows, Collator
-from cotrain.mix.normalize import Normalizer, build_normalizer
+from cotrain.mix.normalize import StatsNormalizer, build_normalizer
 
-__all__ = ["ImageJob", "Normalizer", "SampleTransform", "build_normalizer", "letterbox_jpeg"]
+__all__ = ["ImageJob", "StatsNormalizer", "SampleTransform", "build_normalizer", "letterbox_jpeg"]
 
 ImageJob = tuple[bytes, np.ndarray]  # a camera's JPEG and the [S, S, 3] batch slot it decodes into
 
@@ -62,8 +62,8 @@ class SampleTransform:
     image_size: int
     horizon: int
     loss_weight: float
-    state_norm: Normalizer | None
-    action_norm: Normalizer | None
+    state_norm: StatsNormalizer | None
+    action_norm: StatsNormalizer | None
 
     @classmethod
     def build(cls, source: int, name: str, manifest: Manifest, *, image_size: int, horizon: int, loss_weight: float,
@@ -110,7 +110,7 @@ class SampleTransform:
                           *(member for _, member in _TEXT_MEMBERS)})
 
     @staticmethod
-    def _dim(norm: Normalizer | None) -> int:
+    def _dim(norm: StatsNormalizer | None) -> int:
         return 0 if norm is None else len(norm.offset)
 
     def into(self, sample: Mapping[str, Any], rows: BatchRows, i: int, jobs: list[ImageJob] | None = None) -> None:

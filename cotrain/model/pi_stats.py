@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cotrain.errors import ConfigError
-from cotrain.manifest import ActionStats, DimStats
+from cotrain.dataset.manifest import ActionStats, DimStats
 
 __all__ = ["apply_base_stats", "base_stats_assets"]
 

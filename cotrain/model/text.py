@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError, DataError
 
 __all__ = ["KIND_ACTION", "KIND_NONE", "KIND_TEXT", "TEXT_MEMBERS", "TextLayout", "TextTokenizer",
@@ -167,7 +167,7 @@ def text_tokens_bound(sizes: Any, newline: int) -> Any:
     """Tokens `TextLayout.encode` gives each sample, from its member sizes alone: `sizes` [N, 5] are
     the bytes of TEXT_MEMBERS (-1: absent), `newline` the tokens of "\\n". Exact for the byte
     tokenizer (one token per UTF-8 byte); an upper bound for a subword tokenizer whose tokens each
-    cover at least one byte. Action tokens are counted as int32 ids (converters/tokens.py writes them so)."""
+    cover at least one byte. Action tokens are counted as int32 ids (cotrain_converters/tokens.py writes them so)."""
     import numpy as np
 
     prompt, instruction, target, conversation, tokens = (sizes[:, j] for j in range(5))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cotrain.model.policy import Observation
+from cotrain.eval.policy import Observation
 
 __all__ = ["BatchConfig", "BatchStats", "Batcher"]
 

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cotrain.errors import ConfigError, DataError, suggest
-from cotrain.model.policy import Observation, find_source
+from cotrain.eval.policy import Observation, find_source
 
 __all__ = ["ObsMapSpec", "ObservationMap", "bind_obs_map", "load_obs_map"]
 

@@ -34,7 +34,7 @@ from websockets.asyncio.server import Request, Response, ServerConnection
 from websockets.frames import CloseCode
 
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.model.policy import Observation, Policy
+from cotrain.eval.policy import Observation, Policy
 from cotrain.serve.batching import BatchConfig, Batcher
 from cotrain.serve.codec import MAX_MESSAGE_BYTES, pack, unpack
 from cotrain.serve.obs_map import ObservationMap, ObsMapSpec, bind_obs_map

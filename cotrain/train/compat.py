@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.mix.collate import Collator
 from cotrain.mix.resolve import Mixture

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.errors import CotrainError
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs

@@ -148,7 +148,7 @@ def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, token
     (member sizes; exact with the byte tokenizer, a bound otherwise), so the preset's budget grows to
     the longest text, up to MAX_TEXT_TOKENS. An explicit `max_text_tokens` is kept. Anything still
     cut is said once, with the rate. The budget is part of the stored model config (resume, Policy)."""
-    from cotrain.mix.reader import SourceReader
+    from cotrain.dataset.reader import SourceReader
     from cotrain.model.config import with_overrides
     from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
 

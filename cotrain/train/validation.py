@@ -4,8 +4,8 @@ Held-out datasets come from the mixture's `val:` section and `--val-data PATH` (
 checked before anything is built or written (`plan_validation`): each must be a local converted
 dataset whose embodiment the run has norm stats for, with action dims the model takes. Then, once
 per run, up to `val_max_samples` evenly spaced samples of each are read and normalised exactly like
-the training loader (`cotrain.evaluate.load_eval_set`) and kept in memory; at every validation step
-the current model scores them with `cotrain.evaluate.evaluate_set`: sampled action chunks against
+the training loader (`cotrain.eval.offline.load_eval_set`) and kept in memory; at every validation step
+the current model scores them with `cotrain.eval.offline.evaluate_set`: sampled action chunks against
 the truth (per embodiment: one dataset per embodiment), the teacher-forced text cross-entropy of
 vision-language targets (the language-retention probe, here as a curve over steps), action-token
 accuracy. The noise is drawn from a generator seeded by (seed, a fixed stream id), the same at every
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from cotrain.errors import ConfigError, CotrainError
-from cotrain.evaluate import EvalSet, check_dataset, dataset_names, evaluate_set, load_eval_set
-from cotrain.manifest import load_manifest
+from cotrain.eval.offline import EvalSet, check_dataset, dataset_names, evaluate_set, load_eval_set
+from cotrain.dataset.manifest import load_manifest
 from cotrain.mix.resolve import load_mixture
-from cotrain.mix.storage import is_url
-from cotrain.model.policy import LoadedRun
+from cotrain.dataset.storage import is_url
+from cotrain.eval.policy import LoadedRun
 from cotrain.train.compat import norm_stats_record, resolve_model_config
 from cotrain.train.config import TrainConfig
 from cotrain.train.setup import Run

@@ -34,7 +34,7 @@ from cotrain.convert import finalize as finalize_module
 from cotrain.convert import pipeline as pipeline_module
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions, RunOptions
-from cotrain.shards import index_shard
+from cotrain.dataset.shards import index_shard
 from tests.conftest import tree_digest
 from tests.fixtures.aloha import write_aloha
 

@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain import keys
+from cotrain.dataset import keys
 from cotrain.atomic import atomic_open
-from cotrain.shardindex import index_name, write_index
-from cotrain.shards import ShardWriter, encode_npy, iter_samples
+from cotrain.dataset.shard_index import index_name, write_index
+from cotrain.dataset.shards import ShardWriter, encode_npy, iter_samples
 from tests.conftest import run_cli, tree_digest
 from tests.fixtures.cotrain_data import write_dataset
 

@@ -1,0 +1,1 @@
+"""Dense per-frame language for robot datasets: segment files and trajectory primitives."""

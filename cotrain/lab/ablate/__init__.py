@@ -1,0 +1,13 @@
+"""Ablation studies: train every mixture x seed, evaluate, and compare (the Lin et al. 2026 modality study).
+
+Modules: study.py (AblationConfig, the mixtures and each run's mixture file), data.py (the simulated
+study data: corpus, action tokens, held-out sets), runner.py (`run_ablation`: resumable training and
+evaluation), metrics.py (a run's flat metrics), stats.py (Welch t-tests, Holm, compact letters;
+numpy and math only), report.py (runs.csv, results.csv, results.md), plots.py (PNG figures).
+Nothing here imports torch at module level.
+"""
+
+from cotrain.lab.ablate.data import StudyDataConfig
+from cotrain.lab.ablate.study import AblationConfig
+
+__all__ = ["AblationConfig", "StudyDataConfig"]

@@ -1,0 +1,81 @@
+"""Rolling the expert out into recorded demonstrations (frames, state, actions, instruction).
+
+Frame t holds the observation BEFORE action t, as LeRobot records (`observation.*` and `action` on
+the same row); an episode ends at the step that completes its task, so its last action is the one
+that succeeds. Human demonstrations also keep the effector position and gripper closure per frame,
+from which `egodex_writer` builds hand poses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cotrain.lab.sim.embodiments import Embodiment
+from cotrain.lab.sim.env import CAMERA, EPISODE_SECONDS, EpisodeSpec
+from cotrain.lab.sim.expert import ExpertParams, expert_step
+from cotrain.lab.sim.render import Renderer
+from cotrain.lab.sim.world import World
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One demonstration.
+
+    Args:
+        spec: the episode it records.
+        images: camera name -> uint8 [T, H, W, 3].
+        state: float32 [T, state_dim].
+        action: float32 [T, action_dim].
+        effector: float64 [T, 3] effector position (x, y, height) at each frame.
+        closure: float64 [T] measured gripper closure at each frame.
+        phases: the expert's subtask phrase at each frame.
+    """
+
+    spec: EpisodeSpec
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    action: np.ndarray
+    effector: np.ndarray
+    closure: np.ndarray
+    phases: tuple[str, ...] = ()
+
+    def segments(self) -> list[tuple[int, int, str]]:
+        """Runs of equal phases as half-open frame spans (start, end, text)."""
+        out: list[tuple[int, int, str]] = []
+        for t, phase in enumerate(self.phases):
+            if out and out[-1][2] == phase:
+                out[-1] = (out[-1][0], t + 1, phase)
+            else:
+                out.append((t, t + 1, phase))
+        return out
+
+    @property
+    def length(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def instruction(self) -> str:
+        return self.spec.scene.task.instruction
+
+
+def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment, renderer: Renderer,
+                max_steps: int | None = None) -> Recording:
+    """Run the expert from the episode's start until success; a failure is a RuntimeError (the
+    samplers only hand out solvable episodes, so this means a bug)."""
+    world = World.start(spec.scene, embodiment)
+    frames, states, actions, effector, closure, phases = [], [], [], [], [], []
+    for _ in range(max_steps or embodiment.steps_for(EPISODE_SECONDS)):
+        frames.append(renderer.render(world, spec.condition))
+        states.append(world.state())
+        effector.append(world.ee.copy())
+        closure.append(world.closure)
+        action, phase = expert_step(world, params)
+        actions.append(action)
+        phases.append(phase)
+        world.step(action)
+        if world.success():
+            return Recording(spec, {CAMERA: np.stack(frames)}, np.stack(states), np.stack(actions),
+                             np.stack(effector), np.asarray(closure), tuple(phases))
+    raise RuntimeError(f"the expert did not solve {spec.split} episode {spec.index} ({spec.scene.task.instruction})")

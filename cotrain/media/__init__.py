@@ -1,0 +1,1 @@
+"""Media codecs: JPEG images and video frames, shared by converters, the loader and the simulator."""

@@ -1,0 +1,1 @@
+"""HDF5 robot sources: the `robomimic` and `aloha` converters and opening HDF5 files."""

@@ -1,0 +1,1 @@
+"""Human video: the `egodex` and `video-keypoints` converters, hand poses and captions."""

@@ -1,0 +1,1 @@
+"""RLDS / Open X-Embodiment TFRecords: the `rlds` converter and its TFRecord readers."""

@@ -1,0 +1,1 @@
+"""Vision-language sources: the `coco`, `img2dataset` and `hf-parquet` converters."""
