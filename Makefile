@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.lint-installed
 
 .PHONY: setup demo test test-fast bench lint clean
 
@@ -31,6 +32,19 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_bench.py
 	$(BIN)/python benchmarks/loader_bench.py
 	$(BIN)/python benchmarks/train_bench.py
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[lint]"
+	touch $(LINT_STAMP)
+
+# ruff (rules in pyproject.toml) and mypy (strict on mix/ and the dataset contract). The tree is not
+# ruff-formatted, so `ruff format --check` is not run. mypy sees `converters/` under its package name
+# `cotrain_converters` through a link in .venv (see mypy_path in pyproject.toml).
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check .
+	mkdir -p $(VENV)/mypy-path
+	ln -sfn $(CURDIR)/converters $(VENV)/mypy-path/cotrain_converters
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -35,3 +35,9 @@ def test_cli_help_imports_nothing_heavy() -> None:
 def test_example_mixtures_parse(path: Path) -> None:
     spec = parse_mixture(yaml.safe_load(path.read_text()), str(path))
     assert spec.phases and spec.sources
+
+
+def test_py_typed_marker_ships() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert (ROOT / "cotrain" / "py.typed").is_file()
+    assert "py.typed" in config["package-data"]["cotrain"]
