@@ -40,13 +40,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    parse_with_variant_args,
     PeakMemory,
     Variant,
     import_fixtures,
     machine_info,
     median_of,
     median_rate,
+    parse_with_variant_args,
     ratio,
     run_rounds,
     wait_for_go,
@@ -104,7 +104,6 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
     import av
 
     from cotrain.imaging import encode_jpeg, fit_size
-
     from cotrain.video import decode_threads
 
     frames = 0

@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import (  # noqa: E402
-    parse_with_variant_args,
     Clock,
     PeakMemory,
     Variant,
     machine_info,
     median_of,
     median_rate,
+    parse_with_variant_args,
     ratio,
     run_group,
     run_rounds,

@@ -43,11 +43,11 @@ from cotrain.annotate import (
 from cotrain.convert.plan import fingerprint_source
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
 from cotrain.errors import ConfigError, DataError
+from cotrain.jsonl import iter_jsonl
 from cotrain.manifest import Manifest, load_manifest
 from cotrain.primitives import DimMap, PrimitiveRules, chunk_primitive, detect_dims, parse_dims, trajectory_primitives
 from cotrain.shards import decode_npy, encode_json, iter_samples
 from cotrain.stats import EpisodeLowdim
-from cotrain.jsonl import iter_jsonl
 
 PERSISTENT_STYLES = ("subtask", "plan", "memory", "motion", "task_aug")
 EVENT_STYLES = ("interjection", "vqa", "trace")

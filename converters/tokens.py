@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from cotrain import keys
-from cotrain.convert.spec import ConvertOptions, Converter, DatasetInfo, Unit, UnitSink
+from cotrain.convert.spec import Converter, ConvertOptions, DatasetInfo, Unit, UnitSink
 from cotrain.errors import DataError
 from cotrain.manifest import Manifest, load_manifest
 from cotrain.shards import decode_npy, encode_json, encode_npy, iter_samples

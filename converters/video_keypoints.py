@@ -28,8 +28,8 @@ from cotrain import keys
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
 from cotrain.errors import DataError
-from cotrain.video import iter_video_frames, video_info
 from cotrain.jsonl import iter_jsonl
+from cotrain.video import iter_video_frames, video_info
 from cotrain_converters.hand_pose import future_steps
 from cotrain_converters.human_caption import (
     HumanVideoOptions,

@@ -122,8 +122,8 @@ def _write_captions(root: Path, count: int, seed: int, renderer: Any) -> None:
 
 
 def _write_human(root: Path, cfg: DemoCorpusConfig, renderer: Any) -> None:
-    from cotrain.sim.embodiments import get_embodiment
     from cotrain.sim.egodex_writer import write_egodex_episode
+    from cotrain.sim.embodiments import get_embodiment
     from cotrain.sim.env import CAMERA
     from cotrain.sim.generate import CorpusConfig, record_role
 
@@ -135,9 +135,9 @@ def _write_human(root: Path, cfg: DemoCorpusConfig, renderer: Any) -> None:
 
 def write_demo_corpus(raw: Path, cfg: DemoCorpusConfig = DemoCorpusConfig()) -> list[DemoSource]:
     """Write every source under `raw` and return them (training sources first, then held-out ones)."""
+    from cotrain.sim.aloha_writer import write_aloha_folder
     from cotrain.sim.env import CAMERA
     from cotrain.sim.generate import CorpusConfig, record_role
-    from cotrain.sim.aloha_writer import write_aloha_folder
     from cotrain.sim.render import Renderer
 
     renderer = Renderer(cfg.image_size)

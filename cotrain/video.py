@@ -17,7 +17,6 @@ import numpy as np
 from cotrain.errors import ConfigError, DataError
 from cotrain.imaging import fit_size
 
-
 ENCODERS = {"h264": "libx264", "av1": "libsvtav1"}
 
 # Decoder threads per open video. FFmpeg's default (0) starts one thread per core in every process,
@@ -57,8 +56,9 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int, *, cod
     Used by the simulator's LeRobot writer, the sample writers and the benchmarks, so every video
     cotrain makes for itself is encoded one way.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,8 +18,15 @@ from cotrain.convert.spec import RobotOptions, RunOptions
 from cotrain.dataset import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain.manifest import load_manifest
-from cotrain.primitives import DimMap, PrimitiveRules, describe_move, detect_dims, move_vector, parse_dims
-from cotrain.primitives import trajectory_primitives
+from cotrain.primitives import (
+    DimMap,
+    PrimitiveRules,
+    describe_move,
+    detect_dims,
+    move_vector,
+    parse_dims,
+    trajectory_primitives,
+)
 from tests.conftest import run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 

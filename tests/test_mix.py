@@ -336,8 +336,8 @@ def test_fsspec_url_sources_read_by_range(data: Path, tmp_path: Path) -> None:
 
 
 def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None:
-    from cotrain.mix.transform import SampleTransform
     from cotrain.manifest import load_manifest
+    from cotrain.mix.transform import SampleTransform
 
     root = write_dataset(tmp_path / "multi", samples=4, modality="vision_language", cameras=("image_0", "image_1"))
     manifest = load_manifest(root)

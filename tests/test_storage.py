@@ -27,8 +27,8 @@ from cotrain.mix.resolve import load_mixture
 from cotrain.mix.storage import StorageOptions, read_manifest
 from cotrain.shardindex import index_name
 from cotrain.validate import validate
-from tests.fixtures.cotrain_data import write_dataset
 from tests.conftest import ROOT
+from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.s3server import S3Server
 
 URL = "s3://cotrain-test/robot"

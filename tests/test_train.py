@@ -58,9 +58,9 @@ def rows(run_dir: Path) -> list[dict]:
 
 
 def test_run_directory_checkpoints_and_metrics(data: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     import importlib.util
+
+    from safetensors.torch import load_file
 
     tensorboard = importlib.util.find_spec("tensorboard") is not None  # not a declared dependency yet
     result = train(config(data, tmp_path / "run", keep_checkpoints=1, tensorboard=tensorboard))
@@ -167,10 +167,10 @@ def test_policy_predict_matches_the_loader_path(data: Path, tmp_path: Path) -> N
     import torch
 
     import cotrain
+    from cotrain.manifest import load_manifest
     from cotrain.mix.reader import SourceReader
     from cotrain.mix.transform import SampleTransform
     from cotrain.model.policy import load_run
-    from cotrain.manifest import load_manifest
 
     train(config(data, tmp_path / "run", steps=3))
     policy = cotrain.Policy.load(tmp_path / "run")

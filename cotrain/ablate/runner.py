@@ -33,8 +33,14 @@ import numpy as np
 
 from cotrain.ablate.data import StudyData, load_study_data, prepare_study_data, study_dataset_names
 from cotrain.ablate.metrics import run_metrics
-from cotrain.ablate.study import (AblationConfig, StudyMixture, dataset_paths, dump_yaml, load_study_mixtures,
-                                  materialise)
+from cotrain.ablate.study import (
+    AblationConfig,
+    StudyMixture,
+    dataset_paths,
+    dump_yaml,
+    load_study_mixtures,
+    materialise,
+)
 from cotrain.atomic import write_text_atomic
 from cotrain.errors import ConfigError
 from cotrain.manifest import MANIFEST_NAME

@@ -24,7 +24,7 @@ from cotrain.convert.backend import run_tasks
 from cotrain.convert.finalize import finalize
 from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepare_out, remove_outputs
 from cotrain.convert.progress import Progress
-from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
+from cotrain.convert.spec import CONVERTERS, Converter, ConvertOptions, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
 from cotrain.convert.workfiles import ShardRecord, WorkFileError, load_shard_record
 from cotrain.errors import ConfigError, CotrainError, DataError

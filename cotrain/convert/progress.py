@@ -29,7 +29,8 @@ class Progress:
     def __enter__(self) -> Progress:
         if self._tty:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             # On stderr: stdout carries the report, which `--json` promises is one JSON document.
             self._bar = RichProgress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),

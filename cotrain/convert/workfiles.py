@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -47,7 +47,7 @@ class UnitResult(TypedDict):
     id: Union[str, int]  # noqa: UP007 (Unit.id is a str; a plugin converter may still pass an int)
     samples: int
     episodes: int
-    skipped: Optional[str]  # noqa: UP007 (pydantic evaluates this on Python 3.10 too)
+    skipped: str | None  # noqa: UP007 (pydantic evaluates this on Python 3.10 too)
     data_bytes: NotRequired[int]
 
 

@@ -198,7 +198,7 @@ class SourceReader:
             raw = {k: v for k, v in raw.items() if k in members or k.startswith("__")}
         try:
             return decode_sample(raw)
-        except (ValueError, EOFError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except (ValueError, EOFError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise self._undecodable(raw) from None
 
     def _undecodable(self, raw: dict[str, Any]) -> DataError:

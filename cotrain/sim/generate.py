@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from cotrain.errors import ConfigError
 from cotrain.sim.egodex_writer import write_egodex_episode
 from cotrain.sim.embodiments import DEFAULT_TARGET, ROBOTS, get_embodiment, other_robot

@@ -27,11 +27,17 @@ from cotrain.errors import CotrainError
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import TERMS, combine_losses
+from cotrain.train.bad_samples import BadSampleMonitor
 from cotrain.train.checkpoint import save_checkpoint
 from cotrain.train.config import TrainConfig
-from cotrain.train.bad_samples import BadSampleMonitor
-from cotrain.train.metrics import (MetricsLogger, ScalarSink, TensorBoardSink, flops_per_step, peak_tflops,
-                                   summarise_step)
+from cotrain.train.metrics import (
+    MetricsLogger,
+    ScalarSink,
+    TensorBoardSink,
+    flops_per_step,
+    peak_tflops,
+    summarise_step,
+)
 from cotrain.train.setup import Run, prepare_run
 from cotrain.train.validation import Validator, plan_validation
 
