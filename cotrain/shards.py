@@ -68,11 +68,14 @@ def decode_npy(data: bytes) -> np.ndarray:
             dtype = np.dtype(match.group(1).decode())
             count = math.prod(shape)
             if len(data) - end == count * dtype.itemsize:
-                return np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+                array: np.ndarray = np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+                return array
     problem = npy_problem(data)
     if problem:
         raise ValueError(problem)
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    loaded: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return loaded
+
 
 
 def npy_problem(data: bytes) -> str | None:

@@ -45,9 +45,12 @@ class EpisodeLowdim:
         """[N, Da] valid action values at chunk step h."""
         if self.chunks is not None and self.chunk_valid is not None:
             if h >= self.chunks.shape[1]:
-                return self.chunks[:0, 0]
-            return self.chunks[:, h][self.chunk_valid[:, h]]
-        return self.actions[h:][self.valid[h:]]
+                none: np.ndarray = self.chunks[:0, 0]
+                return none
+            at_h: np.ndarray = self.chunks[:, h][self.chunk_valid[:, h]]
+            return at_h
+        values: np.ndarray = self.actions[h:][self.valid[h:]]
+        return values
 
 
 def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
@@ -61,7 +64,7 @@ def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
         "max": v.max(axis=0),
     }
     for i, name in enumerate(QUANTILES):
-        out[name] = q[i]  # type: ignore[index]
+        out[name] = q[i]  # type: ignore[index]  # q is None only for empty values, where v.min above raised
     return {k: [float(np.float32(x)) for x in np.atleast_1d(arr)] for k, arr in out.items()}
 
 
@@ -113,9 +116,10 @@ def save_lowdim(fh: BinaryIO, episodes: Sequence[EpisodeLowdim]) -> None:
         "valid": np.concatenate([ep.valid for ep in episodes]) if episodes else np.zeros(0, bool),
     }
     if episodes and all(ep.chunks is not None for ep in episodes):
-        arrays["chunks"] = np.concatenate([ep.chunks for ep in episodes])  # type: ignore[misc]
-        arrays["chunk_valid"] = np.concatenate([ep.chunk_valid for ep in episodes])  # type: ignore[misc]
-    np.savez(fh, **arrays)
+        arrays["chunks"] = np.concatenate([ep.chunks for ep in episodes])
+        arrays["chunk_valid"] = np.concatenate([ep.chunk_valid for ep in episodes])
+    np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle: bool
+
 
 
 def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:

@@ -18,7 +18,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -82,7 +82,8 @@ def _walk(read: Read, end: int, where: str, members: list[tuple[str, int, int]],
             return  # end-of-archive marker
         headers.append((offset, header))
         name, size_field, kind, magic, prefix = _HEADER.unpack(header)
-        size = int(pending.get("size") or _number(size_field, offset, where))
+        size = int(cast("int | str | None", pending.get("size")) or _number(size_field, offset, where))
+
         data = offset + BLOCK
         if data + size > end:
             raise DataError(where, f"truncated tar: member at byte {offset} needs {size} bytes of data, "

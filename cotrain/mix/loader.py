@@ -267,12 +267,14 @@ class MixtureLoader:
         c = self.collator
         shape = (self.mixture.spec.batch_size // self.world_size, c.max_cameras, c.image_size, c.image_size, 3)
         ring = ImageRing(self.num_workers, self.prefetch_factor + 1, shape, context)
-        loader = DataLoader(
+        # The ignores: _SlotDataset is a Dataset by duck typing (__getitem__/__getitems__), and its
+        # __getitems__ hands collate_fn one collated dict where torch's types expect a list of samples.
+        loader: DataLoader[dict[str, Any]] = DataLoader(
             _SlotDataset(self.mixture, self.transforms, self.collator, ring),  # type: ignore[arg-type]
             batch_sampler=_RankBatches(self, start, self.end_step),
             num_workers=self.num_workers,
             # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
-            collate_fn=_collated,
+            collate_fn=_collated,  # type: ignore[arg-type]
             prefetch_factor=self.prefetch_factor,
             multiprocessing_context=context,
         )
@@ -285,7 +287,8 @@ class MixtureLoader:
                 yield arrays
         finally:
             try:  # stop workers now, not at interpreter exit
-                it._shutdown_workers()
+                it._shutdown_workers()  # type: ignore[attr-defined]  # private, the only way to stop workers now
+
             except RuntimeError as exc:
                 # A worker stopped while its queue thread still sends a batch nobody will read can
                 # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");

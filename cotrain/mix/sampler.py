@@ -127,7 +127,8 @@ def spread_order(counts: list[int], seed: int, step: int) -> list[int]:
     k = np.arange(len(source)) - np.repeat(np.cumsum(c) - c, c)  # index of each slot within its source
     u = offsets[source]
     position = (k + u) / c[source]
-    return np.lexsort((source, u, position)).tolist()
+    order: list[int] = np.lexsort((source, u, position)).tolist()
+    return order
 
 
 def source_seed(seed: int, name: str) -> int:
@@ -145,7 +146,8 @@ class Slot(NamedTuple):
 
     source: int
     draw: int  # the source's draw counter j (over the whole run)
-    index: int  # the sample index inside the source
+    index: int  # type: ignore[assignment]  # the sample index inside the source (shadows tuple.index; public name)
+
     epoch: int
 
 
