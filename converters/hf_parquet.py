@@ -304,7 +304,7 @@ def _images(value: Any, cols: _Columns, path: Path, record: str, opts: HFParquet
 
 
 def _texts(row: dict[str, Any], cols: _Columns, path: Path, record: str, opts: HFParquetOptions) -> list[str]:
-    value = row[cols.text]
+    value = row[cols.text]  # type: ignore[index]  # _columns sets text whenever conversations is unset
     values = value if cols.text_list else [value]
     if not isinstance(values, list) or not values:
         raise DataError(path, "row has no text", episode=record, key=cols.text)

@@ -193,8 +193,8 @@ def convert_unit(src: Path, opts: Img2DatasetOptions, unit: Unit, sink: UnitSink
     path = src / unit.ref["tar"] if src.is_dir() else src
     label = str(path)
     if "damaged" in unit.ref:
-        record = f"key {unit.ref['key']}" if unit.ref["key"] else None
-        raise DataError(path, unit.ref["damaged"], episode=record)
+        where = f"key {unit.ref['key']}" if unit.ref["key"] else None
+        raise DataError(path, unit.ref["damaged"], episode=where)
     # The unit's byte range starts at a member header, so it parses as a tar of its own.
     data = _read_range(path, unit.ref["start"], unit.ref["end"])
     name = dataset_name(src, opts)

@@ -72,7 +72,7 @@ class MCAPOptions(RobotOptions):
     """Options of the MCAP converter: the robot options plus the topic map."""
 
     # Required here (optional for other robot sources): see "Clock" in the module docstring.
-    fps: float = Field(  # type: ignore[assignment]
+    fps: float = Field(
         ..., gt=0, description="Clock rate in Hz that every topic is resampled onto (latest message at or before "
                                "each tick); required for MCAP.")
     topics: Path | None = Field(None, description="YAML topic map (keys: state, action, images, instruction, "

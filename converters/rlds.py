@@ -42,7 +42,8 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 class RldsOptions(RobotOptions):
     """Options of the RLDS converter (all robot options, plus where and how to read)."""
 
-    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")
+    # The ignore: RLDS may leave the embodiment unset and take it from the standardisation table.
+    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")  # type: ignore[assignment]
     split: str = Field("train", description="TFDS split to convert, e.g. train, val, test.")
     table: str | None = Field(None, description="YAML/JSON file adding or overriding standardisation entries.")
     dataset: str | None = Field(None, description="Table entry to use (default: the name in dataset_info.json).")
@@ -146,7 +147,7 @@ def _steps_in(fh: BinaryIO, path: Path, ref: RecordRef) -> int:
 
 def _file_units(path: Path, expected: int | None, first: int) -> list[Unit]:
     refs, error = scan_records(path)
-    units = []
+    units: list[Unit] = []
     with open_tfrecord(path) as fh:
         for ref in refs:
             ref_doc = {"file": path.name, "record": ref.index, "offset": ref.offset, "length": ref.length}

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +147,9 @@ def _state_keys(obs: Any, opts: RobomimicOptions) -> tuple[list[str], str]:
             raise ConfigError(f"--state-keys: {leaks[0]!r} holds an action (Isaac Lab records the last action as "
                               "obs/actions); in the state it would leak the label into the input")
         return keys, "--state-keys"
-    for origin, keys in STATE_KEY_SETS.items():
-        if all(k in obs and _is_dataset(obs[k]) for k in keys):
-            return list(keys), f"default: {origin}"
+    for origin, key_set in STATE_KEY_SETS.items():
+        if all(k in obs and _is_dataset(obs[k]) for k in key_set):
+            return list(key_set), f"default: {origin}"
     rest = sorted(k for k in obs if _is_dataset(obs[k]) and obs[k].ndim in (1, 2) and not is_action_key(k))
     return rest, "default: every 1-D/2-D obs dataset except actions"
 
@@ -275,7 +275,7 @@ def _check_finite(array: np.ndarray, key: str, path: Path, demo: str) -> None:
         raise DataError(path, f"{kind} in {key} dimension {dim}", episode=demo, frame=frame, key=key)
 
 
-def _read_state(obs: Any, ref: dict[str, Any], frames: int, path: Path, demo: str) -> np.ndarray:
+def _read_state(obs: Any, ref: Mapping[str, Any], frames: int, path: Path, demo: str) -> np.ndarray:
     parts = []
     for key, width in zip(ref["state_keys"], ref["state_widths"]):
         name = f"obs/{key}"

@@ -79,7 +79,7 @@ def _map_entry(entry: memoryview) -> tuple[str, RawFeature | None]:
     key, feature = "", None
     for number, wire, value in _fields(entry):
         if number == 1 and wire == 2:
-            key = bytes(value).decode("utf-8", errors="replace")  # type: ignore[arg-type]
+            key = bytes(value).decode("utf-8", errors="replace")
         elif number == 2 and wire == 2:
             feature = None
             for kind_no, kind_wire, body in _fields(value):  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def _decode_list(feature: RawFeature, path: Path, key: str, record: int) -> list
             if number != 1:
                 continue
             if feature.kind == _BYTES and wire == 2:
-                chunks.append(bytes(value))  # type: ignore[arg-type]
+                chunks.append(bytes(value))
             elif feature.kind == _FLOAT and wire in (2, 5):
                 if len(value) % 4:  # type: ignore[arg-type]
                     raise _Malformed("packed floats are not a multiple of 4 bytes")
@@ -161,14 +161,14 @@ def decode_floats(feature: RawFeature, path: Path, key: str, record: int) -> np.
     """The values of a float_list as float32, packed and unpacked runs concatenated."""
     _check_kind(feature, _FLOAT, path, key, record)
     chunks = _decode_list(feature, path, key, record)
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)  # type: ignore[arg-type]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def decode_int64s(feature: RawFeature, path: Path, key: str, record: int) -> np.ndarray:
     """The values of an int64_list (two's complement, so negative values come back negative)."""
     _check_kind(feature, _INT64, path, key, record)
     chunks = _decode_list(feature, path, key, record)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)  # type: ignore[arg-type]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
 def _read_varint(fh: BinaryIO) -> int:

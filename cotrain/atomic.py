@@ -90,7 +90,6 @@ def atomic_open(path: Path, hint: str = RESUME_HINT) -> Iterator[BinaryIO]:
         raw.target, raw.hint = str(path), hint
         with io.BufferedWriter(raw) as fh:
             yield fh
-
             with writing(path, hint):
                 fh.flush()
                 os.fsync(fh.fileno())

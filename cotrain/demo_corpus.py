@@ -69,7 +69,8 @@ def _task_recordings(verb: str, colour: str, shape: str, count: int, cfg: DemoCo
 
     emb, pal = get_embodiment("sim_gripper"), palette("cross_embodiment")
     task = TaskSpec(verb, colour, shape)
-    out, index = [], 0
+    out: list[Recording] = []
+    index = 0
     while len(out) < count:
         rng = episode_rng(cfg.seed, stream, index)
         scene, params = sample_scene(task, rng, pal), ExpertParams.sample(rng)

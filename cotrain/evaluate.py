@@ -93,7 +93,7 @@ class _Totals:
         self.dim_abs = np.zeros(len(action_names))
         self.dim_n = np.zeros(len(action_names))
 
-    def add(self, key: str, value: float) -> None:
+    def add(self, key: str, value: float | torch.Tensor) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + float(value)
 
     def report(self, samples: int, modality: str) -> dict[str, Any]:

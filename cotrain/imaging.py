@@ -68,7 +68,7 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def is_jpeg(data: bytes) -> bool:
+def is_jpeg(data: bytes | bytearray) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 

@@ -77,7 +77,6 @@ def decode_npy(data: bytes) -> np.ndarray:
     return loaded
 
 
-
 def npy_problem(data: bytes) -> str | None:
     """What makes `data` unloadable as a plain .npy array, in the data's terms, or None.
 

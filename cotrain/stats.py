@@ -121,7 +121,6 @@ def save_lowdim(fh: BinaryIO, episodes: Sequence[EpisodeLowdim]) -> None:
     np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle: bool
 
 
-
 def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:
     with np.load(path, allow_pickle=False) as z:
         lengths, state, actions, valid = z["lengths"], z["state"], z["actions"], z["valid"]

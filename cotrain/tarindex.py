@@ -83,7 +83,6 @@ def _walk(read: Read, end: int, where: str, members: list[tuple[str, int, int]],
         headers.append((offset, header))
         name, size_field, kind, magic, prefix = _HEADER.unpack(header)
         size = int(cast("int | str | None", pending.get("size")) or _number(size_field, offset, where))
-
         data = offset + BLOCK
         if data + size > end:
             raise DataError(where, f"truncated tar: member at byte {offset} needs {size} bytes of data, "

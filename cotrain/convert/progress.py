@@ -6,6 +6,10 @@ import logging
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 log = logging.getLogger("cotrain.progress")
 
@@ -22,7 +26,7 @@ class Progress:
     def __init__(self, total: int, label: str, enabled: bool | None = None, log_every_s: float = 10.0) -> None:
         self.total, self.label, self.done = total, label, 0
         self._tty = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = None
+        self._bar: RichProgress | None = None
         self._log_every_s = log_every_s
         self._last_log = time.monotonic()
 

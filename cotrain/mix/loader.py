@@ -288,7 +288,6 @@ class MixtureLoader:
         finally:
             try:  # stop workers now, not at interpreter exit
                 it._shutdown_workers()  # type: ignore[attr-defined]  # private, the only way to stop workers now
-
             except RuntimeError as exc:
                 # A worker stopped while its queue thread still sends a batch nobody will read can
                 # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");

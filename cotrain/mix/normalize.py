@@ -38,7 +38,6 @@ class Normalizer:
         return x
 
 
-
 def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> Normalizer | None:
     if stats is None:
         return None

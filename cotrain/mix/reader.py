@@ -59,7 +59,6 @@ def _check_headers(block: bytes, base: int, key: str, spans: list[tuple[str, int
         if len(header) != BLOCK or recorded != size or not named:
             raise DataError(where, f"sample {key}: the shard index places {ext!r} at byte {offset}, where the tar "
                                    f"holds {found or 'no member header'!r} of {recorded} bytes; the index is stale "
-
                                    f"(delete the shard's .idx.json sidecar) or the shard is damaged", key=ext)
 
 

@@ -43,7 +43,6 @@ class ImageRing:
         # Created before the workers start: each receives its file descriptor once, at spawn.
         # torch leaves share_memory_ unannotated.
         self.images = torch.zeros((workers, depth, *shape), dtype=torch.uint8).share_memory_()  # type: ignore[no-untyped-call]
-
         self.permits = [context.Semaphore(depth) for _ in range(workers)]
         self._written = 0  # per process: counts the batches this worker has claimed buffers for
 

@@ -147,7 +147,6 @@ class Slot(NamedTuple):
     source: int
     draw: int  # the source's draw counter j (over the whole run)
     index: int  # type: ignore[assignment]  # the sample index inside the source (shadows tuple.index; public name)
-
     epoch: int
 
 

@@ -209,8 +209,8 @@ def convert_corpus(root: str | Path, out: str | Path, *, workers: int = 1, overw
     for source in load_corpus(root)["sources"]:
         common = {"name": source["name"], "shard_size": shard_size, **source["options"]}
         if source["converter"] == "annotations":
-            options = AnnotateOptions(**common, from_file=str(root / source["path"]))
-            report, _ = annotate(out / source["annotates"], out / source["name"], options, run)
+            annotate_options = AnnotateOptions(**common, from_file=str(root / source["path"]))
+            report, _ = annotate(out / source["annotates"], out / source["name"], annotate_options, run)
         else:
             options = CONVERTERS.get(source["converter"]).options(**common)
             report = convert(source["converter"], root / source["path"], out / source["name"], options, run)

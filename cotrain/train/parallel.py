@@ -17,7 +17,8 @@ __all__ = ["apply_fsdp", "vision_layers"]
 
 def vision_layers(model: nn.Module) -> list[nn.Module]:
     """The SigLIP encoder layers (the ModuleList named `encoder.layers` inside the vision tower)."""
-    for name, module in model.vision_tower.named_modules():
+    tower: nn.Module = model.vision_tower  # type: ignore[assignment]  # nn.Module types attributes Tensor | Module
+    for name, module in tower.named_modules():
         if name.endswith("encoder.layers") and isinstance(module, nn.ModuleList):
             return list(module)
     return []
