@@ -38,7 +38,7 @@ def _episode_files(src: Path) -> list[Path]:
     if src.is_file():
         return [src]
     files = [p for p in src.iterdir() if _EPISODE_RE.search(p.name)]
-    return sorted(files, key=lambda p: int(_EPISODE_RE.search(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted(files, key=lambda p: int(_EPISODE_RE.search(p.name).group(1)))  # type: ignore[union-attr]  # files were filtered by this regex above
 
 
 def _num_frames(path: Path) -> int:

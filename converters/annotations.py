@@ -260,7 +260,7 @@ def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> Dataset
         report = build_report(episodes, segments, manifest.fps, opts.uncovered, source)
     return DatasetInfo(modality=keys.ANNOTATION, embodiment=manifest.embodiment, state_names=manifest.state_names,
                        fps=manifest.fps, cameras=manifest.cameras,
-                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]
+                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]  # manifest image sizes are [height, width]
                        extra={"source_dataset": manifest.name, "annotation": report})
 
 

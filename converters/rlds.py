@@ -98,7 +98,7 @@ def _split_files(root: Path, name: str | None, split: str) -> tuple[str, list[Pa
         missing = sorted(set(range(total)) - set(indices))
         raise DataError(root, f"split {split!r} is incomplete: expected {total} record files, missing shard(s) "
                               f"{', '.join(f'{i:05d}' for i in missing) or '(inconsistent -of- counts)'}")
-    return chosen[0][0]["name"], sorted((p for _, p in chosen), key=lambda p: int(_FILE_RE.match(p.name)["i"]))  # type: ignore[index]
+    return chosen[0][0]["name"], sorted((p for _, p in chosen), key=lambda p: int(_FILE_RE.match(p.name)["i"]))  # type: ignore[index]  # every listed path matched _FILE_RE
 
 
 def _shard_lengths(info: dict[str, Any], split: str, files: int, root: Path) -> list[int] | None:
@@ -281,7 +281,7 @@ def load_episode(src: Path, opts: RldsOptions, unit: Unit) -> RobotEpisode:
     valid = ~np.asarray(ep.decode("steps/is_last"), bool) if "steps/is_last" in layout.features else None
     tasks = [b.decode("utf-8", errors="replace") for b in ep.decode(std.language)] if std.language else [""]
     fps = float(opts.source_fps or std.fps or 0)
-    cameras = {name: _frame_source(ep.decode(key), key, ep, unit.id)  # type: ignore[arg-type]
+    cameras = {name: _frame_source(ep.decode(key), key, ep, unit.id)  # type: ignore[arg-type]  # camera features decode to encoded images (list[bytes])
                for key, name in std.cameras.items() if not opts.no_images}
     return RobotEpisode(
         episode_id=unit.id, source_file=str(path), state=_vectors(std.state, ep), actions=_vectors(std.action, ep),

@@ -82,9 +82,9 @@ def _map_entry(entry: memoryview) -> tuple[str, RawFeature | None]:
             key = bytes(value).decode("utf-8", errors="replace")
         elif number == 2 and wire == 2:
             feature = None
-            for kind_no, kind_wire, body in _fields(value):  # type: ignore[arg-type]
+            for kind_no, kind_wire, body in _fields(value):  # type: ignore[arg-type]  # wire type 2 (length-delimited) values are bytes
                 if kind_no in _KINDS and kind_wire == 2:
-                    feature = RawFeature(_KINDS[kind_no], body)  # type: ignore[arg-type]
+                    feature = RawFeature(_KINDS[kind_no], body)  # type: ignore[arg-type]  # as above
     return key, feature
 
 
@@ -95,9 +95,9 @@ def parse_example(payload: bytes, path: Path, record: int) -> dict[str, RawFeatu
         for number, wire, value in _fields(memoryview(payload)):
             if number != 1 or wire != 2:
                 continue
-            for entry_no, entry_wire, entry in _fields(value):  # type: ignore[arg-type]
+            for entry_no, entry_wire, entry in _fields(value):  # type: ignore[arg-type]  # as above
                 if entry_no == 1 and entry_wire == 2:
-                    key, feature = _map_entry(entry)  # type: ignore[arg-type]
+                    key, feature = _map_entry(entry)  # type: ignore[arg-type]  # as above
                     # An empty Feature (no list set) reads as an empty bytes list, like TF's parser.
                     features[key] = feature or RawFeature(_BYTES, memoryview(b""))
     except _Malformed as exc:
@@ -132,13 +132,13 @@ def _decode_list(feature: RawFeature, path: Path, key: str, record: int) -> list
             if feature.kind == _BYTES and wire == 2:
                 chunks.append(bytes(value))
             elif feature.kind == _FLOAT and wire in (2, 5):
-                if len(value) % 4:  # type: ignore[arg-type]
+                if len(value) % 4:  # type: ignore[arg-type]  # as above
                     raise _Malformed("packed floats are not a multiple of 4 bytes")
-                chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]
+                chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]  # as above
             elif feature.kind == _INT64 and wire == 2:
-                chunks.append(_packed_varints(value))  # type: ignore[arg-type]
+                chunks.append(_packed_varints(value))  # type: ignore[arg-type]  # as above
             elif feature.kind == _INT64 and wire == 0:
-                chunks.append(np.array([value & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64).view(np.int64))  # type: ignore[operator]
+                chunks.append(np.array([value & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64).view(np.int64))  # type: ignore[operator]  # wire type 0 (varint) values are ints
             else:
                 raise _Malformed(f"wire type {wire} in a {feature.kind} list")
     except _Malformed as exc:
@@ -154,7 +154,7 @@ def _check_kind(feature: RawFeature, kind: str, path: Path, key: str, record: in
 def decode_bytes(feature: RawFeature, path: Path, key: str, record: int) -> list[bytes]:
     """The values of a bytes_list."""
     _check_kind(feature, _BYTES, path, key, record)
-    return _decode_list(feature, path, key, record)  # type: ignore[return-value]
+    return _decode_list(feature, path, key, record)  # type: ignore[return-value]  # a bytes-kind feature decodes to a list of bytes
 
 
 def decode_floats(feature: RawFeature, path: Path, key: str, record: int) -> np.ndarray:

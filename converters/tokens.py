@@ -85,7 +85,7 @@ def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetIn
     return DatasetInfo(modality=keys.ACTION_TOKENS_MODALITY, embodiment=manifest.embodiment,
                        state_names=manifest.state_names, action_names=manifest.action_names, fps=manifest.fps,
                        horizon=manifest.horizon, cameras=manifest.cameras,
-                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]
+                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]  # manifest image sizes are [height, width]
                        extra={"source_dataset": manifest.name, "source_modality": manifest.modality,
                               "tokenizer": tokenizer})
 

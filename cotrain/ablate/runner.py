@@ -95,7 +95,7 @@ def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | 
                               f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
                               f"or convert your own datasets to these paths")
         log.info("preparing the study data in %s (%d datasets missing)", root, len(missing))
-        return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]
+        return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]  # preparable above implies root is not None
     if root is not None and (root / "study.json").is_file():
         return load_study_data(root)
     return None

@@ -16,7 +16,7 @@ def _print_report(report: object, json_output: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    data = report.to_json()  # type: ignore[attr-defined]
+    data = report.to_json()  # type: ignore[attr-defined]  # every report passed here has to_json()
     if json_output:
         print_json(data)
         return

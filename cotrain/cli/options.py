@@ -79,7 +79,7 @@ def command_from_models(
     def wrapper(**kwargs: Any) -> None:
         func(**kwargs)
 
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads __signature__, which functions do not declare
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     wrapper.__doc__ = func.__doc__
     return wrapper

@@ -100,7 +100,7 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
         raise ConfigError(f"output {out} holds files cotrain did not write ({', '.join(foreign[:3])}); choose an empty or new folder")
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not overwrite:
-        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]
+        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]  # plan_doc is built as a dict with PlanDoc's keys
             _finish_cleanup(out)
             return work, True
         raise ConfigError(f"{out} already holds a conversion made with other arguments or source; pass --overwrite to replace it")

@@ -31,7 +31,7 @@ def apply_fsdp(model: nn.Module, amp: torch.dtype | None) -> nn.Module:
     policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
     for layer in vision_layers(model):
         fully_shard(layer, mp_policy=policy)
-    for block in model.blocks:  # type: ignore[union-attr]
+    for block in model.blocks:  # type: ignore[union-attr]  # nn.Module types attributes Tensor | Module
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model
