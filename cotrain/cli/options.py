@@ -26,7 +26,7 @@ def _cli_type(annotation: Any) -> Any:
         return str
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
         inner = _cli_type(args[0])
-        return typing.Optional[inner]  # noqa: UP007  (typer needs Optional, not X | None)
+        return typing.Optional[inner]  # noqa: UP045  (typer needs Optional, not X | None)
     return annotation
 
 

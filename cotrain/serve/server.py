@@ -62,7 +62,7 @@ class ServeConfig(BaseModel):
 class PolicyServer:
     """Serves one embodiment of a loaded `Policy` (see module docstring); `serve()` runs until `shutdown()`."""
 
-    def __init__(self, policy: Policy, obs_map: ObservationMap, cfg: ServeConfig = ServeConfig()) -> None:
+    def __init__(self, policy: Policy, obs_map: ObservationMap, cfg: ServeConfig = ServeConfig()) -> None:  # noqa: B008  (a frozen config: immutable)
         self.policy, self.obs_map, self.cfg = policy, obs_map, cfg
         self.batcher = Batcher(self._predict_batch, cfg.batch)
         self.port: int | None = None
@@ -153,7 +153,7 @@ def _health_check(connection: ServerConnection, request: Request) -> Response | 
     return None
 
 
-def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map: ObsMapSpec = ObsMapSpec(),
+def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map: ObsMapSpec = ObsMapSpec(),  # noqa: B008  (a frozen config: immutable)
                  embodiment: str | None = None) -> PolicyServer:
     """Load a run (or checkpoint) directory and bind the observation map (errors before anything listens)."""
     dtype = None if cfg.dtype == "float32" else getattr(torch, cfg.dtype)

@@ -155,7 +155,7 @@ def test_lbm(tmp_path: Path, seed: int) -> None:
     original = _lbm_samples(base)
     for k in range(len(original)):  # images cut or flipped, in every sample (the first sets the layout)
         cam = "scene_right_0_t0.jpg" if k % 2 else "wrist_left_minus_t0.jpg"
-        for name, data in jpeg_variants(original[k][1][cam], rng, cuts=3, flips=4):  # type: ignore[arg-type]
+        for _name, data in jpeg_variants(original[k][1][cam], rng, cuts=3, flips=4):  # type: ignore[arg-type]
             samples = fresh()
             samples[k][1][cam] = data
             write_tar(shard, samples)
@@ -221,7 +221,7 @@ def test_lerobot_inline_images(tmp_path: Path, seed: int) -> None:
         shutil.copytree(base, src)
         (src / "inside.jpg").symlink_to(outside)
 
-    for row, (name, data) in enumerate(jpeg_variants(jpeg(0), rng, cuts=5, flips=7)):
+    for row, (_name, data) in enumerate(jpeg_variants(jpeg(0), rng, cuts=5, flips=7)):
         row %= 11  # episode 0: rows 0-4, episode 1: rows 5-10
         fresh()
         _set_images(src / rows, lambda im, row=row, data=data: im.__setitem__(row, {"bytes": data, "path": None}))
