@@ -220,7 +220,10 @@ def run_variant(args: argparse.Namespace) -> None:
 
 def variants(only: str | None = None, baseline: str | None = None) -> list[Variant]:
     """In round order: each floor right before the MixtureLoader run it is paired with (see `summarise`)."""
-    floor, floor_x2 = Variant("floor", items_key="samples"), Variant("floor", parts=2, items_key="samples", label="floor-x2")
+    floor, floor_x2 = (
+        Variant("floor", items_key="samples"),
+        Variant("floor", parts=2, items_key="samples", label="floor-x2"),
+    )
     out = [floor, Variant("mixture-w0", items_key="samples"), floor_x2, Variant("mixture-w2", items_key="samples"),
            Variant("interleaved-w0", items_key="samples")]
     for kind in [k for k in FRAMEWORKS if k != "mixture"]:

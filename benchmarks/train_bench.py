@@ -43,8 +43,10 @@ def write_data(root: Path, side: int, samples: int, cameras: int, horizon: int, 
     write_dataset(root / "vl", samples=samples, per_shard=200, modality=keys.VISION_LANGUAGE, cameras=("image",),
                   image_hw=(side, side))
     mix = root / "mix.yaml"
-    mix.write_text(f"name: bench\nseed: 0\nbatch_size: {batch}\nimage_size: {side}\nsources:\n  robot: {{path: robot}}\n"
-                   f"  vl: {{path: vl}}\nphases:\n  - {{name: p, steps: 100000, weights: {{robot: 0.7, vl: 0.3}}}}\n")
+    mix.write_text(
+        f"name: bench\nseed: 0\nbatch_size: {batch}\nimage_size: {side}\nsources:\n  robot: {{path: robot}}\n"
+        f"  vl: {{path: vl}}\nphases:\n  - {{name: p, steps: 100000, weights: {{robot: 0.7, vl: 0.3}}}}\n"
+    )
     return mix
 
 
@@ -150,7 +152,9 @@ def main() -> None:
             if not torch.cuda.is_available():
                 parser.error("--gpu: no CUDA device")
             machine["gpu"] = torch.cuda.get_device_name()
-            doc["gpu"] = gpu_bench(args.steps or 30, args.warmup, args.quick, args.batch, args.workers, Path(tmp) / "gpu")
+            doc["gpu"] = gpu_bench(
+                args.steps or 30, args.warmup, args.quick, args.batch, args.workers, Path(tmp) / "gpu"
+            )
     print(write_results("train_bench", doc, machine, args.out))
     import json
 

@@ -55,7 +55,9 @@ def encode_npy(array: np.ndarray) -> bytes:
 # np.load parses every header with ast.literal_eval, which took a quarter of the loader's time per
 # sample (three small arrays each); these are parsed with one regex, anything else goes to np.load.
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
-_NPY_HEADER = re.compile(rb"\{'descr': '([<|][biuf][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*\d*,?)\), \} *\n")
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<|][biuf][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*\d*,?)\), \} *\n"
+)
 
 
 def decode_npy(data: bytes) -> np.ndarray:

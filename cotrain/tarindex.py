@@ -112,7 +112,9 @@ def _verify(headers: list[tuple[int, bytes]], end: int, where: str) -> None:
     bad = np.flatnonzero(sums != np.array([_stored_sum(h) for _, h in headers], np.int64))
     if bad.size:
         offset = headers[int(bad[0])][0]
-        raise DataError(where, f"unreadable member header at byte {offset}; the last {end - offset} bytes were not read")
+        raise DataError(
+            where, f"unreadable member header at byte {offset}; the last {end - offset} bytes were not read"
+        )
 
 
 def _stored_sum(header: bytes) -> int:

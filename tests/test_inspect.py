@@ -591,6 +591,8 @@ def test_preview_vl_and_cli(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--samples 0: must be at least 1"):
         render_preview(root, tmp_path / "x.png", samples=0)
     (root / "shard-000000.tar").write_bytes(b"\1" * 700)
-    with pytest.raises(DataError, match=r"shard-000000\.tar: unreadable member header at byte 0; .*; run `cotrain validate`"):
+    with pytest.raises(
+        DataError, match=r"shard-000000\.tar: unreadable member header at byte 0; .*; run `cotrain validate`"
+    ):
         render_preview(root, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

@@ -260,10 +260,22 @@ def test_bad_sample_raise_and_skip(data: Path, tmp_path: Path) -> None:
 
 def test_nested_mixture_and_balance(data: Path) -> None:
     inner = data / "inner.yaml"
-    inner.write_text(yaml.safe_dump({"name": "inner", "batch_size": 8, "sources": {
-        "a": {"path": "target"}, "b": {"path": "xemb"}}, "phases": [{"name": "p", "steps": 1, "weights": {"a": 3, "b": 1}}]}))
-    outer = write_mix(data, "outer.yaml", sources={"robots": {"mixture": "inner.yaml"}, "vl": {"path": "vl", "balance": 1.0}},
-                      phases=[{"name": "p", "steps": 4, "weights": {"robots": 0.5, "vl": 0.5}}])
+    inner.write_text(
+        yaml.safe_dump(
+            {
+                "name": "inner",
+                "batch_size": 8,
+                "sources": {"a": {"path": "target"}, "b": {"path": "xemb"}},
+                "phases": [{"name": "p", "steps": 1, "weights": {"a": 3, "b": 1}}],
+            }
+        )
+    )
+    outer = write_mix(
+        data,
+        "outer.yaml",
+        sources={"robots": {"mixture": "inner.yaml"}, "vl": {"path": "vl", "balance": 1.0}},
+        phases=[{"name": "p", "steps": 4, "weights": {"robots": 0.5, "vl": 0.5}}],
+    )
     mixture = load_mixture(outer)
     assert mixture.names == ["robots/a", "robots/b", "vl"]
     w = np.array([0.5 * 0.75, 0.5 * 0.25, 0.5 * 17 / 40])  # vl balanced by (17 / 40) ** 1

@@ -464,7 +464,9 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> 
     generate_corpus(tmp_path / "a", cfg)
     generate_corpus(tmp_path / "b", cfg)
     first = tree_digest(tmp_path / "a")
-    assert first == tree_digest(tmp_path / "b") and len(first) == 21  # corpus.json, 2 x (6 LeRobot files + subtasks), hdf5 + mp4, COCO json + 2 jpg, parquet
+    assert (
+        first == tree_digest(tmp_path / "b") and len(first) == 21
+    )  # corpus.json, 2 x (6 LeRobot files + subtasks), hdf5 + mp4, COCO json + 2 jpg, parquet
     generate_corpus(tmp_path / "c", CorpusConfig(episodes=2, other_episodes=1, human_episodes=1, vl_images=2, seed=1))
     changed = {k for k, v in tree_digest(tmp_path / "c").items() if first.get(k) != v}
     assert "robot/sim_arm/data/chunk-000/file-000.parquet" in changed

@@ -91,9 +91,11 @@ def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | 
         preparable = root is not None and all(p.parent == root and p.name in known for p in missing)
         if not (cfg.prepare and preparable):
             why = "" if cfg.prepare else " (--no-prepare)"
-            raise ConfigError(f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the "
-                              f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
-                              f"or convert your own datasets to these paths")
+            raise ConfigError(
+                f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the "
+                f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
+                f"or convert your own datasets to these paths"
+            )
         log.info("preparing the study data in %s (%d datasets missing)", root, len(missing))
         return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]  # preparable above implies root is not None
     if root is not None and (root / "study.json").is_file():

@@ -63,9 +63,11 @@ def simulate(mixture: Path = typer.Argument(..., help="Mixture YAML."),
 
 
 @mix_app.command("plot")
-def plot(mixture: Path = typer.Argument(..., help="Mixture YAML."),
-         out: Path = typer.Option(..., "--out", help="PNG to write."),
-         steps: int = typer.Option(0, min=0, max=MAX_STEPS, help="Steps to plot (default: the whole schedule).")) -> None:
+def plot(
+    mixture: Path = typer.Argument(..., help="Mixture YAML."),
+    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    steps: int = typer.Option(0, min=0, max=MAX_STEPS, help="Steps to plot (default: the whole schedule)."),
+) -> None:
     """Plot stacked target weights over steps with phase boundaries and realised proportions."""
     from cotrain.mix.plot import plot_schedule
     from cotrain.mix.resolve import load_mixture

@@ -63,7 +63,9 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
     if not src.exists():
         raise DataError(src, "source not found")
     if run.part >= run.num_parts:
-        raise ConfigError(f"--part {run.part} is out of range for --num-parts {run.num_parts} (valid: 0..{run.num_parts - 1})")
+        raise ConfigError(
+            f"--part {run.part} is out of range for --num-parts {run.num_parts} (valid: 0..{run.num_parts - 1})"
+        )
     units = conv.list_units(src, options)
     if not units:
         raise DataError(src, f"no episodes or records found for converter {converter!r}")
@@ -189,7 +191,9 @@ def _assemble(out: Path, work: WorkDir, s: int, members: list[int],
     return entry
 
 
-def _clean_failed(out: Path, work: WorkDir, plan: list[list[int]], mine: list[int], *, created: bool, whole: bool) -> None:
+def _clean_failed(
+    out: Path, work: WorkDir, plan: list[list[int]], mine: list[int], *, created: bool, whole: bool
+) -> None:
     """After a bad-input error: remove this run's shards, unit files and (if whole) the work dir."""
     if whole:
         remove_outputs(out)

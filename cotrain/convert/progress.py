@@ -51,6 +51,8 @@ class Progress:
             self._last_log = time.monotonic()
             log.info("%s: %d/%d samples", self.label, self.done, self.total)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)

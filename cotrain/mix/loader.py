@@ -158,10 +158,14 @@ class _SlotDataset:
         if attempt >= MAX_REPLACEMENTS:
             raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}; "
                                      f"the last: {exc}")
-        log.warning("replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc)
+        log.warning(
+            "replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc
+        )
         if undo is not None:
             undo()
-        rng = np.random.default_rng(np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3]))
+        rng = np.random.default_rng(
+            np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3])
+        )
         return int(rng.integers(src.num_samples))
 
 

@@ -50,7 +50,9 @@ def _check_headers(block: bytes, base: int, key: str, spans: list[tuple[str, int
         name_field = header[:100].split(b"\0", 1)[0]
         found = name_field.decode("utf-8", "replace").rsplit("/", 1)[-1]
         try:
-            recorded = int(header[124:136].split(b"\0", 1)[0].strip() or b"-1", 8) if header[124:125] < b"\x80" else size
+            recorded = (
+                int(header[124:136].split(b"\0", 1)[0].strip() or b"-1", 8) if header[124:125] < b"\x80" else size
+            )
         except ValueError:
             recorded = -1
         # A name field of 99-100 bytes may be cut short: long names live in a GNU `L` or pax record

@@ -75,7 +75,9 @@ def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
         raise ConfigError(f"{where}: {na} action dims do not fit the model's {model.action_dim} "
                           f"(raise it: --set action_dim={na})")
     if ns > int(model.state_dim):  # type: ignore[arg-type]  # as above
-        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})")
+        raise ConfigError(
+            f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})"
+        )
     if modality in _ACTION_MODALITIES and modality != keys.ACTION_TOKENS_MODALITY and not na:
         raise ConfigError(f"{where}: has no actions, so the flow loss has nothing to learn from")
     if modality == keys.ACTION_TOKENS_MODALITY:
