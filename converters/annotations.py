@@ -80,6 +80,7 @@ def _int(value: Any) -> TypeGuard[int]:
 
 
 def read_jsonl(path: Path) -> list[Segment]:
+    """Segments of a JSONL file, one object {episode, start, end, text} a line."""
     return [_jsonl_segment(obj, path, n) for n, obj in iter_jsonl(path)]
 
 
@@ -107,6 +108,7 @@ def _jsonl_segment(obj: Any, path: Path, n: int) -> Segment:
 
 
 def read_agibot(path: Path) -> list[Segment]:
+    """Segments of AgiBot task_info files (a file or a folder of them)."""
     files = _agibot_files(path)
     if not files:
         raise DataError(path, "no AgiBot task_info .json files")
@@ -141,6 +143,7 @@ def _agibot_episode(entry: Any, file: Path, i: int) -> list[Segment]:
 
 
 def read_lerobot(path: Path, style: str) -> list[Segment]:
+    """Segments of a LeRobot dataset's language annotations in the given style."""
     import pyarrow.parquet as pq
 
     if style not in PERSISTENT_STYLES + EVENT_STYLES:
@@ -230,6 +233,7 @@ def _dims(manifest: Manifest, opts: AnnotateOptions) -> tuple[DimMap, list[str]]
 
 
 def list_units(src: Path, opts: AnnotateOptions) -> list[Unit]:
+    """One unit per shard of the cotrain dataset being annotated."""
     _check_mode(opts)
     manifest = load_manifest(src)
     if opts.scripted:
@@ -244,6 +248,7 @@ def list_units(src: Path, opts: AnnotateOptions) -> list[Unit]:
 
 
 def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The annotated dataset's info: the source manifest plus the annotation columns."""
     manifest = load_manifest(src)
     if opts.scripted:
         dims, names = _dims(manifest, opts)
@@ -304,6 +309,7 @@ def _scripted(group: list[dict[str, bytes]], dims: DimMap, rules: PrimitiveRules
 
 
 def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit, sink: UnitSink) -> None:
+    """Copy one shard's samples with their segment text added."""
     path = src / unit.ref["shard"]
     manifest = load_manifest(src)
     member = keys.ACTIONS if opts.scripted and opts.scripted_from == "actions" else keys.STATE

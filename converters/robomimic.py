@@ -130,6 +130,7 @@ def _is_camera(key: str, ds: Any) -> bool:
 
 
 def camera_name(key: str) -> str:
+    """The camera name of an image observation key (`agentview_image` -> `agentview`)."""
     return key[: -len(_IMAGE_SUFFIX)] if key.endswith(_IMAGE_SUFFIX) else key
 
 
@@ -216,6 +217,7 @@ def _fps(f: Any, path: Path, opts: RobomimicOptions) -> float:
 
 
 def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
+    """One unit per selected demo of the HDF5 file."""
     path = _source_file(src)
     with open_hdf5(path) as f:
         demos = _selected_demos(f, path, opts.filter_key)
@@ -235,6 +237,7 @@ def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
 
 
 def describe(src: Path, opts: RobomimicOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names and cameras from the first demo's observation layout."""
     ref = units[0].ref
     state_names = [f"{k}_{i}" for k, w in zip(ref["state_keys"], ref["state_widths"]) for i in range(w)]
     action_names = [f"action_{i}" for i in range(ref["action_dim"])]
@@ -329,6 +332,7 @@ def _frame_source(path: Path, demo: str, key: str, rotate: bool):  # noqa: ANN20
 
 
 def load_episode(src: Path, opts: RobomimicOptions, unit: Unit) -> RobotEpisode:
+    """Read one demo's state, actions, task and camera frames."""
     path, demo, ref = _source_file(src), unit.id, unit.ref
     with open_hdf5(path) as f:
         group = f["data"].get(demo)

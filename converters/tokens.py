@@ -72,12 +72,14 @@ def _check_source(src: Path, manifest: Manifest, tokenizer: Any) -> None:
 
 
 def list_units(src: Path, opts: TokensOptions) -> list[Unit]:
+    """One unit per shard of the source cotrain dataset."""
     manifest = load_manifest(src)
     _check_source(src, manifest, _tokenizer(opts))
     return [Unit(i, s.name, s.samples, {"shard": s.name}) for i, s in enumerate(manifest.shards)]
 
 
 def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The source manifest's info with the tokenizer's description added."""
     manifest = load_manifest(src)
     cfg = _tokenizer(opts).config
     tokenizer = {"kind": cfg.kind, "vocab_size": cfg.vocab_size, "horizon": cfg.horizon, "action_dim": cfg.action_dim,
@@ -127,6 +129,7 @@ def _arrays(raw: dict[str, bytes], where: Path, shape: tuple[int, int]) -> tuple
 
 
 def convert_unit(src: Path, opts: TokensOptions, unit: Unit, sink: UnitSink) -> None:
+    """Copy one shard's samples with their action chunks tokenized."""
     tokenizer = _tokenizer(opts)
     manifest = load_manifest(src)
     shape = (int(manifest.horizon or 0), tokenizer.config.action_dim)

@@ -101,9 +101,11 @@ def atomic_open(path: Path, hint: str = RESUME_HINT) -> Iterator[BinaryIO]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, hint: str = RESUME_HINT) -> None:
+    """Write `data` to `path` atomically (see atomic_open)."""
     with atomic_open(path, hint) as fh:
         fh.write(data)
 
 
 def write_text_atomic(path: Path, text: str, hint: str = RESUME_HINT) -> None:
+    """Write `text` as UTF-8 to `path` atomically (see atomic_open)."""
     write_bytes_atomic(path, text.encode("utf-8"), hint)

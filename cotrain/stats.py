@@ -69,12 +69,14 @@ def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
 
 
 def compute_dim_stats(values_nd: np.ndarray) -> DimStats | None:
+    """Column statistics of [N, D] values, or None when there are none."""
     if values_nd.ndim != 2 or values_nd.shape[0] == 0 or values_nd.shape[1] == 0:
         return None
     return DimStats(count=int(values_nd.shape[0]), **_describe(values_nd))
 
 
 def compute_action_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> ActionStats | None:
+    """Statistics of the actions and of each chunk step, or None without actions."""
     frames = [ep.actions[ep.valid] for ep in episodes if ep.actions.size]
     if not frames:
         return None
@@ -95,6 +97,7 @@ def compute_action_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> Act
 
 
 def compute_norm_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> NormStats:
+    """State and action statistics of the episodes."""
     states = [ep.state for ep in episodes if ep.state.size]
     state = compute_dim_stats(np.concatenate(states)) if states else None
     return NormStats(state=state, actions=compute_action_stats(episodes, horizon))
@@ -122,6 +125,7 @@ def save_lowdim(fh: BinaryIO, episodes: Sequence[EpisodeLowdim]) -> None:
 
 
 def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:
+    """The episodes of a lowdim .npz file (see save_lowdim)."""
     with np.load(path, allow_pickle=False) as z:
         lengths, state, actions, valid = z["lengths"], z["state"], z["actions"], z["valid"]
         chunks = z["chunks"] if "chunks" in z.files else None

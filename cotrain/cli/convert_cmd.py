@@ -83,6 +83,7 @@ def _unavailable(name: str, exc: Exception) -> Any:
 
 
 def build_convert_app() -> typer.Typer:
+    """The `cotrain convert` group, whose subcommands come from the converter registry."""
     return typer.Typer(cls=_LazyConvertGroup, help="Convert a source dataset into cotrain shards.",
                        no_args_is_help=True)
 

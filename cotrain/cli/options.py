@@ -38,6 +38,7 @@ def _help(field: Any, annotation: Any) -> str:
 
 
 def model_parameters(models: list[type[BaseModel]]) -> list[inspect.Parameter]:
+    """CLI parameters for the fields of the given pydantic models."""
     params = []
     for model in models:
         for name, field in model.model_fields.items():

@@ -155,6 +155,7 @@ def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
 
 
 def read_plan(out: Path) -> PlanDoc:
+    """The plan of the unfinished conversion in `out`."""
     work = WorkDir(out / WORK_DIR)
     if not work.plan.is_file():
         raise DataError(out, "no unfinished conversion here (no .cotrain-work/plan.json)")

@@ -94,6 +94,7 @@ def resample_indices(timestamps_s: np.ndarray, fps: float | None) -> tuple[np.nd
 
 
 def check_finite(array: np.ndarray, name: str, ep: RobotEpisode) -> None:
+    """Raise a DataError naming the frame and dimension of the first NaN or infinity."""
     bad = ~np.isfinite(array)
     if bad.any():
         frame, dim = (int(v) for v in np.argwhere(bad)[0])

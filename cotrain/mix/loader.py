@@ -32,6 +32,7 @@ BAD_SAMPLE = (CotrainError, OSError, ValueError, KeyError)  # what `bad_samples:
 
 
 def build_planner(mixture: Mixture) -> Planner:
+    """The batch planner of a resolved mixture."""
     alloc = Allocator(Schedule(mixture.phases), mixture.spec.batch_size, len(mixture.sources))
     return Planner(mixture.spec.seed, mixture.names, [s.num_samples for s in mixture.sources], alloc)
 
@@ -324,6 +325,7 @@ class MixtureLoader:
 
 
 def default_collator(mixture: Mixture) -> Collator:
+    """A collator padding to the mixture's sizes (defaults: the largest over its sources)."""
     spec, ms = mixture.spec, [s.manifest for s in mixture.sources]
     horizon = spec.horizon or max((m.horizon or 1) for m in ms)
     return Collator(

@@ -39,6 +39,7 @@ class Normalizer:
 
 
 def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> Normalizer | None:
+    """The normalizer of one stats kind, or None when there are no stats."""
     if stats is None:
         return None
     if kind == "quantile":

@@ -21,6 +21,8 @@ SMALL_SOURCE_SAMPLES_PER_READER = 4
 
 @dataclass
 class PhaseReport:
+    """What one phase of a mixture draws from each source."""
+
     name: str
     steps: int
     drawn: dict[str, int]
@@ -32,6 +34,8 @@ class PhaseReport:
 
 @dataclass
 class MixtureReport:
+    """A mixture's simulated draws, epochs and warnings."""
+
     name: str
     batch_size: int
     steps: int

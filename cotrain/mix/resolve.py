@@ -39,6 +39,8 @@ class ResolvedSource:
 
 @dataclass(frozen=True)
 class ResolvedPhase:
+    """A phase with its weights resolved to one float per source."""
+
     name: str
     steps: int
     ramp_steps: int
@@ -113,6 +115,7 @@ def load_mixture(path: str | Path) -> Mixture:
 
 
 def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
+    """Resolve a mixture spec: nested mixtures flattened, sources opened, weights resolved."""
     leaves = _flatten(spec, base, where, (where,))
     sources = []
     for name, src, url, _ in leaves:

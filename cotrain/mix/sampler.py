@@ -132,11 +132,13 @@ def spread_order(counts: list[int], seed: int, step: int) -> list[int]:
 
 
 def source_seed(seed: int, name: str) -> int:
+    """The seed of a source's sample order (from the run seed and the source name)."""
     return zlib.crc32(name.encode("utf-8")) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
 
 
 @lru_cache(maxsize=32)
 def epoch_permutation(seed: int, name: str, epoch: int, size: int) -> np.ndarray:
+    """The sample order of one source in one epoch."""
     rng = np.random.default_rng(np.random.SeedSequence([source_seed(seed, name), epoch, 1]))
     return rng.permutation(size)
 

@@ -176,6 +176,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def parse_mixture(raw: Any, where: str) -> MixtureSpec:
+    """Validate a parsed mixture YAML; errors name `where`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -185,6 +186,7 @@ def parse_mixture(raw: Any, where: str) -> MixtureSpec:
 
 
 def read_yaml(path: Path) -> Any:
+    """The parsed YAML of `path`."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -58,6 +58,7 @@ class EpisodeSpec:
 
 
 def episode_rng(seed: int, stream: int, index: int, attempt: int = 0) -> np.random.Generator:
+    """The generator of one episode attempt, from the seed, stream, index and attempt."""
     return np.random.default_rng(np.random.SeedSequence([seed, stream, index, attempt]))
 
 

@@ -189,6 +189,7 @@ def split_summary(target: str, verbs: tuple[str, ...] = VERBS) -> dict[str, Any]
 
 
 def load_corpus(root: str | Path) -> dict[str, Any]:
+    """The corpus description written by `cotrain sim generate` in `root`."""
     path = Path(root) / CORPUS_FILE
     if not path.is_file():
         raise ConfigError(f"{path} not found: not a corpus written by `cotrain sim generate`")

@@ -37,6 +37,7 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40"
 
 
 def peak_tflops(override: float | None) -> float | None:
+    """Peak TFLOP/s for MFU: the override, else PEAK_TFLOPS of the current GPU, else None."""
     if override is not None:
         return override
     if not torch.cuda.is_available():
