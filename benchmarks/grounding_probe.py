@@ -152,7 +152,7 @@ class VLAProbe:
                              image_size=size, max_text_tokens=64, **override)
         tokenizer = build_byte_tokenizer()
         self.net, cfg = build_vla(cfg, seed=seed, tokenizer=tokenizer)
-        vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+        vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # backbone_config is a nested dict
         self.layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, 64)
         self.readout = readout
 

@@ -90,10 +90,10 @@ def predict_latency(mix: Path, preset: str, device: str, calls: int, extra: dict
     inv_freq = model.rotary.inv_freq.clone()
     model.to(device=device, dtype=dtype).eval()
     model.rotary.inv_freq = inv_freq.to(device)
-    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # backbone_config is a nested dict
     layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, cfg.max_text_tokens)
     policy = Policy(LoadedRun(Path("-"), 0, model, cfg, layout, norm_stats_record(mixture), torch.device(device)))
-    side = int(cfg.image_size)  # type: ignore[arg-type]
+    side = int(cfg.image_size)  # type: ignore[arg-type]  # model config sizes are int | None until resolved
     rng = np.random.default_rng(0)
     cams = mixture.sources[0].manifest.cameras
     images = {c: rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for c in cams}

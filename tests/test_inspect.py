@@ -85,7 +85,7 @@ def write_vl_dataset(root: Path, samples: list[tuple[str, Members]] | None = Non
             writer.write(key, members)
     data = (root / "shard-000000.tar").read_bytes()
     written = Manifest(
-        **fields, num_episodes=0, num_samples=len(samples),  # type: ignore[arg-type]
+        **fields, num_episodes=0, num_samples=len(samples),  # type: ignore[arg-type]  # the test's field dict is typed loosely
         shards=[ShardEntry(name="shard-000000.tar", samples=len(samples), bytes=len(data),
                            sha256=hashlib.sha256(data).hexdigest(), episodes=0)],
         provenance=Provenance(converter="handmade", arguments={}, source_fingerprint="0" * 64, cotrain_version="0"),

@@ -159,7 +159,7 @@ def test_elastic_resume_4x2_to_2x1(data: Path) -> None:
     iters = [iter(ld) for ld in wide]
     seen = [sorted(sum((keys_of(next(it)) for it in iters), [])) for _ in range(10)]
     for it in iters:
-        it.close()  # type: ignore[attr-defined]
+        it.close()  # type: ignore[attr-defined]  # a generator at run time
     state = wide[0].state_dict()
     narrow = [MixtureLoader(mixture, rank=r, world_size=2, num_workers=1) for r in range(2)]
     for ld in narrow:
@@ -454,7 +454,7 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
                 key, ext = info.name.split(".", 1)
                 if not expected or expected[-1]["__key__"] != key:
                     expected.append({"__key__": key})
-                expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+                expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]  # regular members only
     assert [{k: v for k, v in got[i].items() if k != "__shard__"} for i in range(len(src))] == expected
 
 

@@ -198,7 +198,7 @@ def test_a_server_bug_is_reported_in_one_line_with_code_1011(run_dir: Path) -> N
     def broken(observations: Any, steps: Any = None) -> Any:
         raise ValueError("boom")
 
-    server.policy.predict_batch = broken  # type: ignore[method-assign]
+    server.policy.predict_batch = broken  # type: ignore[method-assign]  # patched to simulate a failing policy
     with running_server(server) as port:
         with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
             unpack(ws.recv(10))

@@ -163,7 +163,7 @@ def _rollout(env: TabletopEnv, seed: int, split: str, index: int) -> tuple[list[
     obs, _ = env.reset(seed=seed, options={"split": split, "index": index})
     frames, actions, done = [obs["images"]["top"]], [], False
     while not done:
-        action = expert_action(env.world)  # type: ignore[arg-type]
+        action = expert_action(env.world)  # type: ignore[arg-type]  # the env has a world after reset()
         obs, _, terminated, truncated, _ = env.step(action)
         frames.append(obs["images"]["top"])
         actions.append(action)
