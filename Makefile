@@ -41,10 +41,9 @@ $(LINT_STAMP): $(STAMP)
 # ruff-formatted, so `ruff format --check` is not run. mypy sees `converters/` under its package name
 # `cotrain_converters` through a link in .venv (see mypy_path in pyproject.toml).
 lint: $(LINT_STAMP)
-	$(BIN)/ruff check .
 	mkdir -p $(VENV)/mypy-path
 	ln -sfn $(CURDIR)/converters $(VENV)/mypy-path/cotrain_converters
-	$(BIN)/mypy
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
