@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_STAMP := $(VENV)/.lint-installed
 
 .PHONY: setup demo test test-fast bench lint clean lerobot-env
 
@@ -45,6 +46,15 @@ $(LEROBOT_VENV)/.installed:
 	$(LEROBOT_VENV)/bin/pip install -q torch==2.9.1 torchvision==0.24.1
 	$(LEROBOT_VENV)/bin/pip install -q 'lerobot[smolvla]==0.4.4'
 	touch $@
+
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[lint]"
+	touch $(LINT_STAMP)
+
+# ruff (rules in pyproject.toml) and mypy (strict on mix/ and the dataset contract). The tree is not
+# ruff-formatted, so `ruff format --check` is not run.
+lint: $(LINT_STAMP)
+	status=0; $(BIN)/ruff check . || status=1; $(BIN)/mypy || status=1; exit $$status
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -40,13 +40,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    parse_with_variant_args,
     PeakMemory,
     Variant,
     import_fixtures,
     machine_info,
     median_of,
     median_rate,
+    parse_with_variant_args,
     ratio,
     run_rounds,
     wait_for_go,

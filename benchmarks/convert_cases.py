@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import import_fixtures
 
 JPEG_QUALITY = 90
@@ -82,6 +81,7 @@ def _mcap_messages(episode: int, frames: int, hw: tuple[int, int]) -> list[tuple
 def write_mcap(root: Path, size: dict[str, Any]) -> Path:
     import_fixtures()
     from mcap_ros2.writer import Writer
+
     from tests.fixtures.mcap import BASE_NS, MSGDEFS
 
     root.mkdir(parents=True, exist_ok=True)

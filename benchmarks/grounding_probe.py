@@ -130,7 +130,9 @@ class ReferenceProbe:
             ids[i, : len(raw)], valid[i, : len(raw)] = torch.tensor(raw), True
         return ids, valid
 
-    def loss(self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         return ((self.net(images, *self._text(texts)) - targets_b2) ** 2).mean()
 
     @torch.no_grad()
@@ -150,7 +152,7 @@ class VLAProbe:
                              image_size=size, max_text_tokens=64, **override)
         tokenizer = build_byte_tokenizer()
         self.net, cfg = build_vla(cfg, seed=seed, tokenizer=tokenizer)
-        vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+        vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # backbone_config is a nested dict
         self.layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, 64)
         self.readout = readout
 
@@ -165,7 +167,9 @@ class VLAProbe:
                  "actions_valid": torch.ones(b, 1, dtype=torch.bool), "action_mask": torch.ones(b, 2, dtype=torch.bool)}
         return build_inputs(batch, self.layout)[0]
 
-    def loss(self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss(
+        self, images: torch.Tensor, texts: list[str], targets_b2: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         b = len(texts)
         noise = torch.randn(b, 1, 2, generator=gen)
         t = torch.rand(b, generator=gen) ** (1 / 1.5) * 0.999 + 0.001  # Beta(1.5, 1) by inverse CDF, as pi0

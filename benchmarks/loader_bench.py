@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from common import (  # noqa: E402
-    parse_with_variant_args,
     Clock,
     PeakMemory,
     Variant,
     machine_info,
     median_of,
     median_rate,
+    parse_with_variant_args,
     ratio,
     run_group,
     run_rounds,
@@ -220,7 +220,10 @@ def run_variant(args: argparse.Namespace) -> None:
 
 def variants(only: str | None = None, baseline: str | None = None) -> list[Variant]:
     """In round order: each floor right before the MixtureLoader run it is paired with (see `summarise`)."""
-    floor, floor_x2 = Variant("floor", items_key="samples"), Variant("floor", parts=2, items_key="samples", label="floor-x2")
+    floor, floor_x2 = (
+        Variant("floor", items_key="samples"),
+        Variant("floor", parts=2, items_key="samples", label="floor-x2"),
+    )
     out = [floor, Variant("mixture-w0", items_key="samples"), floor_x2, Variant("mixture-w2", items_key="samples"),
            Variant("interleaved-w0", items_key="samples")]
     for kind in [k for k in FRAMEWORKS if k != "mixture"]:

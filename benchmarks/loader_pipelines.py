@@ -27,7 +27,6 @@ from unittest import mock
 
 import numpy as np
 import torch.utils.data as tud
-
 from common import import_fixtures
 from cotrain.mix.transform import letterbox_jpeg
 from cotrain.dataset import shards

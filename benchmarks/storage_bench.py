@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import import_fixtures, machine_info, write_results  # noqa: E402
 
 ReadFn = Callable[[str, int, int], bytes]

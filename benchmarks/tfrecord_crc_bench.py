@@ -117,12 +117,21 @@ def main(argv: list[str] | None = None) -> None:
             for name, (fn, _) in variants.items():
                 seconds[name].append(_timed(fn))
     rates = {name: round(variants[name][1] / statistics.median(s) / 1e6, 2) for name, s in seconds.items()}
-    doc = {"size": "quick" if args.quick else "full", "records": len(payloads), "payload_bytes": total,
-           "mean_record_bytes": total // len(payloads), "repeats": repeats, "baseline_rev": args.baseline_rev,
-           "google_crc32c_implementation": google_crc32c.implementation, "mb_per_s": rates,
-           "ratios": {"google_crc32c_vs_zlib": ratio(rates["crc_google_crc32c"], rates["crc_zlib_crc32"]),
-                      "google_crc32c_vs_its_python": ratio(rates["crc_google_crc32c"], rates["crc_google_crc32c_python"]),
-                      "read_current_vs_baseline": ratio(rates["read_current"], rates.get("read_baseline"))}}
+    doc = {
+        "size": "quick" if args.quick else "full",
+        "records": len(payloads),
+        "payload_bytes": total,
+        "mean_record_bytes": total // len(payloads),
+        "repeats": repeats,
+        "baseline_rev": args.baseline_rev,
+        "google_crc32c_implementation": google_crc32c.implementation,
+        "mb_per_s": rates,
+        "ratios": {
+            "google_crc32c_vs_zlib": ratio(rates["crc_google_crc32c"], rates["crc_zlib_crc32"]),
+            "google_crc32c_vs_its_python": ratio(rates["crc_google_crc32c"], rates["crc_google_crc32c_python"]),
+            "read_current_vs_baseline": ratio(rates["read_current"], rates.get("read_baseline")),
+        },
+    }
     path = write_results("tfrecord-crc", doc, machine, args.out)
     print(f"results: {path}")
     for name, rate in rates.items():

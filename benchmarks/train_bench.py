@@ -43,8 +43,10 @@ def write_data(root: Path, side: int, samples: int, cameras: int, horizon: int, 
     write_dataset(root / "vl", samples=samples, per_shard=200, modality=keys.VISION_LANGUAGE, cameras=("image",),
                   image_hw=(side, side))
     mix = root / "mix.yaml"
-    mix.write_text(f"name: bench\nseed: 0\nbatch_size: {batch}\nimage_size: {side}\nsources:\n  robot: {{path: robot}}\n"
-                   f"  vl: {{path: vl}}\nphases:\n  - {{name: p, steps: 100000, weights: {{robot: 0.7, vl: 0.3}}}}\n")
+    mix.write_text(
+        f"name: bench\nseed: 0\nbatch_size: {batch}\nimage_size: {side}\nsources:\n  robot: {{path: robot}}\n"
+        f"  vl: {{path: vl}}\nphases:\n  - {{name: p, steps: 100000, weights: {{robot: 0.7, vl: 0.3}}}}\n"
+    )
     return mix
 
 
@@ -88,10 +90,10 @@ def predict_latency(mix: Path, preset: str, device: str, calls: int, extra: dict
     inv_freq = model.rotary.inv_freq.clone()
     model.to(device=device, dtype=dtype).eval()
     model.rotary.inv_freq = inv_freq.to(device)
-    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # backbone_config is a nested dict
     layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, cfg.max_text_tokens)
     policy = Policy(LoadedRun(Path("-"), 0, model, cfg, layout, norm_stats_record(mixture), torch.device(device)))
-    side = int(cfg.image_size)  # type: ignore[arg-type]
+    side = int(cfg.image_size)  # type: ignore[arg-type]  # model config sizes are int | None until resolved
     rng = np.random.default_rng(0)
     cams = mixture.sources[0].manifest.cameras
     images = {c: rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for c in cams}
@@ -150,7 +152,9 @@ def main() -> None:
             if not torch.cuda.is_available():
                 parser.error("--gpu: no CUDA device")
             machine["gpu"] = torch.cuda.get_device_name()
-            doc["gpu"] = gpu_bench(args.steps or 30, args.warmup, args.quick, args.batch, args.workers, Path(tmp) / "gpu")
+            doc["gpu"] = gpu_bench(
+                args.steps or 30, args.warmup, args.quick, args.batch, args.workers, Path(tmp) / "gpu"
+            )
     print(write_results("train_bench", doc, machine, args.out))
     import json
 

@@ -18,9 +18,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cotrain.errors import CotrainError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["RESUME_HINT", "TMP_SUFFIX", "WriteError", "atomic_open", "errno_of", "write_bytes_atomic", "write_error",
            "write_text_atomic", "writing"]
@@ -70,9 +73,9 @@ class _NamedFileIO(io.FileIO):
     target: str = ""
     hint: str = RESUME_HINT
 
-    def write(self, data: bytes) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer, /) -> int:
         try:
-            return super().write(data)  # type: ignore[arg-type]
+            return super().write(data)
         except OSError as exc:
             raise write_error(self.target, exc, self.hint) from None
 
@@ -86,7 +89,7 @@ def atomic_open(path: Path, hint: str = RESUME_HINT) -> Iterator[BinaryIO]:
             raw = _NamedFileIO(tmp, "wb")
         raw.target, raw.hint = str(path), hint
         with io.BufferedWriter(raw) as fh:
-            yield fh  # type: ignore[misc]
+            yield fh
             with writing(path, hint):
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -98,9 +101,11 @@ def atomic_open(path: Path, hint: str = RESUME_HINT) -> Iterator[BinaryIO]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, hint: str = RESUME_HINT) -> None:
+    """Write `data` to `path` atomically (see atomic_open)."""
     with atomic_open(path, hint) as fh:
         fh.write(data)
 
 
 def write_text_atomic(path: Path, text: str, hint: str = RESUME_HINT) -> None:
+    """Write `text` as UTF-8 to `path` atomically (see atomic_open)."""
     write_bytes_atomic(path, text.encode("utf-8"), hint)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in a torchrun job (rank 0 of 1 outside one)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -25,6 +27,7 @@ class DistInfo:
 
 
 def dist_info() -> DistInfo:
+    """The DistInfo from torchrun's environment variables."""
     env = os.environ
     return DistInfo(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 

@@ -6,6 +6,10 @@ import logging
 import sys
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 log = logging.getLogger("cotrain.progress")
 
@@ -22,14 +26,15 @@ class Progress:
     def __init__(self, total: int, label: str, enabled: bool | None = None, log_every_s: float = 10.0) -> None:
         self.total, self.label, self.done = total, label, 0
         self._tty = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = None
+        self._bar: RichProgress | None = None
         self._log_every_s = log_every_s
         self._last_log = time.monotonic()
 
     def __enter__(self) -> Progress:
         if self._tty:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             # On stderr: stdout carries the report, which `--json` promises is one JSON document.
             self._bar = RichProgress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -46,6 +51,8 @@ class Progress:
             self._last_log = time.monotonic()
             log.info("%s: %d/%d samples", self.label, self.done, self.total)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)

@@ -23,7 +23,7 @@ import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -82,11 +82,12 @@ def _agibot_files(path: Path) -> list[Path]:
     return sorted(folder.glob("*.json"))
 
 
-def _int(value: Any) -> bool:
+def _int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_jsonl(path: Path) -> list[Segment]:
+    """Segments of a JSONL file, one object {episode, start, end, text} a line."""
     return [_jsonl_segment(obj, path, n) for n, obj in iter_jsonl(path)]
 
 
@@ -109,10 +110,12 @@ def _jsonl_segment(obj: Any, path: Path, n: int) -> Segment:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)):
         raise DataError(path, f"line {n}: needs 'start'/'end' (frames) or 'start_s'/'end_s' (seconds)",
                         episode=episode, key="start_s")
-    return Segment(episode, float(start), float(end), text, origin, seconds=True)
+    # The ignore: the all() above checked both are numbers; mypy does not narrow through it.
+    return Segment(episode, float(start), float(end), text, origin, seconds=True)  # type: ignore[arg-type]
 
 
 def read_agibot(path: Path) -> list[Segment]:
+    """Segments of AgiBot task_info files (a file or a folder of them)."""
     files = _agibot_files(path)
     if not files:
         raise DataError(path, "no AgiBot task_info .json files")
@@ -147,6 +150,7 @@ def _agibot_episode(entry: Any, file: Path, i: int) -> list[Segment]:
 
 
 def read_lerobot(path: Path, style: str) -> list[Segment]:
+    """Segments of a LeRobot dataset's language annotations in the given style."""
     import pyarrow.parquet as pq
 
     if style not in PERSISTENT_STYLES + EVENT_STYLES:
@@ -236,6 +240,7 @@ def _dims(manifest: Manifest, opts: AnnotateOptions) -> tuple[DimMap, list[str]]
 
 
 def list_units(src: Path, opts: AnnotateOptions) -> list[Unit]:
+    """One unit per shard of the cotrain dataset being annotated."""
     _check_mode(opts)
     manifest = load_manifest(src)
     if opts.scripted:
@@ -250,6 +255,7 @@ def list_units(src: Path, opts: AnnotateOptions) -> list[Unit]:
 
 
 def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The annotated dataset's info: the source manifest plus the annotation columns."""
     manifest = load_manifest(src)
     if opts.scripted:
         dims, names = _dims(manifest, opts)
@@ -266,7 +272,7 @@ def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> Dataset
         report = build_report(episodes, segments, manifest.fps, opts.uncovered, source)
     return DatasetInfo(modality=keys.ANNOTATION, embodiment=manifest.embodiment, state_names=manifest.state_names,
                        fps=manifest.fps, cameras=manifest.cameras,
-                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]
+                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]  # manifest image sizes are [height, width]
                        extra={"source_dataset": manifest.name, "annotation": report})
 
 
@@ -310,6 +316,7 @@ def _scripted(group: list[dict[str, bytes]], dims: DimMap, rules: PrimitiveRules
 
 
 def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit, sink: UnitSink) -> None:
+    """Copy one shard's samples with their segment text added."""
     path = src / unit.ref["shard"]
     manifest = load_manifest(src)
     member = keys.ACTIONS if opts.scripted and opts.scripted_from == "actions" else keys.STATE
@@ -326,8 +333,9 @@ def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit, sink: UnitSink) -
                                            valid=np.ones(len(idx), bool)))
     name = opts.name or src.resolve().name
     for k, raw in enumerate(iter_samples(path)):
-        if raw["__key__"].encode() != small[k]["__key__"]:
-            raise DataError(path, "shard changed while being read", key=raw["__key__"])
+        # The ignores: a sample's __key__ is a str, which iter_samples' dict[str, bytes] type does not say.
+        if raw["__key__"].encode() != small[k]["__key__"]:  # type: ignore[attr-defined]
+            raise DataError(path, "shard changed while being read", key=raw["__key__"])  # type: ignore[arg-type]
         if keep[k]:
             sink.add(_members(raw, flat[k], opts, name))
 

@@ -79,10 +79,12 @@ def _key_list(text: str | None, default: list[str]) -> list[str]:
 
 
 def state_keys(opts: LbmOptions) -> list[str]:
+    """The state keys: --state-keys or the defaults for the measured state."""
     return _key_list(opts.state_keys, default_keys("actual"))
 
 
 def action_keys(opts: LbmOptions) -> list[str]:
+    """The action keys: --action-keys or the defaults for --action-source."""
     return _key_list(opts.action_keys, default_keys(opts.action_source))
 
 
@@ -219,6 +221,7 @@ def _probe(src: Path, shard: str, opts: LbmOptions) -> dict[str, Any]:
 
 
 def list_units(src: Path, opts: LbmOptions) -> list[Unit]:
+    """One unit per shard listed in the preprocessor's manifest."""
     if opts.fps is not None:
         raise ConfigError("--fps: LBM samples are windows cut by the preprocessor at its own rate; "
                           "they cannot be resampled (leave --fps unset)")
@@ -245,6 +248,7 @@ def _source_stats(src: Path, used: Sequence[str]) -> dict[str, Any]:
 
 
 def describe(src: Path, opts: LbmOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names and cameras from the first unit's layout."""
     layout = units[0].ref["layout"]
     skeys, akeys = state_keys(opts), action_keys(opts)
     state_names = [n for k, d in zip(skeys, layout["state_dims"], strict=True) for n in component_names(k, d)]
@@ -322,6 +326,7 @@ def _frames(sample: _Sample, camera_map: Mapping[str, str], opts: LbmOptions) ->
 
 
 def convert_unit(src: Path, opts: LbmOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write one LBM sample as a cotrain sample."""
     layout = unit.ref["layout"]
     path = shard_file(src, unit.ref["shard"], int(unit.ref.get("entry", unit.index + 1)))
     where = str(path)

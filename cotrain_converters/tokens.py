@@ -72,12 +72,14 @@ def _check_source(src: Path, manifest: Manifest, tokenizer: Any) -> None:
 
 
 def list_units(src: Path, opts: TokensOptions) -> list[Unit]:
+    """One unit per shard of the source cotrain dataset."""
     manifest = load_manifest(src)
     _check_source(src, manifest, _tokenizer(opts))
     return [Unit(i, s.name, s.samples, {"shard": s.name}) for i, s in enumerate(manifest.shards)]
 
 
 def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The source manifest's info with the tokenizer's description added."""
     manifest = load_manifest(src)
     cfg = _tokenizer(opts).config
     tokenizer = {"kind": cfg.kind, "vocab_size": cfg.vocab_size, "horizon": cfg.horizon, "action_dim": cfg.action_dim,
@@ -85,7 +87,7 @@ def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetIn
     return DatasetInfo(modality=keys.ACTION_TOKENS_MODALITY, embodiment=manifest.embodiment,
                        state_names=manifest.state_names, action_names=manifest.action_names, fps=manifest.fps,
                        horizon=manifest.horizon, cameras=manifest.cameras,
-                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]
+                       image_size=tuple(manifest.image_size) if manifest.image_size else None,  # type: ignore[arg-type]  # manifest image sizes are [height, width]
                        extra={"source_dataset": manifest.name, "source_modality": manifest.modality,
                               "tokenizer": tokenizer})
 
@@ -116,16 +118,18 @@ class _EpisodeArrays:
 def _arrays(raw: dict[str, bytes], where: Path, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
     for member in (keys.META, keys.ACTIONS, keys.ACTIONS_VALID, keys.STATE):
         if member not in raw:
-            raise DataError(where, f"sample has no {member}", key=raw["__key__"])
+            # The ignores: a sample's __key__ is a str, which iter_samples' dict[str, bytes] type does not say.
+            raise DataError(where, f"sample has no {member}", key=raw["__key__"])  # type: ignore[arg-type]
     chunk = decode_npy(raw[keys.ACTIONS]).astype(np.float32)
     valid = decode_npy(raw[keys.ACTIONS_VALID]).astype(bool)
     if chunk.shape != shape or valid.shape != shape[:1]:
         raise DataError(where, f"actions.npy {chunk.shape} / actions_valid.npy {valid.shape}; the manifest says "
-                               f"[{shape[0]}, {shape[1]}]", key=f"{raw['__key__']}.{keys.ACTIONS}")
+                               f"[{shape[0]}, {shape[1]}]", key=f"{raw['__key__']}.{keys.ACTIONS}")  # type: ignore[str-bytes-safe]
     return decode_npy(raw[keys.STATE]).astype(np.float32), chunk, valid
 
 
 def convert_unit(src: Path, opts: TokensOptions, unit: Unit, sink: UnitSink) -> None:
+    """Copy one shard's samples with their action chunks tokenized."""
     tokenizer = _tokenizer(opts)
     manifest = load_manifest(src)
     shape = (int(manifest.horizon or 0), tokenizer.config.action_dim)

@@ -206,7 +206,7 @@ def _config(root: Path, mix: Path, **fields: object):
                            heldout_episodes=2, heldout_vl_images=2, verbs=("pick",))
     base = dict(mixtures=(str(mix),), out=str(root / "out"), seeds=2, steps=4, episodes=4, eval_samples=6,
                 train_overrides={"warmup_steps": 1, "save_every": 2, "log_every": 1, "keep_checkpoints": 2}, data=data)
-    return AblationConfig(**{**base, **fields})  # type: ignore[arg-type]
+    return AblationConfig(**{**base, **fields})  # type: ignore[arg-type]  # the test's field dict is typed loosely
 
 
 @pytest.mark.slow

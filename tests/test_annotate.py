@@ -389,7 +389,7 @@ def test_cli_options_mirror_the_models() -> None:
     from cotrain.cli.annotate_cmd import _TEXT_PROMPT
     from cotrain.cli.app import app
 
-    command = typer.main.get_command(app).commands["annotate"]  # type: ignore[attr-defined]
+    command = typer.main.get_command(app).commands["annotate"]  # type: ignore[attr-defined]  # a click Group at run time
     params = {p.name for p in command.params} - {"src", "out", "json_output"}
     # Annotation reads JPEGs from shards and decodes no video, so it has no --decode-threads.
     assert params == set(AnnotateOptions.model_fields) | (set(RunOptions.model_fields) - {"decode_threads"})

@@ -88,7 +88,9 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
     # The mixture is exact per batch: over whole batches its realised shares hit the weights (+-1 sample).
     assert table["mixture-w0"]["overall_error"] <= 1 / 256
     long_run = doc["long_run"]
-    assert long_run["samples"] >= 2000 and _positive(long_run["pss_10pct_mib"]) and _positive(long_run["pss_100pct_mib"])
+    assert (
+        long_run["samples"] >= 2000 and _positive(long_run["pss_10pct_mib"]) and _positive(long_run["pss_100pct_mib"])
+    )
     assert long_run["pss_growth"] == pytest.approx(
         (long_run["pss_100pct_mib"] - long_run["pss_10pct_mib"]) / long_run["pss_10pct_mib"], abs=2e-3)
     assert long_run["realised"] == pytest.approx([0.5, 0.3, 0.2], abs=1 / 2000)
@@ -104,7 +106,9 @@ def test_loader_bench_quick(tmp_path: Path) -> None:
 
 def test_loader_bench_partial_baseline_run(tmp_path: Path) -> None:
     # --only one MixtureLoader variant with --baseline: the baseline repeats just that variant.
-    doc = _run("loader_bench.py", tmp_path / "loader.json", "--only", "mixture-w0", "--no-long", "--baseline", str(ROOT))
+    doc = _run(
+        "loader_bench.py", tmp_path / "loader.json", "--only", "mixture-w0", "--no-long", "--baseline", str(ROOT)
+    )
     assert set(doc["summary"]) == {"floor", "floor-x2", "mixture-w0", "mixture-w0@baseline", "interleaved-w0",
                                    "interleaved-w0@baseline"}
     assert set(doc["baseline"]["interleaved_w0_ratio"]) == {"new", "baseline"}

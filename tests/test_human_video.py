@@ -49,7 +49,7 @@ def hands_at(wrist_l: np.ndarray, wrist_r: np.ndarray, aperture_l: np.ndarray, a
 
 def one_episode(tmp_path: Path, camera: np.ndarray, joints: dict, **kw: object) -> Path:
     src = tmp_path / "src"
-    write_egodex_episode(src / "test" / "pour_water" / "0", camera, joints, **kw)  # type: ignore[arg-type]
+    write_egodex_episode(src / "test" / "pour_water" / "0", camera, joints, **kw)  # type: ignore[arg-type]  # the test's keyword dict is typed loosely
     return src
 
 
@@ -136,7 +136,7 @@ def test_confidence_masks_steps_and_stats_count_them(egodex_src: Path, tmp_path:
     for s in out:
         t = s["meta.json"]["frame_index"]
         assert s["actions_valid.npy"].tolist() == [t + h + 1 < T and t + h + 1 != low for h in range(4)]
-    per = load_manifest(tmp_path / "o").stats.actions.per_timestep  # type: ignore[union-attr]
+    per = load_manifest(tmp_path / "o").stats.actions.per_timestep  # type: ignore[union-attr]  # the converter wrote action stats
     valid = np.stack([s["actions_valid.npy"] for s in out])
     chunks = np.stack([s["actions.npy"] for s in out]).astype(np.float64)
     assert [c[0] for c in per["count"]] == valid.sum(0).tolist()

@@ -85,7 +85,7 @@ def write_vl_dataset(root: Path, samples: list[tuple[str, Members]] | None = Non
             writer.write(key, members)
     data = (root / "shard-000000.tar").read_bytes()
     written = Manifest(
-        **fields, num_episodes=0, num_samples=len(samples),  # type: ignore[arg-type]
+        **fields, num_episodes=0, num_samples=len(samples),  # type: ignore[arg-type]  # the test's field dict is typed loosely
         shards=[ShardEntry(name="shard-000000.tar", samples=len(samples), bytes=len(data),
                            sha256=hashlib.sha256(data).hexdigest(), episodes=0)],
         provenance=Provenance(converter="handmade", arguments={}, source_fingerprint="0" * 64, cotrain_version="0"),
@@ -591,6 +591,8 @@ def test_preview_vl_and_cli(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--samples 0: must be at least 1"):
         render_preview(root, tmp_path / "x.png", samples=0)
     (root / "shard-000000.tar").write_bytes(b"\1" * 700)
-    with pytest.raises(DataError, match=r"shard-000000\.tar: unreadable member header at byte 0; .*; run `cotrain validate`"):
+    with pytest.raises(
+        DataError, match=r"shard-000000\.tar: unreadable member header at byte 0; .*; run `cotrain validate`"
+    ):
         render_preview(root, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()

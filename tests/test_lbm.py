@@ -40,7 +40,7 @@ def source_samples(root: Path) -> dict[str, dict[str, bytes]]:
         with tarfile.open(tar_path) as tar:
             for info in tar.getmembers():
                 key, ext = info.name.split(".", 1)
-                out.setdefault(key, {})[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+                out.setdefault(key, {})[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]  # regular members only
     return out
 
 
@@ -91,13 +91,13 @@ def test_manifest_and_stats(src: Path, converted: Path) -> None:
     samples = list(Dataset.open(converted).iter_decoded())
     chunks = np.stack([s["actions.npy"] for s in samples]).astype(np.float64)
     valid = np.stack([s["actions_valid.npy"] for s in samples])
-    per = m.stats.actions.per_timestep  # type: ignore[union-attr]
+    per = m.stats.actions.per_timestep  # type: ignore[union-attr]  # the converter wrote action stats
     assert [c[0] for c in per["count"]] == valid.sum(0).tolist()
     for h in (0, 7, 14):
         np.testing.assert_allclose(per["mean"][h], chunks[valid[:, h], h].mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(per["max"][h], chunks[valid[:, h], h].max(0), rtol=1e-6)
     states = np.stack([s["state.npy"] for s in samples]).astype(np.float64)
-    np.testing.assert_allclose(m.stats.state.mean, states.mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[union-attr]
+    np.testing.assert_allclose(m.stats.state.mean, states.mean(0), rtol=1e-5, atol=1e-6)  # type: ignore[union-attr]  # the converter wrote state stats
 
 
 def test_desired_actions_randomized_text_and_camera_selection(src: Path, tmp_path: Path) -> None:
@@ -213,8 +213,8 @@ def test_symlinked_camera_member_is_refused_not_dropped(tmp_path: Path) -> None:
     bad = write_lbm(tmp_path / "bad", lengths=(3,), stats=False)
     samples = list(source_samples(bad).items())
     key = samples[0][0]
-    samples[0][1]["wrist_left_minus_t0.jpg"] = f"{key}.wrist_left_minus_t-1.jpg"  # type: ignore[assignment]
-    write_tar(bad / "shards" / "shard-000000.tar", samples)  # type: ignore[arg-type]
+    samples[0][1]["wrist_left_minus_t0.jpg"] = f"{key}.wrist_left_minus_t-1.jpg"  # type: ignore[assignment]  # deliberately a wrong value
+    write_tar(bad / "shards" / "shard-000000.tar", samples)  # type: ignore[arg-type]  # as above
     with pytest.raises(DataError, match=rf"shard-000000.tar, key '{key}.wrist_left_minus_t0.jpg': member "
                                         rf"'{key}.wrist_left_minus_t0.jpg' is a symbolic link member"):
         convert("lbm", bad, tmp_path / "o", LbmOptions())

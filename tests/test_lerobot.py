@@ -474,7 +474,7 @@ def test_inline_image_paths_stay_inside_and_corrupt_jpegs_fail(tmp_path: Path) -
 
     for ref in ("../../../secret.png", str(secret)):
         write_images({3: {"bytes": None, "path": ref}})
-        with pytest.raises(DataError, match=rf"file-000\.parquet, episode 0, frame 3, key 'observation\.images\.top': "
+        with pytest.raises(DataError, match=r"file-000\.parquet, episode 0, frame 3, key 'observation\.images\.top': "
                                             r"image path .* outside the dataset folder"):
             convert("lerobot", src, tmp_path / "o", opts())
     jpeg = encode(frame_image(1, 2, SIZE), "JPEG")

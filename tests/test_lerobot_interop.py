@@ -228,7 +228,7 @@ def test_export_refuses_chunks_it_cannot_rebuild(data: Path, tmp_path: Path) -> 
     edited = tmp_path / "edited.tar"
     with tarfile.open(shard) as src, tarfile.open(edited, "w", format=tarfile.USTAR_FORMAT) as dst:
         for info in src.getmembers():
-            payload = src.extractfile(info).read()  # type: ignore[union-attr]
+            payload = src.extractfile(info).read()  # type: ignore[union-attr]  # regular members only
             if info.name == "000000_000003.actions.npy":
                 chunk = _npy(payload).copy()
                 chunk[2] += 1.0

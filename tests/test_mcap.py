@@ -162,7 +162,7 @@ def test_json_channels_with_key_paths_and_base64_images(tmp_path: Path) -> None:
         tick = 10 + 100 * k
         ks, ka, kc = (_latest(s, tick, 500) for s in (fx.JSON_STATE, fx.JSON_ACTION, fx.JSON_CAMERA))
         state = fx.json_state(ks)
-        assert sample["state.npy"].tolist() == [*state["arm"]["joints"], state["gripper"]]  # type: ignore[index]
+        assert sample["state.npy"].tolist() == [*state["arm"]["joints"], state["gripper"]]  # type: ignore[index]  # nested JSON test data
         assert sample["actions.npy"][0].tolist() == fx.json_action(ka)["target"]
         assert sample["camera.jpg"] == fx.jpeg(fx.frame(kc, seed=3))
         assert sample["instruction.txt"] == "wipe"
@@ -189,7 +189,7 @@ def test_protobuf_channels_runtime_message_and_struct(tmp_path: Path) -> None:
     for k, sample in enumerate(samples):
         ks, ka = _latest(fx.JSON_STATE, 10 + 100 * k, 500), _latest(fx.JSON_ACTION, 10 + 100 * k, 500)
         state = fx.json_state(ks)
-        assert sample["state.npy"].tolist() == [*state["arm"]["joints"], state["gripper"]]  # type: ignore[index]
+        assert sample["state.npy"].tolist() == [*state["arm"]["joints"], state["gripper"]]  # type: ignore[index]  # nested JSON test data
         assert sample["actions.npy"][0].tolist() == fx.json_action(ka)["target"]
         assert sample["instruction.txt"] == ""
     assert ds.manifest.action_names == ["target[0]", "target[1]"]

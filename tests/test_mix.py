@@ -159,7 +159,7 @@ def test_elastic_resume_4x2_to_2x1(data: Path) -> None:
     iters = [iter(ld) for ld in wide]
     seen = [sorted(sum((keys_of(next(it)) for it in iters), [])) for _ in range(10)]
     for it in iters:
-        it.close()  # type: ignore[attr-defined]
+        it.close()  # type: ignore[attr-defined]  # a generator at run time
     state = wide[0].state_dict()
     narrow = [MixtureLoader(mixture, rank=r, world_size=2, num_workers=1) for r in range(2)]
     for ld in narrow:
@@ -260,10 +260,22 @@ def test_bad_sample_raise_and_skip(data: Path, tmp_path: Path) -> None:
 
 def test_nested_mixture_and_balance(data: Path) -> None:
     inner = data / "inner.yaml"
-    inner.write_text(yaml.safe_dump({"name": "inner", "batch_size": 8, "sources": {
-        "a": {"path": "target"}, "b": {"path": "xemb"}}, "phases": [{"name": "p", "steps": 1, "weights": {"a": 3, "b": 1}}]}))
-    outer = write_mix(data, "outer.yaml", sources={"robots": {"mixture": "inner.yaml"}, "vl": {"path": "vl", "balance": 1.0}},
-                      phases=[{"name": "p", "steps": 4, "weights": {"robots": 0.5, "vl": 0.5}}])
+    inner.write_text(
+        yaml.safe_dump(
+            {
+                "name": "inner",
+                "batch_size": 8,
+                "sources": {"a": {"path": "target"}, "b": {"path": "xemb"}},
+                "phases": [{"name": "p", "steps": 1, "weights": {"a": 3, "b": 1}}],
+            }
+        )
+    )
+    outer = write_mix(
+        data,
+        "outer.yaml",
+        sources={"robots": {"mixture": "inner.yaml"}, "vl": {"path": "vl", "balance": 1.0}},
+        phases=[{"name": "p", "steps": 4, "weights": {"robots": 0.5, "vl": 0.5}}],
+    )
     mixture = load_mixture(outer)
     assert mixture.names == ["robots/a", "robots/b", "vl"]
     w = np.array([0.5 * 0.75, 0.5 * 0.25, 0.5 * 17 / 40])  # vl balanced by (17 / 40) ** 1
@@ -442,7 +454,7 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
                 key, ext = info.name.split(".", 1)
                 if not expected or expected[-1]["__key__"] != key:
                     expected.append({"__key__": key})
-                expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+                expected[-1][ext] = tar.extractfile(info).read()  # type: ignore[union-attr]  # regular members only
     assert [{k: v for k, v in got[i].items() if k != "__shard__"} for i in range(len(src))] == expected
 
 

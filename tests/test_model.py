@@ -105,7 +105,9 @@ def test_time_distribution_and_determinism() -> None:
     assert t.min() >= 0.001 and t.max() <= 1.0
     assert abs(t.mean().item() - (0.6 * 0.999 + 0.001)) < 3e-3  # Beta(1.5, 1) mean 0.6
     assert abs((t > 0.5).float().mean().item() - (1 - ((0.5 - 0.001) / 0.999) ** 1.5)) < 3e-3
-    assert torch.equal(sample_time(8, torch.Generator().manual_seed(3)), sample_time(8, torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        sample_time(8, torch.Generator().manual_seed(3)), sample_time(8, torch.Generator().manual_seed(3))
+    )
     general = sample_time(100_000, torch.Generator().manual_seed(0), alpha=2.0, beta=3.0)
     assert abs(general.mean().item() - (0.4 * 0.999 + 0.001)) < 3e-3
 
@@ -174,9 +176,14 @@ def test_text_tokens_bound_from_member_sizes() -> None:
     tok = build_byte_tokenizer()
     layout = TextLayout(tok, 1283, 1024, 0, 10_000)
     conv = '[{"role": "user", "content": "what?"}, {"role": "assistant", "content": "cube"}]'
-    samples = [{"instruction": "pick up the red block and place it in bin 7"}, {"prompt": "caption en", "target": "a cat"},
-               {"prompt": "", "instruction": "fallback é"}, {"instruction": "go", "action_tokens": [3, 4, 5]},
-               {}, {"conversation": conv}]
+    samples = [
+        {"instruction": "pick up the red block and place it in bin 7"},
+        {"prompt": "caption en", "target": "a cat"},
+        {"prompt": "", "instruction": "fallback é"},
+        {"instruction": "go", "action_tokens": [3, 4, 5]},
+        {},
+        {"conversation": conv},
+    ]
     members = dict(zip(("prompt", "instruction", "target", "conversation", "action_tokens"), TEXT_MEMBERS))
 
     def size(sample: dict, field: str) -> int:
@@ -411,7 +418,9 @@ def test_embeddings_and_prefix_pass_match_transformers(paligemma_dirs: dict, bac
         hidden = model.prefix_hidden(inputs)
     assert torch.allclose(ours, seen["x"], atol=1e-6)  # what transformers feeds its first layer
     assert torch.allclose(hidden, out.hidden_states[-1], atol=1e-5)  # whole prefix pass, soft-capping included
-    assert torch.equal(model.blocks[1].backbone.mlp.up_proj.weight, hf.model.language_model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(
+        model.blocks[1].backbone.mlp.up_proj.weight, hf.model.language_model.layers[1].mlp.up_proj.weight
+    )
     assert cfg.backbone_config["text_config"]["model_type"] == backbone
 
 

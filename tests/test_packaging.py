@@ -9,6 +9,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from cotrain.mix.spec import parse_mixture
@@ -39,3 +40,9 @@ def test_cli_help_imports_nothing_heavy() -> None:
 def test_example_mixtures_parse(path: Path) -> None:
     spec = parse_mixture(yaml.safe_load(path.read_text()), str(path))
     assert spec.phases and spec.sources
+
+
+def test_py_typed_marker_ships() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert (ROOT / "cotrain" / "py.typed").is_file()
+    assert any("py.typed" in patterns for patterns in config["package-data"].values())

@@ -23,7 +23,7 @@ from tests.fixtures.aloha import write_aloha
 
 
 def opts(**kw: object) -> RobotOptions:
-    return RobotOptions(**{"embodiment": "aloha", "shard_size": 30, **kw})  # type: ignore[arg-type]
+    return RobotOptions(**{"embodiment": "aloha", "shard_size": 30, **kw})  # type: ignore[arg-type]  # the test's field dict is typed loosely
 
 
 @pytest.fixture(scope="module")

@@ -31,4 +31,6 @@ def test_out_that_cannot_be_a_file_is_one_line(dataset: Path, tmp_path: Path, wh
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --out {out}")
     assert ("is a folder" if where == "folder" else "notes.txt is a file, not a folder") in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+    )

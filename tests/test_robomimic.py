@@ -295,7 +295,7 @@ def test_isaaclab_defaults_to_end_effector_pose_and_gripper(isaaclab: Path, tmp_
     for demo, frames in ISAACLAB_DEMOS.items():
         arrays = isaaclab_arrays(demo, frames, eef=True)
         obs = arrays["obs"]
-        want = np.concatenate([obs[k] for k in ("eef_pos", "eef_quat", "gripper_pos")], axis=1)  # type: ignore[index]
+        want = np.concatenate([obs[k] for k in ("eef_pos", "eef_quat", "gripper_pos")], axis=1)  # type: ignore[index]  # nested test data
         got = np.stack([s["state.npy"] for s in episodes[demo]])
         np.testing.assert_array_equal(got, want.astype(np.float32))
         np.testing.assert_array_equal(np.stack([s["actions.npy"][0] for s in episodes[demo]]), arrays["actions"])
@@ -329,7 +329,7 @@ def test_nested_state_key_is_flattened(isaaclab: Path, tmp_path: Path) -> None:
     ds = _convert(isaaclab, tmp_path / "out", no_images=True, state_keys="datagen_info/eef_pose/franka,gripper_pos")
     assert len(ds.manifest.state_names) == 16 + 2
     first = next(ds.iter_decoded())
-    pose = isaaclab_arrays("demo_0", 12)["obs"]["datagen_info"]["eef_pose"]["franka"][0]  # type: ignore[index]
+    pose = isaaclab_arrays("demo_0", 12)["obs"]["datagen_info"]["eef_pose"]["franka"][0]  # type: ignore[index]  # nested test data
     np.testing.assert_array_equal(first["state.npy"][:16], pose.reshape(-1))
 
 

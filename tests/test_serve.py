@@ -82,7 +82,7 @@ def _predict(policy: Policy, obs: dict[str, Any], seed: int = 0) -> np.ndarray:
     return policy.predict(images, obs["observation/state"], obs["prompt"], "robot", seed=seed)
 
 
-def _server(run_dir: Path, embodiment: str = "robot", obs_map: ObsMapSpec = ObsMapSpec(), **cfg: Any) -> Any:
+def _server(run_dir: Path, embodiment: str = "robot", obs_map: ObsMapSpec = ObsMapSpec(), **cfg: Any) -> Any:  # noqa: B008  (a frozen config: immutable)
     return build_server(run_dir, ServeConfig(port=0, **cfg), obs_map, embodiment)
 
 
@@ -198,7 +198,7 @@ def test_a_server_bug_is_reported_in_one_line_with_code_1011(run_dir: Path) -> N
     def broken(observations: Any, steps: Any = None) -> Any:
         raise ValueError("boom")
 
-    server.policy.predict_batch = broken  # type: ignore[method-assign]
+    server.policy.predict_batch = broken  # type: ignore[method-assign]  # patched to simulate a failing policy
     with running_server(server) as port:
         with connect(f"ws://127.0.0.1:{port}", compression=None) as ws:
             unpack(ws.recv(10))
@@ -239,7 +239,7 @@ def test_concurrent_clients_are_batched_into_one_forward_pass(run_dir: Path, pol
     # the wait is bounded: with another client connected but silent, a request goes alone after 50 ms
     server = _server(run_dir, batch=BatchConfig(max_batch=8, batch_wait_ms=50))
     with running_server(server) as port:
-        silent, client = WebsocketClientPolicy("127.0.0.1", port), WebsocketClientPolicy("127.0.0.1", port)
+        _silent, client = WebsocketClientPolicy("127.0.0.1", port), WebsocketClientPolicy("127.0.0.1", port)
         assert client.infer(_obs(0))["actions"].shape == (4, 3)
         assert server.batcher.stats.sizes == {1: 1} and server.batcher.connected == 2
 

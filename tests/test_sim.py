@@ -163,7 +163,7 @@ def _rollout(env: TabletopEnv, seed: int, split: str, index: int) -> tuple[list[
     obs, _ = env.reset(seed=seed, options={"split": split, "index": index})
     frames, actions, done = [obs["images"]["top"]], [], False
     while not done:
-        action = expert_action(env.world)  # type: ignore[arg-type]
+        action = expert_action(env.world)  # type: ignore[arg-type]  # the env has a world after reset()
         obs, _, terminated, truncated, _ = env.step(action)
         frames.append(obs["images"]["top"])
         actions.append(action)
@@ -464,7 +464,9 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> 
     generate_corpus(tmp_path / "a", cfg)
     generate_corpus(tmp_path / "b", cfg)
     first = tree_digest(tmp_path / "a")
-    assert first == tree_digest(tmp_path / "b") and len(first) == 21  # corpus.json, 2 x (6 LeRobot files + subtasks), hdf5 + mp4, COCO json + 2 jpg, parquet
+    assert (
+        first == tree_digest(tmp_path / "b") and len(first) == 21
+    )  # corpus.json, 2 x (6 LeRobot files + subtasks), hdf5 + mp4, COCO json + 2 jpg, parquet
     generate_corpus(tmp_path / "c", CorpusConfig(episodes=2, other_episodes=1, human_episodes=1, vl_images=2, seed=1))
     changed = {k for k, v in tree_digest(tmp_path / "c").items() if first.get(k) != v}
     assert "robot/sim_arm/data/chunk-000/file-000.parquet" in changed

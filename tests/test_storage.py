@@ -29,6 +29,7 @@ from cotrain.dataset.shard_index import index_name
 from cotrain.dataset.validate import validate
 from tests.fixtures.cotrain_data import write_dataset
 from tests.conftest import ROOT
+from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.s3server import S3Server
 
 URL = "s3://cotrain-test/robot"
@@ -41,7 +42,7 @@ def local_ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 samples in 3 shards, two 224 px cameras with real-looking JPEG sizes (no embodiment: the
     fixture's meta.json names none, and `validate` would say so)."""
     return write_dataset(tmp_path_factory.mktemp("s3") / "robot", samples=60, per_shard=20, image_hw=(224, 224),
-                         cameras=("front", "wrist"), textured=True, embodiment=None)  # type: ignore[arg-type]
+                         cameras=("front", "wrist"), textured=True, embodiment=None)  # type: ignore[arg-type]  # the fixture's keyword dict is typed loosely
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,7 @@ def smooth_chunks(n: int, seed: int) -> np.ndarray:
 
 def unit_config(kind: str, vocab: int, **kw: object) -> TokenizerConfig:
     return TokenizerConfig(kind=kind, horizon=H, action_dim=D, vocab_size=vocab,
-                           norm=NormSpec(q01=[-1.0] * D, q99=[1.0] * D), **kw)  # type: ignore[arg-type]
+                           norm=NormSpec(q01=[-1.0] * D, q99=[1.0] * D), **kw)  # type: ignore[arg-type]  # the test's keyword dict is typed loosely
 
 
 @pytest.fixture(scope="module")

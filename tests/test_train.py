@@ -58,9 +58,9 @@ def rows(run_dir: Path) -> list[dict]:
 
 
 def test_run_directory_checkpoints_and_metrics(data: Path, tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     import importlib.util
+
+    from safetensors.torch import load_file
 
     tensorboard = importlib.util.find_spec("tensorboard") is not None  # not a declared dependency yet
     result = train(config(data, tmp_path / "run", keep_checkpoints=1, tensorboard=tensorboard))
@@ -282,7 +282,9 @@ def test_two_process_gloo_ddp_and_fsdp_match_one_process(data: Path, tmp_path: P
     ddp = rows(tmp_path / "ddp")
     assert [r["proportions"] for r in ddp] == [r["proportions"] for r in reference]
     for a, b in zip(ddp, reference):  # noise is drawn per global batch, so ranks change nothing but sums
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["grad_norm"] == pytest.approx(
+            b["grad_norm"], rel=1e-5
+        )
     ckpt = tmp_path / "ddp" / "checkpoints" / "step_00000006"
     assert {p.name for p in ckpt.glob("loader_rank*.json")} == {"loader_rank0.json", "loader_rank1.json"}
     # elastic resume: the 2-rank checkpoint of step 3, continued by one process, gives the same steps 3..5
@@ -396,8 +398,17 @@ def test_text_budget_is_sized_from_the_data_and_never_cuts_silently(tmp_path: Pa
     write_dataset(tmp_path / "long", samples=12, per_shard=6, horizon=2, cameras=("front",), image_hw=(8, 8),
                   instruction="pick up the red block and place it in bin {i}")
     mix = tmp_path / "mix.yaml"
-    mix.write_text(yaml.safe_dump({"name": "long", "batch_size": 4, "image_size": 16, "sources": {"long": {"path": "long"}},
-                                   "phases": [{"name": "a", "steps": 10, "weights": {"long": 1.0}}]}))
+    mix.write_text(
+        yaml.safe_dump(
+            {
+                "name": "long",
+                "batch_size": 4,
+                "image_size": 16,
+                "sources": {"long": {"path": "long"}},
+                "phases": [{"name": "a", "steps": 10, "weights": {"long": 1.0}}],
+            }
+        )
+    )
     fit = {"mixture": str(mix), "model": "tiny", "steps": 2, **FAST}
     result = train(TrainConfig(out=str(tmp_path / "fit"), **fit))
     stored = json.loads((tmp_path / "fit" / "model_config.json").read_text())

@@ -236,7 +236,7 @@ def test_img2dataset_png_images_and_resize(tmp_path: Path) -> None:
     convert("img2dataset", tmp_path / "src", tmp_path / "out", Img2DatasetOptions(image_size="16"))
     samples = _samples(tmp_path / "out")
     assert [s["target.txt"] for s in samples] == ["png 0", "png 1", "png 2"]
-    for i, s in enumerate(samples):
+    for _i, s in enumerate(samples):
         assert is_jpeg(s["image.jpg"]) and decode_image(s["image.jpg"]).shape == (8, 16, 3)
         assert (s["meta.json"]["width"], s["meta.json"]["height"], s["meta.json"]["url"]) == (16, 8, None)
 

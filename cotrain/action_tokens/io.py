@@ -139,6 +139,7 @@ TOKENIZER_KINDS: Registry[TokenizerKind] = Registry("tokenizers")
 
 
 def get_kind(name: str) -> TokenizerKind:
+    """The registered tokenizer kind `name`."""
     import cotrain.action_tokens.binning  # noqa: F401  (built-in kinds register on import)
     import cotrain.action_tokens.fast  # noqa: F401
 
@@ -163,6 +164,7 @@ def save_tokenizer(tokenizer: ActionTokenizer, directory: str | Path, *, overwri
 
 
 def load_config(directory: str | Path) -> TokenizerConfig:
+    """The tokenizer config in `directory`."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise DataError(directory, f"no {CONFIG_NAME}: not a tokenizer directory "

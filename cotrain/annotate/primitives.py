@@ -161,7 +161,7 @@ def move_vector(delta: np.ndarray, dims: DimMap, rules: PrimitiveRules) -> np.nd
     return (diff > rules.threshold).astype(np.int64) - (diff < -rules.threshold).astype(np.int64)
 
 
-def describe_move(vec: Sequence[int], rules: PrimitiveRules) -> str:
+def describe_move(vec: Sequence[int] | np.ndarray, rules: PrimitiveRules) -> str:
     """The phrase of a move vector: "move forward, left and up, tilt down, open gripper" or "stop"."""
     words = [_XYZ_WORDS[k][int(vec[k])] for k in range(3) if vec[k]]
     parts = []

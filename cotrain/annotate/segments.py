@@ -266,6 +266,7 @@ def build_report(episodes: Sequence[EpisodeFrames], segments: Sequence[Segment],
 
 
 def render_prompt(template: str, instruction: str) -> str:
+    """The prompt with `{instruction}` replaced (other braces are kept as they are)."""
     # str.replace, not str.format: prompts may contain other braces.
     return template.replace("{instruction}", instruction)
 

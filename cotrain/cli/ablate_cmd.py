@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,7 +13,7 @@ def ablate_cmd(
     mixtures: list[Path] = typer.Argument(..., help="Mixture YAML files and/or folders (every *.yaml inside)."),
     out: Path = typer.Option(Path("ablation-out"), "--out", help="Study folder: runs, results.csv/.md, plots."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per mixture (0..K-1)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps per run, phases rescaled (default: each "
+    steps: int | None = typer.Option(None, "--steps", help="Steps per run, phases rescaled (default: each "
                                         "mixture's own total).", show_default=False),
     episodes: int = typer.Option(48, "--episodes", help="Closed-loop simulator episodes per run."),
     train_episodes: int = typer.Option(24, "--train-episodes", help="Further episodes on the layouts of the "
@@ -22,7 +21,7 @@ def ablate_cmd(
     eval_samples: int = typer.Option(128, "--eval-samples", help="Held-out samples per offline eval dataset."),
     eval_data: list[Path] = typer.Option([], "--eval-data", help="Held-out datasets for the offline eval "
                                          "(default: the study data's held-out sets)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Mixture name the others are tested against "
+    baseline: str | None = typer.Option(None, "--baseline", help="Mixture name the others are tested against "
                                            "(default: baseline, else the first).", show_default=False),
     model: str = typer.Option("tiny", "--model", help="Model preset."),
     prepare: bool = typer.Option(True, "--prepare/--no-prepare", help="Make the simulated study data when the "

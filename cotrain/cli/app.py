@@ -42,6 +42,7 @@ app.command("serve")(serve_cmd)
 
 
 def main() -> None:
+    """The `cotrain` console script: run the CLI with logging on stderr."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         app()

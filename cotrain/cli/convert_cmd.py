@@ -54,12 +54,14 @@ class _LazyConvertGroup(TyperGroup):
     """Subcommands come from the converter registry and are built on first use, so `cotrain --help`
     imports no converter."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    # The ignores: typer 0.29 types TyperGroup against its vendored `typer._click`, a copy of click whose
+    # classes are not the installed `click` package's.
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]
         from cotrain.convert.spec import CONVERTERS
 
         return CONVERTERS.names()
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]
         from cotrain.convert.spec import CONVERTERS
 
         if cmd_name not in CONVERTERS:
@@ -70,7 +72,7 @@ class _LazyConvertGroup(TyperGroup):
             return click.Command(cmd_name, help=f"(unavailable: {exc})", callback=_unavailable(cmd_name, exc))
         single = typer.Typer(add_completion=False)
         single.command(cmd_name, help=CONVERTERS.get(cmd_name).summary)(_make_command(cmd_name))
-        return typer.main.get_command(single)
+        return typer.main.get_command(single)  # type: ignore[return-value]
 
 
 def _unavailable(name: str, exc: Exception) -> Any:
@@ -81,6 +83,7 @@ def _unavailable(name: str, exc: Exception) -> Any:
 
 
 def build_convert_app() -> typer.Typer:
+    """The `cotrain convert` group, whose subcommands come from the converter registry."""
     return typer.Typer(cls=_LazyConvertGroup, help="Convert a source dataset into cotrain shards.",
                        no_args_is_help=True)
 

@@ -16,7 +16,7 @@ def _print_report(report: object, json_output: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    data = report.to_json()  # type: ignore[attr-defined]
+    data = report.to_json()  # type: ignore[attr-defined]  # every report passed here has to_json()
     if json_output:
         print_json(data)
         return
@@ -63,9 +63,11 @@ def simulate(mixture: Path = typer.Argument(..., help="Mixture YAML."),
 
 
 @mix_app.command("plot")
-def plot(mixture: Path = typer.Argument(..., help="Mixture YAML."),
-         out: Path = typer.Option(..., "--out", help="PNG to write."),
-         steps: int = typer.Option(0, min=0, max=MAX_STEPS, help="Steps to plot (default: the whole schedule).")) -> None:
+def plot(
+    mixture: Path = typer.Argument(..., help="Mixture YAML."),
+    out: Path = typer.Option(..., "--out", help="PNG to write."),
+    steps: int = typer.Option(0, min=0, max=MAX_STEPS, help="Steps to plot (default: the whole schedule)."),
+) -> None:
     """Plot stacked target weights over steps with phase boundaries and realised proportions."""
     from cotrain.mix.plot import plot_schedule
     from cotrain.mix.resolve import load_mixture

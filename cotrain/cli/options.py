@@ -26,7 +26,7 @@ def _cli_type(annotation: Any) -> Any:
         return str
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
         inner = _cli_type(args[0])
-        return typing.Optional[inner]  # noqa: UP007  (typer needs Optional, not X | None)
+        return typing.Optional[inner]  # noqa: UP045  (typer needs Optional, not X | None)
     return annotation
 
 
@@ -38,6 +38,7 @@ def _help(field: Any, annotation: Any) -> str:
 
 
 def model_parameters(models: list[type[BaseModel]]) -> list[inspect.Parameter]:
+    """CLI parameters for the fields of the given pydantic models."""
     params = []
     for model in models:
         for name, field in model.model_fields.items():
@@ -79,7 +80,7 @@ def command_from_models(
     def wrapper(**kwargs: Any) -> None:
         func(**kwargs)
 
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads __signature__, which functions do not declare
     wrapper.__annotations__ = {p.name: p.annotation for p in params}
     wrapper.__doc__ = func.__doc__
     return wrapper

@@ -9,10 +9,12 @@ from typing import Any
 
 
 def print_json(obj: Any) -> None:
+    """Print `obj` to stdout as one JSON document."""
     sys.stdout.write(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def print_table(title: str, rows: Sequence[tuple[str, Any]] | Mapping[str, Any]) -> None:
+    """Print name/value rows as a table."""
     from rich.console import Console
     from rich.table import Table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,14 +16,14 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port", help="TCP port (0: any free port; the bound one is printed)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", "--dtype", help="Weight dtype: float32, bfloat16 or float16."),
-    obs_map: Optional[Path] = typer.Option(None, "--obs-map", help="YAML mapping observation keys to cameras, "
+    obs_map: Path | None = typer.Option(None, "--obs-map", help="YAML mapping observation keys to cameras, "
                                            "state and prompt (default: openpi's common keys)."),
-    embodiment: Optional[str] = typer.Option(None, "--embodiment", help="Training source or embodiment to drive "
+    embodiment: str | None = typer.Option(None, "--embodiment", help="Training source or embodiment to drive "
                                              "(default: the run's only one with actions)."),
     max_batch: int = typer.Option(8, "--max-batch", help="Most concurrent requests run as one forward pass."),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="Longest a request waits for others."),
     seed: int = typer.Option(0, "--seed", help="Noise seed of requests that send none."),
-    flow_steps: Optional[int] = typer.Option(None, "--flow-steps", help="Euler steps (default: the model's)."),
+    flow_steps: int | None = typer.Option(None, "--flow-steps", help="Euler steps (default: the model's)."),
 ) -> None:
     """Serve a trained run to openpi clients (`openpi_client.websocket_client_policy.WebsocketClientPolicy`)."""
     import logging

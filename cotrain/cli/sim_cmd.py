@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -29,7 +29,7 @@ def generate_cmd(
     target: str = typer.Option("sim_arm", "--target", help="The evaluated robot: sim_arm or sim_gripper."),
     seed: int = typer.Option(0, "--seed", help="Root seed of every episode and scene."),
     verbs: str = typer.Option("pick,push,place", "--verbs", help="Demonstrated task verbs (pick alone: easy variant)."),
-    convert_to: Optional[Path] = typer.Option(None, "--convert", help="Also convert every source into this folder."),
+    convert_to: Path | None = typer.Option(None, "--convert", help="Also convert every source into this folder."),
     workers: int = typer.Option(1, "--workers", help="Conversion worker processes (with --convert)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing corpus (and conversions)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -53,9 +53,9 @@ def generate_cmd(
 
 @sim_app.command("eval")
 def eval_cmd(
-    run_dir: Optional[Path] = typer.Argument(None, help="Trained run directory (omit with --policy or --server)."),
-    policy: Optional[str] = typer.Option(None, "--policy", help="Baseline instead of a run: expert or random."),
-    server: Optional[str] = typer.Option(None, "--server", help="A policy served by `cotrain serve`, ws://HOST:PORT, "
+    run_dir: Path | None = typer.Argument(None, help="Trained run directory (omit with --policy or --server)."),
+    policy: str | None = typer.Option(None, "--policy", help="Baseline instead of a run: expert or random."),
+    server: str | None = typer.Option(None, "--server", help="A policy served by `cotrain serve`, ws://HOST:PORT, "
                                          "instead of a run directory (docs/serving.md)."),
     episodes: int = typer.Option(50, "--episodes", help="Total episodes, spread round-robin over the splits."),
     splits: str = typer.Option("seen,unseen,seen_shift,unseen_shift", "--splits",
@@ -66,7 +66,7 @@ def eval_cmd(
     image_size: int = typer.Option(64, "--image-size", help="Camera image side (as generated for training)."),
     seed: int = typer.Option(0, "--seed", help="Evaluation seed (same seed: same episodes for every policy)."),
     verbs: str = typer.Option("pick,push,place", "--verbs", help="Task verbs to evaluate (as generated)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Closed-loop success rate per split (seen, unseen, seen_shift, unseen_shift) and unseen group."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -18,10 +18,10 @@ def fit_cmd(
     datasets: list[Path] = typer.Argument(..., help="Converted robot datasets to fit on (same action dims)."),
     out: Path = typer.Option(..., "--out", help="Output tokenizer folder (config.json, tokenizer.json)."),
     kind: str = typer.Option("fast", "--kind", help="fast (DCT + BPE) or bins (uniform bins)."),
-    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="FAST: BPE vocabulary size (default: 1024); "
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="FAST: BPE vocabulary size (default: 1024); "
                                              "bins: bins per value (default: 256).", show_default=False),
     scale: float = typer.Option(10.0, "--scale", help="FAST: DCT coefficients are multiplied by this, then rounded."),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="Tokenize the first H steps of each chunk "
+    horizon: int | None = typer.Option(None, "--horizon", help="Tokenize the first H steps of each chunk "
                                           "(default: the datasets' horizon).", show_default=False),
     max_chunks: int = typer.Option(100_000, "--max-chunks", help="FAST: fit on at most this many chunks, evenly "
                                    "spaced over all samples (0: all)."),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -66,7 +66,7 @@ def train_cmd(
                                            "(bad) samples pass this fraction of its draws."),
     wandb: str = typer.Option("off", "--wandb", help="Also log to Weights & Biases: online or offline."),
     wandb_project: str = typer.Option("cotrain", "--wandb-project", help="W&B project."),
-    wandb_run_name: Optional[str] = typer.Option(None, "--wandb-run-name", help="W&B run name (default: RUN's)."),
+    wandb_run_name: str | None = typer.Option(None, "--wandb-run-name", help="W&B run name (default: RUN's)."),
     sets: list[str] = typer.Option([], "--set", help="Any other TrainConfig field, KEY=VALUE (repeatable)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -100,7 +100,7 @@ def eval_cmd(
     data: list[Path] = typer.Option(..., "--data", help="Converted datasets to evaluate on (repeatable)."),
     max_samples: int = typer.Option(256, "--max-samples", help="Samples per dataset (evenly spaced)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Samples per forward pass."),
-    flow_steps: Optional[int] = typer.Option(None, "--flow-steps", help="Euler steps (default: the model's)."),
+    flow_steps: int | None = typer.Option(None, "--flow-steps", help="Euler steps (default: the model's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling noise."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),

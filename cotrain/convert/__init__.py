@@ -6,8 +6,8 @@ register through the `cotrain.converters` entry point; this package never import
 
 from cotrain.convert.spec import (
     CONVERTERS,
-    ConvertOptions,
     Converter,
+    ConvertOptions,
     DatasetInfo,
     RobotOptions,
     RunOptions,

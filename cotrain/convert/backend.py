@@ -90,7 +90,7 @@ def run_tasks(tasks: Sequence[TaskArgs], *, workers: int, backend: str,
 
 def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]]:
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
@@ -98,7 +98,7 @@ def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any
     try:
         # Keep a bounded window in flight so unit files on disk stay proportional to the workers.
         pending = list(tasks)[::-1]
-        running = set()
+        running: set[Future[dict[str, Any]]] = set()
         while pending or running:
             while pending and len(running) < 2 * workers:
                 running.add(pool.submit(run_limited, *pending.pop()))

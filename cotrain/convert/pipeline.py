@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cotrain import __version__
 from cotrain.atomic import WriteError, atomic_open, write_text_atomic
@@ -26,7 +26,7 @@ from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepa
 from cotrain.progress import Progress
 from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
-from cotrain.convert.workfiles import ShardRecord, WorkFileError, load_shard_record
+from cotrain.convert.workfiles import ShardRecord, UnitResult, WorkFileError, load_shard_record
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.dataset.shards import concat_tars, shard_name
 
@@ -63,7 +63,9 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
     if not src.exists():
         raise DataError(src, "source not found")
     if run.part >= run.num_parts:
-        raise ConfigError(f"--part {run.part} is out of range for --num-parts {run.num_parts} (valid: 0..{run.num_parts - 1})")
+        raise ConfigError(
+            f"--part {run.part} is out of range for --num-parts {run.num_parts} (valid: 0..{run.num_parts - 1})"
+        )
     units = conv.list_units(src, options)
     if not units:
         raise DataError(src, f"no episodes or records found for converter {converter!r}")
@@ -114,7 +116,7 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
                     plan: list[list[int]], mine: list[int], options: ConvertOptions, run: RunOptions,
                     report: ConvertReport) -> None:
     todo: dict[int, set[int]] = {}
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, UnitResult] = {}
     for s in mine:
         entry = _shard_done(out, work, shard_name(s))
         if entry is not None:
@@ -137,7 +139,8 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
         for s in [s for s in todo if not todo[s]]:  # all units finished before an interruption
             _count(report, _assemble(out, work, s, plan[s], results))
             bar.advance(sum(units[u].est_samples for u in plan[s]))
-        for res in run_tasks(tasks, workers=run.workers, backend=run.backend, decode_threads=run.decode_threads):
+        for done in run_tasks(tasks, workers=run.workers, backend=run.backend, decode_threads=run.decode_threads):
+            res = cast(UnitResult, done)  # a unit task returns its UnitResult (unit_task.py)
             results[res["index"]] = res
             s = owner[res["index"]]
             todo[s].discard(res["index"])
@@ -147,14 +150,15 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
                 report.shards_written += 1
 
 
-def _count(report: ConvertReport, entry: dict[str, Any]) -> None:
+def _count(report: ConvertReport, entry: Mapping[str, Any]) -> None:
     report.samples += entry["samples"]
     report.episodes += entry["episodes"]
     report.bytes += entry["bytes"]
     report.skipped.extend(entry["skipped"])
 
 
-def _assemble(out: Path, work: WorkDir, s: int, members: list[int], results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def _assemble(out: Path, work: WorkDir, s: int, members: list[int],
+              results: Mapping[int, UnitResult]) -> dict[str, Any]:
     """Concatenate the shard's unit tars in unit order into the final shard, then write its sidecars.
 
     Unit tars are copied byte for byte, and the shard is hashed while it is written: assembly costs
@@ -187,7 +191,9 @@ def _assemble(out: Path, work: WorkDir, s: int, members: list[int], results: dic
     return entry
 
 
-def _clean_failed(out: Path, work: WorkDir, plan: list[list[int]], mine: list[int], *, created: bool, whole: bool) -> None:
+def _clean_failed(
+    out: Path, work: WorkDir, plan: list[list[int]], mine: list[int], *, created: bool, whole: bool
+) -> None:
     """After a bad-input error: remove this run's shards, unit files and (if whole) the work dir."""
     if whole:
         remove_outputs(out)

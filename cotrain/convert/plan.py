@@ -97,16 +97,22 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
         raise ConfigError(f"output {out} exists and is not a directory")
     foreign = sorted(p.name for p in out.iterdir() if not _is_ours(p)) if out.is_dir() else []
     if foreign:
-        raise ConfigError(f"output {out} holds files cotrain did not write ({', '.join(foreign[:3])}); choose an empty or new folder")
+        raise ConfigError(
+            f"output {out} holds files cotrain did not write ({', '.join(foreign[:3])}); choose an empty or new folder"
+        )
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not overwrite:
-        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]
+        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]  # plan_doc is built as a dict with PlanDoc's keys
             _finish_cleanup(out)
             return work, True
-        raise ConfigError(f"{out} already holds a conversion made with other arguments or source; pass --overwrite to replace it")
+        raise ConfigError(
+            f"{out} already holds a conversion made with other arguments or source; pass --overwrite to replace it"
+        )
     if work.plan.is_file() and not overwrite:
         if load_plan(work.plan) != plan_doc:
-            raise ConfigError(f"{out} holds an unfinished conversion with other arguments or source; pass --overwrite to start over")
+            raise ConfigError(
+                f"{out} holds an unfinished conversion with other arguments or source; pass --overwrite to start over"
+            )
     if overwrite:
         remove_outputs(out)
     with writing(work.root):
@@ -149,6 +155,7 @@ def remove_outputs(out: Path, shard_names: Sequence[str] | None = None) -> None:
 
 
 def read_plan(out: Path) -> PlanDoc:
+    """The plan of the unfinished conversion in `out`."""
     work = WorkDir(out / WORK_DIR)
     if not work.plan.is_file():
         raise DataError(out, "no unfinished conversion here (no .cotrain-work/plan.json)")

@@ -94,11 +94,14 @@ def resample_indices(timestamps_s: np.ndarray, fps: float | None) -> tuple[np.nd
 
 
 def check_finite(array: np.ndarray, name: str, ep: RobotEpisode) -> None:
+    """Raise a DataError naming the frame and dimension of the first NaN or infinity."""
     bad = ~np.isfinite(array)
     if bad.any():
         frame, dim = (int(v) for v in np.argwhere(bad)[0])
         kind = "NaN" if np.isnan(array[frame, dim]) else "Inf"
-        raise DataError(ep.source_file, f"{kind} in {name} dimension {dim}", episode=ep.episode_id, frame=frame, key=name)
+        raise DataError(
+            ep.source_file, f"{kind} in {name} dimension {dim}", episode=ep.episode_id, frame=frame, key=name
+        )
 
 
 def check_episode(ep: RobotEpisode) -> None:
@@ -154,7 +157,9 @@ def _repeat_by_index(
         yield encoded
 
 
-def build_robot_samples(ep: RobotEpisode, opts: RobotOptions, unit: Unit, info: Mapping[str, Any], sink: UnitSink) -> None:
+def build_robot_samples(
+    ep: RobotEpisode, opts: RobotOptions, unit: Unit, info: Mapping[str, Any], sink: UnitSink
+) -> None:
     """Validate one episode and emit one sample per (resampled) frame into the sink."""
     check_episode(ep)
     idx, times = resample_indices(np.asarray(ep.timestamps_s, np.float64), opts.fps)

@@ -44,6 +44,7 @@ class FileSink:
 
 
 def unit_result(work: WorkDir, index: int) -> UnitResult | None:
+    """The unit's recorded result, or None when it has not finished."""
     path = work.unit(index, ".json")
     return load_unit_result(path, index) if path.is_file() else None
 
@@ -77,10 +78,12 @@ def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, 
 
 
 def unit_args(converter: str, src: Path, options: dict[str, Any], unit: Unit, work: WorkDir) -> tuple[Any, ...]:
+    """The picklable arguments of `run_unit` for one unit."""
     return (converter, str(src), options, asdict(unit), str(work.root))
 
 
 def clear_unit(work: WorkDir, index: int) -> None:
+    """Remove a unit's outputs and temporary files (before it is converted again)."""
     for suffix in (".tar", ".npz", ".json"):
         for path in (work.unit(index, suffix), work.unit(index, suffix + TMP_SUFFIX)):
             if path.is_dir() and not path.is_symlink():  # not ours: a damaged work folder

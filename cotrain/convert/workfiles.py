@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -47,7 +47,7 @@ class UnitResult(TypedDict):
     id: Union[str, int]  # noqa: UP007 (Unit.id is a str; a plugin converter may still pass an int)
     samples: int
     episodes: int
-    skipped: Optional[str]  # noqa: UP007 (pydantic evaluates this on Python 3.10 too)
+    skipped: str | None  # noqa: UP007 (pydantic evaluates this on Python 3.10 too)
     data_bytes: NotRequired[int]
 
 
@@ -97,10 +97,12 @@ def _checked(adapter: TypeAdapter[Any], path: Path) -> Any:
 
 
 def load_plan(path: Path) -> PlanDoc:
+    """Read and check `.cotrain-work/plan.json`."""
     return _checked(_PLAN, path)
 
 
 def load_unit_result(path: Path, index: int) -> UnitResult:
+    """Read and check a unit's result file; it must record unit `index`."""
     result: UnitResult = _checked(_UNIT, path)
     if result["index"] != index:
         raise WorkFileError(path, f"records unit {result['index']}, expected {index}; {_work_fix(path)}")
@@ -113,6 +115,7 @@ def load_unit_result(path: Path, index: int) -> UnitResult:
 
 
 def load_shard_record(path: Path, name: str) -> ShardRecord:
+    """Read and check an assembled shard's record; it must name shard `name`."""
     record: ShardRecord = _checked(_SHARD, path)
     if record["name"] != name or len(record["skipped"]) != len(record["skipped_ids"]):
         raise WorkFileError(path, f"is not the record of {name}; {_work_fix(path)}")

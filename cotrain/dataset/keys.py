@@ -46,6 +46,7 @@ def normalise_camera(name: str) -> str:
 
 
 def is_valid_camera(name: str) -> bool:
+    """Whether `name` is a valid camera name."""
     return bool(_CAMERA_RE.match(name))
 
 

@@ -50,11 +50,15 @@ class ActionStats(DimStats):
 
 
 class NormStats(_Frozen):
+    """Normalisation statistics of the state and the actions."""
+
     state: DimStats | None = None
     actions: ActionStats | None = None
 
 
 class ShardEntry(_Frozen):
+    """One shard as the manifest lists it."""
+
     name: str
     samples: int
     bytes: int
@@ -63,11 +67,15 @@ class ShardEntry(_Frozen):
 
 
 class SkippedEpisode(_Frozen):
+    """An episode left out by the converter, and why."""
+
     episode: str
     reason: str
 
 
 class Provenance(_Frozen):
+    """How the dataset was made: converter, arguments and source fingerprint."""
+
     converter: str
     arguments: dict[str, Any]
     source_fingerprint: str

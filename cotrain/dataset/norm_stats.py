@@ -45,9 +45,12 @@ class EpisodeLowdim:
         """[N, Da] valid action values at chunk step h."""
         if self.chunks is not None and self.chunk_valid is not None:
             if h >= self.chunks.shape[1]:
-                return self.chunks[:0, 0]
-            return self.chunks[:, h][self.chunk_valid[:, h]]
-        return self.actions[h:][self.valid[h:]]
+                none: np.ndarray = self.chunks[:0, 0]
+                return none
+            at_h: np.ndarray = self.chunks[:, h][self.chunk_valid[:, h]]
+            return at_h
+        values: np.ndarray = self.actions[h:][self.valid[h:]]
+        return values
 
 
 def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
@@ -61,17 +64,19 @@ def _describe(values_nd: np.ndarray) -> dict[str, list[float]]:
         "max": v.max(axis=0),
     }
     for i, name in enumerate(QUANTILES):
-        out[name] = q[i]  # type: ignore[index]
+        out[name] = q[i]  # type: ignore[index]  # q is None only for empty values, where v.min above raised
     return {k: [float(np.float32(x)) for x in np.atleast_1d(arr)] for k, arr in out.items()}
 
 
 def compute_dim_stats(values_nd: np.ndarray) -> DimStats | None:
+    """Column statistics of [N, D] values, or None when there are none."""
     if values_nd.ndim != 2 or values_nd.shape[0] == 0 or values_nd.shape[1] == 0:
         return None
     return DimStats(count=int(values_nd.shape[0]), **_describe(values_nd))
 
 
 def compute_action_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> ActionStats | None:
+    """Statistics of the actions and of each chunk step, or None without actions."""
     frames = [ep.actions[ep.valid] for ep in episodes if ep.actions.size]
     if not frames:
         return None
@@ -92,6 +97,7 @@ def compute_action_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> Act
 
 
 def compute_norm_stats(episodes: Sequence[EpisodeLowdim], horizon: int) -> NormStats:
+    """State and action statistics of the episodes."""
     states = [ep.state for ep in episodes if ep.state.size]
     state = compute_dim_stats(np.concatenate(states)) if states else None
     return NormStats(state=state, actions=compute_action_stats(episodes, horizon))
@@ -113,12 +119,13 @@ def save_lowdim(fh: BinaryIO, episodes: Sequence[EpisodeLowdim]) -> None:
         "valid": np.concatenate([ep.valid for ep in episodes]) if episodes else np.zeros(0, bool),
     }
     if episodes and all(ep.chunks is not None for ep in episodes):
-        arrays["chunks"] = np.concatenate([ep.chunks for ep in episodes])  # type: ignore[misc]
-        arrays["chunk_valid"] = np.concatenate([ep.chunk_valid for ep in episodes])  # type: ignore[misc]
-    np.savez(fh, **arrays)
+        arrays["chunks"] = np.concatenate([ep.chunks for ep in episodes])
+        arrays["chunk_valid"] = np.concatenate([ep.chunk_valid for ep in episodes])
+    np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub matches **kwds against allow_pickle: bool
 
 
 def load_lowdim(path: str | Path) -> list[EpisodeLowdim]:
+    """The episodes of a lowdim .npz file (see save_lowdim)."""
     with np.load(path, allow_pickle=False) as z:
         lengths, state, actions, valid = z["lengths"], z["state"], z["actions"], z["valid"]
         chunks = z["chunks"] if "chunks" in z.files else None

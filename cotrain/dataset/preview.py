@@ -84,7 +84,8 @@ def _wrap(label: str, text: str) -> list[str]:
 
 
 def _sample_text(sample: dict[str, Any]) -> str:
-    meta = sample.get(keys.META) if isinstance(sample.get(keys.META), dict) else {}
+    raw_meta = sample.get(keys.META)
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     lines = [f"{sample['__key__']}  ({sample['__shard__']})"]
     if "episode" in meta:
         lines.append(f"episode {meta['episode']}, frame {meta.get('frame_index', '?')}")

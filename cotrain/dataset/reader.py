@@ -48,17 +48,19 @@ def _check_headers(block: bytes, base: int, key: str, spans: list[tuple[str, int
             continue
         header = block[at: at + BLOCK] if at >= 0 else b""
         name_field = header[:100].split(b"\0", 1)[0]
-        name = name_field.decode("utf-8", "replace").rsplit("/", 1)[-1]
+        found = name_field.decode("utf-8", "replace").rsplit("/", 1)[-1]
         try:
-            recorded = int(header[124:136].split(b"\0", 1)[0].strip() or b"-1", 8) if header[124:125] < b"\x80" else size
+            recorded = (
+                int(header[124:136].split(b"\0", 1)[0].strip() or b"-1", 8) if header[124:125] < b"\x80" else size
+            )
         except ValueError:
             recorded = -1
         # A name field of 99-100 bytes may be cut short: long names live in a GNU `L` or pax record
         # before the header, so only the size can be compared there.
-        named = name == f"{key}.{ext}" or len(name_field) >= 99
+        named = found == f"{key}.{ext}" or len(name_field) >= 99
         if len(header) != BLOCK or recorded != size or not named:
             raise DataError(where, f"sample {key}: the shard index places {ext!r} at byte {offset}, where the tar "
-                                   f"holds {name or 'no member header'!r} of {recorded} bytes; the index is stale "
+                                   f"holds {found or 'no member header'!r} of {recorded} bytes; the index is stale "
                                    f"(delete the shard's .idx.json sidecar) or the shard is damaged", key=ext)
 
 
@@ -198,7 +200,7 @@ class SourceReader:
             raw = {k: v for k, v in raw.items() if k in members or k.startswith("__")}
         try:
             return decode_sample(raw)
-        except (ValueError, EOFError, OSError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        except (ValueError, EOFError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise self._undecodable(raw) from None
 
     def _undecodable(self, raw: dict[str, Any]) -> DataError:

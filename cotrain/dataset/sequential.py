@@ -39,7 +39,7 @@ class Dataset:
         """Raw samples (`__key__`, `__shard__` plus member bytes)."""
         for path in self.shard_paths():
             for sample in iter_samples(path):
-                sample["__shard__"] = path.name
+                sample["__shard__"] = path.name  # type: ignore[assignment]  # iter_samples types members as bytes
                 yield sample
 
     def iter_decoded(self) -> Iterator[dict[str, Any]]:

@@ -75,6 +75,7 @@ class ShardIndex:
 
 
 def index_name(shard: str) -> str:
+    """The file name of a shard's index sidecar."""
     return shard + INDEX_SUFFIX
 
 

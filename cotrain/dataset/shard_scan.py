@@ -18,7 +18,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def _walk(read: Read, end: int, where: str, members: list[tuple[str, int, int]],
             return  # end-of-archive marker
         headers.append((offset, header))
         name, size_field, kind, magic, prefix = _HEADER.unpack(header)
-        size = int(pending.get("size") or _number(size_field, offset, where))
+        size = int(cast("int | str | None", pending.get("size")) or _number(size_field, offset, where))
         data = offset + BLOCK
         if data + size > end:
             raise DataError(where, f"truncated tar: member at byte {offset} needs {size} bytes of data, "
@@ -112,7 +112,9 @@ def _verify(headers: list[tuple[int, bytes]], end: int, where: str) -> None:
     bad = np.flatnonzero(sums != np.array([_stored_sum(h) for _, h in headers], np.int64))
     if bad.size:
         offset = headers[int(bad[0])][0]
-        raise DataError(where, f"unreadable member header at byte {offset}; the last {end - offset} bytes were not read")
+        raise DataError(
+            where, f"unreadable member header at byte {offset}; the last {end - offset} bytes were not read"
+        )
 
 
 def _stored_sum(header: bytes) -> int:

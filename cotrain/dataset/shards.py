@@ -42,10 +42,12 @@ def _fast_header(name: str, size: int) -> bytes | None:
 
 
 def shard_name(index: int) -> str:
+    """The file name of shard `index`."""
     return SHARD_PATTERN.format(index=index)
 
 
 def encode_npy(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (no pickle)."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return buf.getvalue()
@@ -55,7 +57,9 @@ def encode_npy(array: np.ndarray) -> bytes:
 # np.load parses every header with ast.literal_eval, which took a quarter of the loader's time per
 # sample (three small arrays each); these are parsed with one regex, anything else goes to np.load.
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
-_NPY_HEADER = re.compile(rb"\{'descr': '([<|][biuf][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*\d*,?)\), \} *\n")
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<|][biuf][1248])', 'fortran_order': False, 'shape': \(((?:\d+, )*\d*,?)\), \} *\n"
+)
 
 
 def decode_npy(data: bytes) -> np.ndarray:
@@ -68,11 +72,13 @@ def decode_npy(data: bytes) -> np.ndarray:
             dtype = np.dtype(match.group(1).decode())
             count = math.prod(shape)
             if len(data) - end == count * dtype.itemsize:
-                return np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+                array: np.ndarray = np.frombuffer(data, dtype, count, end).reshape(shape).copy()
+                return array
     problem = npy_problem(data)
     if problem:
         raise ValueError(problem)
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    loaded: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    return loaded
 
 
 def npy_problem(data: bytes) -> str | None:
@@ -103,10 +109,12 @@ def npy_problem(data: bytes) -> str | None:
 
 
 def encode_json(obj: Any) -> bytes:
+    """An object as compact, key-sorted UTF-8 JSON (NaN rejected)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def check_member(key: str, ext: str, where: str) -> None:
+    """Raise a DataError when a sample key or member extension is invalid."""
     if not keys.is_valid_key(key):
         raise DataError(where, f"invalid sample key {key!r}: use letters, digits, '_' or '-' (no dots)")
     _check_ext(key, ext, where)
@@ -292,4 +300,5 @@ def decode_member(ext: str, data: bytes) -> Any:
 
 
 def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Decode every member of a raw sample (`__` fields are kept as they are)."""
     return {k: (v if k.startswith("__") else decode_member(k, v)) for k, v in raw.items()}

@@ -98,6 +98,7 @@ def _remote(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def is_url(value: str) -> bool:
+    """Whether `value` is a URL rather than a local path."""
     return "://" in value
 
 
@@ -134,6 +135,7 @@ def filesystem(url: str, options: StorageOptions | None = None) -> tuple[Any, st
 
 
 def join(url: str, name: str) -> str:
+    """`name` inside the folder at `url`."""
     return url.rstrip("/") + "/" + name
 
 

@@ -69,7 +69,7 @@ def check_dataset(model: ModelConfig, norm: dict[str, Any], path: Path,
                   manifest: Manifest) -> tuple[int, dict[str, Any] | None]:
     """(source index, stored record) whose stats normalise this dataset: same path, else same embodiment;
     a ConfigError if the model cannot take it or the run has no stats for it."""
-    if len(manifest.action_names) > int(model.action_dim):  # type: ignore[arg-type]
+    if len(manifest.action_names) > int(model.action_dim):  # type: ignore[arg-type]  # model config sizes are int | None until resolved; a loaded run's are set
         raise ConfigError(f"{path}: {len(manifest.action_names)} action dims; the model takes {model.action_dim}")
     if not manifest.action_names and not manifest.state_names:
         return 0, None
@@ -93,7 +93,7 @@ class _Totals:
         self.dim_abs = np.zeros(len(action_names))
         self.dim_n = np.zeros(len(action_names))
 
-    def add(self, key: str, value: float) -> None:
+    def add(self, key: str, value: float | torch.Tensor) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + float(value)
 
     def report(self, samples: int, modality: str) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def _action_metrics(run: LoadedRun, inputs: ModelInputs, raws: list[dict[str, An
     for i, r in enumerate(raws):
         chunk = np.asarray(r[keys.ACTIONS], np.float64)[:h]
         raw[i, : len(chunk)] = chunk
-    orig = transform.action_norm.inverse(pred) - raw  # type: ignore[union-attr]
+    orig = transform.action_norm.inverse(pred) - raw  # type: ignore[union-attr]  # evaluate_set calls this only with an action normalizer
     err = (pred - target)[mask]
     totals.add("cells", mask.sum())
     totals.add("sq_norm", np.square(err).sum())
@@ -193,7 +193,7 @@ def load_eval_set(run: LoadedRun, path: Path, max_samples: int) -> EvalSet:
     manifest = load_manifest(path)
     index, record = check_dataset(run.cfg, run.norm, path, manifest)
     state_norm, action_norm = run.normalizers(record) if record else (None, None)
-    transform = SampleTransform(index, path.name, manifest, int(run.cfg.image_size), int(run.cfg.horizon),  # type: ignore[arg-type]
+    transform = SampleTransform(index, path.name, manifest, int(run.cfg.image_size), int(run.cfg.horizon),  # type: ignore[arg-type]  # as at line 72
                                 1.0, state_norm, action_norm)
     reader = SourceReader(str(path), manifest)
     picks = np.unique(np.linspace(0, manifest.num_samples - 1, min(max_samples, manifest.num_samples)).round())

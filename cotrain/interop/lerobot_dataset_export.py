@@ -56,6 +56,8 @@ IMAGE_STATS_FRAMES = 64  # frames per episode decoded for image stats, evenly sp
 
 @dataclass(frozen=True)
 class ExportSummary:
+    """What an export wrote: the output folder, its sources and its episode count."""
+
     out: Path
     sources: list[str]
     episodes: int

@@ -40,6 +40,7 @@ def fit_size(height: int, width: int, bound: tuple[int, int] | None) -> tuple[in
 
 
 def resize(image_hwc: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Resize an HxWxC image to `size_hw` (unchanged when it already has that size)."""
     if image_hwc.shape[:2] == size_hw:
         return image_hwc
     from PIL import Image
@@ -49,6 +50,7 @@ def resize(image_hwc: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def encode_jpeg(image_hwc: np.ndarray, quality: int = DEFAULT_JPEG_QUALITY) -> bytes:
+    """Encode an HxWxC uint8 image as JPEG."""
     from PIL import Image
 
     if image_hwc.dtype != np.uint8:
@@ -68,7 +70,8 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def is_jpeg(data: bytes) -> bool:
+def is_jpeg(data: bytes | bytearray) -> bool:
+    """Whether the bytes start with a JPEG marker."""
     return data[:3] == b"\xff\xd8\xff"
 
 

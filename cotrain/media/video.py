@@ -17,7 +17,6 @@ import numpy as np
 from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import fit_size
 
-
 ENCODERS = {"h264": "libx264", "av1": "libsvtav1"}
 
 # Decoder threads per open video. FFmpeg's default (0) starts one thread per core in every process,
@@ -50,15 +49,16 @@ def decode_threads_set(threads: int) -> Iterator[None]:
             os.environ[DECODE_THREADS_ENV] = before
 
 
-def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: int, *, codec: str = "h264",
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int, *, codec: str = "h264",
                 crf: int | None = None) -> None:
     """Encode [H, W, 3] uint8 frames to mp4 as LeRobot does (yuv420p, GOP 2), frame i at time i / fps.
 
     Used by the simulator's LeRobot writer, the sample writers and the benchmarks, so every video
     cotrain makes for itself is encoded one way.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,8 @@ def iter_video_frames(
         rate = fps or float(stream.average_rate or stream.guessed_rate or 30)
         half = 0.5 / rate
         if start_s > half:
-            container.seek(int(max(0.0, start_s - half) / stream.time_base), stream=stream, backward=True)
+            # PyAV types time_base Optional; a demuxed video stream always has one.
+            container.seek(int(max(0.0, start_s - half) / stream.time_base), stream=stream, backward=True)  # type: ignore[operator]
         local, pos = 0, 0
         size: tuple[int, int] | None = None
         try:

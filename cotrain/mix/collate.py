@@ -119,7 +119,11 @@ class Collator:
             if da:
                 rows.actions[i, :, :da], rows.action_mask[i, :da] = smp["actions"], True
                 rows.actions_valid[i] = smp["actions_valid"]
-            rows.source[i], rows.loss_weight[i], rows.skipped[i] = smp["source"], smp["loss_weight"], smp.get("skipped", 0)
+            rows.source[i], rows.loss_weight[i], rows.skipped[i] = (
+                smp["source"],
+                smp["loss_weight"],
+                smp.get("skipped", 0),
+            )
             rows.action_tokens[i] = smp.get("action_tokens")
             for field in TEXT_FIELDS:
                 rows.text[field][i] = smp.get(field)

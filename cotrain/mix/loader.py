@@ -32,6 +32,7 @@ BAD_SAMPLE = (CotrainError, OSError, ValueError, KeyError)  # what `bad_samples:
 
 
 def build_planner(mixture: Mixture) -> Planner:
+    """The batch planner of a resolved mixture."""
     alloc = Allocator(Schedule(mixture.phases), mixture.spec.batch_size, len(mixture.sources))
     return Planner(mixture.spec.seed, mixture.names, [s.num_samples for s in mixture.sources], alloc)
 
@@ -158,10 +159,14 @@ class _SlotDataset:
         if attempt >= MAX_REPLACEMENTS:
             raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}; "
                                      f"the last: {exc}")
-        log.warning("replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc)
+        log.warning(
+            "replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc
+        )
         if undo is not None:
             undo()
-        rng = np.random.default_rng(np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3]))
+        rng = np.random.default_rng(
+            np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3])
+        )
         return int(rng.integers(src.num_samples))
 
 
@@ -267,12 +272,14 @@ class MixtureLoader:
         c = self.collator
         shape = (self.mixture.spec.batch_size // self.world_size, c.max_cameras, c.image_size, c.image_size, 3)
         ring = ImageRing(self.num_workers, self.prefetch_factor + 1, shape, context)
-        loader = DataLoader(
+        # The ignores: _SlotDataset is a Dataset by duck typing (__getitem__/__getitems__), and its
+        # __getitems__ hands collate_fn one collated dict where torch's types expect a list of samples.
+        loader: DataLoader[dict[str, Any]] = DataLoader(
             _SlotDataset(self.mixture, self.transforms, self.collator, ring),  # type: ignore[arg-type]
             batch_sampler=_RankBatches(self, start, self.end_step),
             num_workers=self.num_workers,
             # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
-            collate_fn=_collated,
+            collate_fn=_collated,  # type: ignore[arg-type]
             prefetch_factor=self.prefetch_factor,
             multiprocessing_context=context,
         )
@@ -285,7 +292,7 @@ class MixtureLoader:
                 yield arrays
         finally:
             try:  # stop workers now, not at interpreter exit
-                it._shutdown_workers()
+                it._shutdown_workers()  # type: ignore[attr-defined]  # private, the only way to stop workers now
             except RuntimeError as exc:
                 # A worker stopped while its queue thread still sends a batch nobody will read can
                 # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");
@@ -318,6 +325,7 @@ class MixtureLoader:
 
 
 def default_collator(mixture: Mixture) -> Collator:
+    """A collator padding to the mixture's sizes (defaults: the largest over its sources)."""
     spec, ms = mixture.spec, [s.manifest for s in mixture.sources]
     horizon = spec.horizon or max((m.horizon or 1) for m in ms)
     return Collator(

@@ -30,13 +30,16 @@ class StatsNormalizer:
         y -= self.shift
         np.minimum(y, self.clip, out=y)
         np.maximum(y, -self.clip, out=y)
-        return y.astype(np.float32)
+        out: np.ndarray = y.astype(np.float32)
+        return out
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return ((y + self.shift) / self.scale + self.offset).astype(np.float32)
+        x: np.ndarray = ((y + self.shift) / self.scale + self.offset).astype(np.float32)
+        return x
 
 
 def build_normalizer(stats: DimStats | None, kind: str, floor: float, clip: float, what: str) -> StatsNormalizer | None:
+    """The normalizer of one stats kind, or None when there are no stats."""
     if stats is None:
         return None
     if kind == "quantile":

@@ -21,6 +21,8 @@ SMALL_SOURCE_SAMPLES_PER_READER = 4
 
 @dataclass
 class PhaseReport:
+    """What one phase of a mixture draws from each source."""
+
     name: str
     steps: int
     drawn: dict[str, int]
@@ -32,6 +34,8 @@ class PhaseReport:
 
 @dataclass
 class MixtureReport:
+    """A mixture's simulated draws, epochs and warnings."""
+
     name: str
     batch_size: int
     steps: int
@@ -80,7 +84,11 @@ def simulate_mixture(mixture: Mixture, steps: int | None = None, *, world_size: 
             float(np.abs(drawn - goal).max()),
         ))
     report = MixtureReport(mixture.spec.name, b, steps, world_size, num_workers, phases)
-    order = np.concatenate([[slot.source for slot in planner.batch(k)] for k in range(steps)]) if steps else np.zeros(0, int)
+    order = (
+        np.concatenate([[slot.source for slot in planner.batch(k)] for k in range(steps)])
+        if steps
+        else np.zeros(0, int)
+    )
     report.worst_window = worst_window_deviation(order.astype(np.int64), np.repeat(targets / b, b, axis=0), window)
     report.warnings = _warnings(mixture, counts, world_size, num_workers)
     return report
@@ -116,7 +124,10 @@ def _warnings(mixture: Mixture, counts: np.ndarray, world_size: int, num_workers
         if total[i] == 0:
             out.append(f"source {src.name!r} is never used (weight 0 in every phase)")
         elif epochs > limit:
-            out.append(f"source {src.name!r} repeats {epochs:.1f} epochs (over {limit:g}): consider more data or a lower weight")
+            out.append(
+                f"source {src.name!r} repeats {epochs:.1f} epochs (over {limit:g}): "
+                "consider more data or a lower weight"
+            )
         if 0 < src.num_samples < SMALL_SOURCE_SAMPLES_PER_READER * readers:
             out.append(f"source {src.name!r} has {src.num_samples} samples for {readers} readers: each reads very few")
     return out

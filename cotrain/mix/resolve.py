@@ -39,6 +39,8 @@ class ResolvedSource:
 
 @dataclass(frozen=True)
 class ResolvedPhase:
+    """A phase with its weights resolved to one float per source."""
+
     name: str
     steps: int
     ramp_steps: int
@@ -78,7 +80,9 @@ def _resolve_path(base: Path, value: str) -> str:
     return str((base / value).resolve())
 
 
-def _flatten(spec: MixtureSpec, base: Path, where: str, stack: tuple[str, ...]) -> list[tuple[str, SourceSpec, str, dict[str, float]]]:
+def _flatten(
+    spec: MixtureSpec, base: Path, where: str, stack: tuple[str, ...]
+) -> list[tuple[str, SourceSpec, str, dict[str, float]]]:
     """(flat name, spec, resolved url, {outer source name: share}) for every leaf."""
     out = []
     for name, src in spec.sources.items():
@@ -90,7 +94,9 @@ def _flatten(spec: MixtureSpec, base: Path, where: str, stack: tuple[str, ...]) 
             raise ConfigError(f"{where}: sources.{name}: mixture includes itself ({' -> '.join(stack)})")
         inner = parse_mixture(read_yaml(inner_path), str(inner_path))
         if len(inner.phases) != 1:
-            raise ConfigError(f"{inner_path}: a mixture included as a group must have exactly one phase, has {len(inner.phases)}")
+            raise ConfigError(
+                f"{inner_path}: a mixture included as a group must have exactly one phase, has {len(inner.phases)}"
+            )
         shares = inner.phases[0].weights
         total = sum(shares.values())
         for leaf, leaf_spec, url, _ in _flatten(inner, inner_path.parent, str(inner_path), (*stack, str(inner_path))):
@@ -109,6 +115,7 @@ def load_mixture(path: str | Path) -> Mixture:
 
 
 def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
+    """Resolve a mixture spec: nested mixtures flattened, sources opened, weights resolved."""
     leaves = _flatten(spec, base, where, (where,))
     sources = []
     for name, src, url, _ in leaves:
@@ -132,7 +139,9 @@ def resolve(spec: MixtureSpec, base: Path, where: str) -> Mixture:
         ])
         if raw.sum() <= 0:
             raise ConfigError(f"{where}: phases[{i}] ({phase.name}): every source has weight 0")
-        phases.append(ResolvedPhase(phase.name, phase.steps, phase.ramp_steps, tuple(float(w) for w in raw / raw.sum())))
+        phases.append(
+            ResolvedPhase(phase.name, phase.steps, phase.ramp_steps, tuple(float(w) for w in raw / raw.sum()))
+        )
     return Mixture(spec, where, tuple(sources), tuple(phases), resolve_val(spec, base))
 
 

@@ -127,15 +127,18 @@ def spread_order(counts: list[int], seed: int, step: int) -> list[int]:
     k = np.arange(len(source)) - np.repeat(np.cumsum(c) - c, c)  # index of each slot within its source
     u = offsets[source]
     position = (k + u) / c[source]
-    return np.lexsort((source, u, position)).tolist()
+    order: list[int] = np.lexsort((source, u, position)).tolist()
+    return order
 
 
 def source_seed(seed: int, name: str) -> int:
+    """The seed of a source's sample order (from the run seed and the source name)."""
     return zlib.crc32(name.encode("utf-8")) ^ (seed * 0x9E3779B1 & 0xFFFFFFFF)
 
 
 @lru_cache(maxsize=32)
 def epoch_permutation(seed: int, name: str, epoch: int, size: int) -> np.ndarray:
+    """The sample order of one source in one epoch."""
     rng = np.random.default_rng(np.random.SeedSequence([source_seed(seed, name), epoch, 1]))
     return rng.permutation(size)
 
@@ -145,7 +148,7 @@ class Slot(NamedTuple):
 
     source: int
     draw: int  # the source's draw counter j (over the whole run)
-    index: int  # the sample index inside the source
+    index: int  # type: ignore[assignment]  # the sample index inside the source (shadows tuple.index; public name)
     epoch: int
 
 

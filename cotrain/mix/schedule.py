@@ -17,6 +17,8 @@ from cotrain.mix.resolve import ResolvedPhase
 
 @dataclass(frozen=True)
 class Schedule:
+    """The phase weights at any step, with ramps between phases."""
+
     phases: tuple[ResolvedPhase, ...]
 
     @property
@@ -42,5 +44,6 @@ class Schedule:
 
 
 def normalised(weights: Sequence[float]) -> list[float]:
+    """The weights divided by their sum."""
     total = float(sum(weights))
     return [w / total for w in weights]

@@ -56,7 +56,9 @@ class SourceSpec(BaseModel):
         None, ge=0, le=100, description="Multiply the phase weight by (samples / largest source's samples) ** balance."
     )
     loss_weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, description="Per-sample loss weight passed to the trainer.")
-    max_epochs: float | None = Field(None, gt=0, le=1e9, description="Warn (or stop) when this source repeats past N epochs.")
+    max_epochs: float | None = Field(
+        None, gt=0, le=1e9, description="Warn (or stop) when this source repeats past N epochs."
+    )
     on_max_epochs: Literal["warn", "stop"] = Field("warn", description="What happens past max_epochs.")
     storage_options: StorageOptions | None = Field(
         None, description="How to reach a `path` on object storage (endpoint_url, profile, anonymous, ...).")
@@ -82,7 +84,9 @@ class PhaseSpec(BaseModel):
     name: str
     steps: int = Field(..., ge=1, le=MAX_STEPS, description="Optimiser steps in this phase.")
     weights: dict[str, float] = Field(..., description="Relative weight per source; absent sources get 0.")
-    ramp_steps: int = Field(0, ge=0, description="Linear ramp from the previous phase's weights over the first N steps.")
+    ramp_steps: int = Field(
+        0, ge=0, description="Linear ramp from the previous phase's weights over the first N steps."
+    )
 
     @field_validator("weights")
     @classmethod
@@ -122,9 +126,13 @@ class MixtureSpec(BaseModel):
     normalization: Literal["quantile", "mean_std"] = Field("quantile", description="State/action normalisation.")
     quantile_floor: float = Field(1e-3, gt=0, le=1e6, description="Floor on q99 - q01 so constant dims do not blow up.")
     clip: float = Field(1.0, gt=0, le=1e6, description="Normalised values are clipped to [-clip, clip].")
-    horizon: int | None = Field(None, ge=1, le=MAX_HORIZON, description="Action chunk length fed to the model (default: max of sources).")
+    horizon: int | None = Field(
+        None, ge=1, le=MAX_HORIZON, description="Action chunk length fed to the model (default: max of sources)."
+    )
     image_size: int = Field(224, ge=8, le=MAX_IMAGE_SIZE, description="Square side images are letterboxed to.")
-    max_cameras: int | None = Field(None, ge=1, le=MAX_CAMERAS, description="Camera slots per sample (default: max of sources).")
+    max_cameras: int | None = Field(
+        None, ge=1, le=MAX_CAMERAS, description="Camera slots per sample (default: max of sources)."
+    )
     bad_samples: Literal["raise", "skip"] = Field("raise", description="On an undecodable sample: stop, or replace it.")
     val: dict[str, ValSourceSpec] = Field(default_factory=dict, description="Held-out datasets for --eval-every.")
 
@@ -168,6 +176,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def parse_mixture(raw: Any, where: str) -> MixtureSpec:
+    """Validate a parsed mixture YAML; errors name `where`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
@@ -177,6 +186,7 @@ def parse_mixture(raw: Any, where: str) -> MixtureSpec:
 
 
 def read_yaml(path: Path) -> Any:
+    """The parsed YAML of `path`."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -151,7 +151,9 @@ class SampleTransform:
     def _bad(self, sample: Mapping[str, Any], member: str, problem: str) -> DataError:
         return DataError(sample.get("__shard__", "?"), f"sample {sample.get('__key__')}: {problem}", key=member)
 
-    def _checked(self, sample: Mapping[str, Any], member: str, ndim: int, dims: tuple[int | None, ...]) -> np.ndarray | None:
+    def _checked(
+        self, sample: Mapping[str, Any], member: str, ndim: int, dims: tuple[int | None, ...]
+    ) -> np.ndarray | None:
         """The member as a finite float array of the manifest's shape (None: absent), else a DataError
         naming shard, sample and member: what `cotrain validate` rejects is never trained on."""
         value = sample.get(member)

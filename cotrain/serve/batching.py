@@ -60,7 +60,7 @@ class _Request:
 class Batcher:
     """Groups concurrent `submit` calls into `predict_batch` calls (see module docstring); start it inside a loop."""
 
-    def __init__(self, predict_batch: PredictBatch, cfg: BatchConfig = BatchConfig()) -> None:
+    def __init__(self, predict_batch: PredictBatch, cfg: BatchConfig = BatchConfig()) -> None:  # noqa: B008  (a frozen config: immutable)
         self._predict = predict_batch
         self.cfg = cfg
         self.stats = BatchStats()

@@ -7,7 +7,7 @@ the wrong port should fail at once, with a one-line error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 from websockets.sync.client import ClientConnection, connect
@@ -31,7 +31,8 @@ class PolicyClient:
         try:
             self._ws: ClientConnection = connect(url, compression=None, max_size=MAX_MESSAGE_BYTES,
                                                  open_timeout=timeout_s)
-            self.metadata: dict[str, Any] = unpack(self._ws.recv(timeout_s))
+            # The server sends binary frames only; recv() is typed str | bytes for text frames.
+            self.metadata: dict[str, Any] = unpack(cast(bytes, self._ws.recv(timeout_s)))
         except (OSError, InvalidURI, WebSocketException, TimeoutError) as exc:
             raise ConfigError(f"--server {url}: cannot connect to a policy server ({exc})") from None
 

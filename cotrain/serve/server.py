@@ -62,7 +62,7 @@ class ServeConfig(BaseModel):
 class PolicyServer:
     """Serves one embodiment of a loaded `Policy` (see module docstring); `serve()` runs until `shutdown()`."""
 
-    def __init__(self, policy: Policy, obs_map: ObservationMap, cfg: ServeConfig = ServeConfig()) -> None:
+    def __init__(self, policy: Policy, obs_map: ObservationMap, cfg: ServeConfig = ServeConfig()) -> None:  # noqa: B008  (a frozen config: immutable)
         self.policy, self.obs_map, self.cfg = policy, obs_map, cfg
         self.batcher = Batcher(self._predict_batch, cfg.batch)
         self.port: int | None = None
@@ -76,9 +76,9 @@ class PolicyServer:
         return {"server": "cotrain", "run": run.checkpoint.parent.parent.name, "checkpoint": run.checkpoint.name,
                 "step": run.step,
                 "source": self.obs_map.source, "embodiment": self.obs_map.embodiment,
-                "action_horizon": int(run.cfg.horizon),  # type: ignore[arg-type]
+                "action_horizon": int(run.cfg.horizon),  # type: ignore[arg-type]  # model config sizes are int | None until resolved; a loaded run's are set
                 "action_dim": len(source["action_names"]), "action_names": list(source["action_names"]),
-                "state_names": list(source["state_names"]), "image_size": int(run.cfg.image_size),  # type: ignore[arg-type]
+                "state_names": list(source["state_names"]), "image_size": int(run.cfg.image_size),  # type: ignore[arg-type]  # as above
                 "observation_keys": self.obs_map.describe(), "max_batch": self.cfg.batch.max_batch}
 
     def _predict_batch(self, observations: Sequence[Observation]) -> list[np.ndarray]:
@@ -153,7 +153,7 @@ def _health_check(connection: ServerConnection, request: Request) -> Response | 
     return None
 
 
-def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map: ObsMapSpec = ObsMapSpec(),
+def build_server(run_dir: str | Path, cfg: ServeConfig = ServeConfig(), obs_map: ObsMapSpec = ObsMapSpec(),  # noqa: B008  (a frozen config: immutable)
                  embodiment: str | None = None) -> PolicyServer:
     """Load a run (or checkpoint) directory and bind the observation map (errors before anything listens)."""
     dtype = None if cfg.dtype == "float32" else getattr(torch, cfg.dtype)

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -136,7 +136,8 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
 def _optimizer_files(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    osd = get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+    # DCP types the result as a union over every value kind; this reads its `state` and `param_groups`.
+    osd = cast("dict[str, Any]", get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True)))
     tensors = {f"{name}::{key}": torch.as_tensor(value) for name, st in osd.get("state", {}).items()
                for key, value in st.items()}
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in osd.get("param_groups", [])]
@@ -179,7 +180,8 @@ def _write_files(run_dir: Path, tmp: Path, step: int, model: torch.nn.Module, op
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state()
     _save_tensors(tmp / f"rng_rank{info.rank}.safetensors", rng)
-    weights = get_model_state_dict(model, options=_options(cpu_offload=True))  # collective under FSDP
+    # Collective under FSDP; with cpu_offload every value is a plain tensor.
+    weights = cast("dict[str, torch.Tensor]", get_model_state_dict(model, options=_options(cpu_offload=True)))
     opt_tensors, opt_meta = _optimizer_files(model, optimizer)
     if info.is_main:
         _save_tensors(tmp / "model.safetensors", weights, {"format": "pt", "step": str(step)})
@@ -217,7 +219,8 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     if not file.is_file():
         raise ConfigError(f"{path}: no model.safetensors (not a cotrain checkpoint?)")
     try:
-        result = set_model_state_dict(model, _load_tensors(file), options=_options(strict=False))
+        # The ignore: dict is invariant, and DCP's value type is a union that includes Tensor.
+        result = set_model_state_dict(model, _load_tensors(file), options=_options(strict=False))  # type: ignore[arg-type]
     except RuntimeError as exc:  # shape mismatches
         detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc))
         raise ConfigError(f"{file}: weights do not match the model ({detail}); was it trained with another "
@@ -257,7 +260,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         state.setdefault(name, {})[stat] = value
     try:
         groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups}, options=_options())
+        # The ignore: dict is invariant, and DCP's value type is a union that includes Tensor.
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},  # type: ignore[dict-item]
+                                 options=_options())
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise DataError(path / "optimizer.json", f"optimizer state does not fit the model ({exc!r})") from None
     if "cpu" in rng:

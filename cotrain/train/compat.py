@@ -89,11 +89,13 @@ def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
     if modality not in keys.MODALITIES:
         raise ConfigError(f"{where}: unknown modality; the model takes {', '.join(keys.MODALITIES)}")
     na, ns = len(manifest.action_names), len(manifest.state_names)
-    if na > int(model.action_dim):  # type: ignore[arg-type]
+    if na > int(model.action_dim):  # type: ignore[arg-type]  # model config sizes are int | None until resolved; resolved here
         raise ConfigError(f"{where}: {na} action dims do not fit the model's {model.action_dim} "
                           f"(raise it: --set action_dim={na})")
-    if ns > int(model.state_dim):  # type: ignore[arg-type]
-        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})")
+    if ns > int(model.state_dim):  # type: ignore[arg-type]  # as above
+        raise ConfigError(
+            f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})"
+        )
     if modality in _ACTION_MODALITIES and modality != keys.ACTION_TOKENS_MODALITY and not na:
         raise ConfigError(f"{where}: has no actions, so the flow loss has nothing to learn from")
     if modality == keys.ACTION_TOKENS_MODALITY:
@@ -112,9 +114,9 @@ def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
 
 def collator_for(model: ModelConfig) -> Collator:
     """Pads every batch straight to the model's sizes."""
-    return Collator(max_cameras=int(model.max_cameras), image_size=int(model.image_size),  # type: ignore[arg-type]
-                    state_dim=int(model.state_dim), action_dim=int(model.action_dim),  # type: ignore[arg-type]
-                    horizon=int(model.horizon))  # type: ignore[arg-type]
+    return Collator(max_cameras=int(model.max_cameras), image_size=int(model.image_size),  # type: ignore[arg-type]  # as above
+                    state_dim=int(model.state_dim), action_dim=int(model.action_dim),  # type: ignore[arg-type]  # as above
+                    horizon=int(model.horizon))  # type: ignore[arg-type]  # as above
 
 
 def norm_stats_record(mixture: Mixture) -> dict[str, Any]:

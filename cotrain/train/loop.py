@@ -27,11 +27,17 @@ from cotrain.errors import CotrainError
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import TERMS, combine_losses
+from cotrain.train.bad_samples import BadSampleMonitor
 from cotrain.train.checkpoint import save_checkpoint
 from cotrain.train.config import TrainConfig
-from cotrain.train.bad_samples import BadSampleMonitor
-from cotrain.train.metrics import (MetricsLogger, ScalarSink, TensorBoardSink, flops_per_step, peak_tflops,
-                                   summarise_step)
+from cotrain.train.metrics import (
+    MetricsLogger,
+    ScalarSink,
+    TensorBoardSink,
+    flops_per_step,
+    peak_tflops,
+    summarise_step,
+)
 from cotrain.train.setup import Run, prepare_run
 from cotrain.train.validation import Validator, plan_validation
 
@@ -88,7 +94,7 @@ def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
     """Skip the gradient all-reduce on all but the last micro-batch."""
     if last or not run.info.is_distributed or run.cfg.fsdp:  # FSDP2: set_requires_gradient_sync in _step
         return contextlib.nullcontext()
-    return run.wrapped.no_sync()  # type: ignore[operator]
+    return run.wrapped.no_sync()  # type: ignore[operator]  # run.wrapped is the DDP module here (typed nn.Module)
 
 
 def _sample_rows(terms: dict[str, torch.Tensor], batch: dict[str, Any], rows: slice, inputs: ModelInputs,
@@ -118,7 +124,7 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
         sl = slice(k * micro, (k + 1) * micro)
         sub = inputs.select(sl).to(run.device)
         if cfg.fsdp and run.info.is_distributed:
-            run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]
+            run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]  # run.wrapped is the FSDP module here (typed nn.Module)
         with _sync(run, k == k_total - 1), amp:
             terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
             loss = combine_losses(terms, batch["loss_weight"][sl].to(run.device), weights, b)

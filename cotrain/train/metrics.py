@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -37,6 +37,7 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40"
 
 
 def peak_tflops(override: float | None) -> float | None:
+    """Peak TFLOP/s for MFU: the override, else PEAK_TFLOPS of the current GPU, else None."""
     if override is not None:
         return override
     if not torch.cuda.is_available():
@@ -51,7 +52,7 @@ def summarise_step(rows: torch.Tensor, weights: dict[str, float], source_names: 
     source, modality = rows[:, 0].long(), rows[:, 1].long()
     terms = {name: rows[:, 2 + 2 * i] for i, name in enumerate(TERMS)}
     counts = {name: rows[:, 3 + 2 * i] for i, name in enumerate(TERMS)}
-    per_sample = sum(weights[name] * terms[name] for name in TERMS)
+    per_sample = cast(torch.Tensor, sum(weights[name] * terms[name] for name in TERMS))
     out: dict[str, Any] = {"loss": float((rows[:, 8] * per_sample).mean())}
     for name in TERMS:
         has = counts[name] > 0
@@ -66,15 +67,17 @@ def summarise_step(rows: torch.Tensor, weights: dict[str, float], source_names: 
 
 def flops_per_step(model: torch.nn.Module, images: int, prefix_tokens: int, suffix_tokens: int, batch: int) -> float:
     """Training FLOPs of one step: 6 x params x tokens per stream, plus 12 x layers x width x seq^2 attention."""
-    vision = sum(p.numel() for p in model.vision_tower.parameters()) + sum(p.numel() for p in model.projector.parameters())
-    backbone = sum(p.numel() for b in model.blocks for p in b.backbone.parameters())
-    expert = sum(p.numel() for b in model.blocks for p in b.expert.parameters())
-    attn = model.blocks[0].backbone.self_attn
+    # The VLA's submodules: nn.Module types every attribute as Tensor | Module.
+    vla: Any = model
+    vision = sum(p.numel() for p in vla.vision_tower.parameters()) + sum(p.numel() for p in vla.projector.parameters())
+    backbone = sum(p.numel() for b in vla.blocks for p in b.backbone.parameters())
+    expert = sum(p.numel() for b in vla.blocks for p in b.expert.parameters())
+    attn = vla.blocks[0].backbone.self_attn
     width = attn.q_proj.out_features if hasattr(attn.q_proj, "out_features") else attn.head_dim
     seq = prefix_tokens + suffix_tokens
-    dense = 6.0 * (vision * images * model.image_tokens + backbone * prefix_tokens * batch
+    dense = 6.0 * (vision * images * vla.image_tokens + backbone * prefix_tokens * batch
                    + expert * suffix_tokens * batch)
-    return dense + 12.0 * len(model.blocks) * width * seq * seq * batch
+    return dense + 12.0 * len(vla.blocks) * width * seq * seq * batch
 
 
 class ScalarSink(Protocol):

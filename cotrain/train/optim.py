@@ -45,6 +45,7 @@ class CosineSchedule:
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, betas: tuple[float, float], eps: float,
                     weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters."""
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError("no trainable parameters")

@@ -17,7 +17,8 @@ __all__ = ["apply_fsdp", "vision_layers"]
 
 def vision_layers(model: nn.Module) -> list[nn.Module]:
     """The SigLIP encoder layers (the ModuleList named `encoder.layers` inside the vision tower)."""
-    for name, module in model.vision_tower.named_modules():
+    tower: nn.Module = model.vision_tower  # type: ignore[assignment]  # nn.Module types attributes Tensor | Module
+    for name, module in tower.named_modules():
         if name.endswith("encoder.layers") and isinstance(module, nn.ModuleList):
             return list(module)
     return []
@@ -30,7 +31,7 @@ def apply_fsdp(model: nn.Module, amp: torch.dtype | None) -> nn.Module:
     policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
     for layer in vision_layers(model):
         fully_shard(layer, mp_policy=policy)
-    for block in model.blocks:  # type: ignore[union-attr]
+    for block in model.blocks:  # type: ignore[union-attr]  # nn.Module types attributes Tensor | Module
         fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     return model

@@ -74,11 +74,11 @@ def _full_parameters(run: Run) -> Iterator[None]:
     if not (run.cfg.fsdp and run.info.is_distributed):
         yield
         return
-    run.model.unshard()  # type: ignore[operator]
+    run.model.unshard()  # type: ignore[operator]  # an FSDP module here (typed nn.Module)
     try:
         yield
     finally:
-        run.model.reshard()  # type: ignore[operator]
+        run.model.reshard()  # type: ignore[operator]  # as above
 
 
 class Validator:

@@ -38,7 +38,7 @@ def _episode_files(src: Path) -> list[Path]:
     if src.is_file():
         return [src]
     files = [p for p in src.iterdir() if _EPISODE_RE.search(p.name)]
-    return sorted(files, key=lambda p: int(_EPISODE_RE.search(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted(files, key=lambda p: int(_EPISODE_RE.search(p.name).group(1)))  # type: ignore[union-attr]  # files were filtered by this regex above
 
 
 def _num_frames(path: Path) -> int:
@@ -52,6 +52,7 @@ def _num_frames(path: Path) -> int:
 
 
 def list_units(src: Path, opts: AlohaOptions) -> list[Unit]:
+    """One unit per episode file."""
     return [Unit(index=i, id=path.stem, est_samples=_num_frames(path), ref={"file": path.name if src.is_dir() else ""})
             for i, path in enumerate(_episode_files(src))]
 
@@ -72,6 +73,7 @@ def _cameras(f) -> dict[str, bool]:  # noqa: ANN001
 
 
 def describe(src: Path, opts: AlohaOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names, rate and cameras, read from the first readable episode with 2-D actions."""
     for unit in units:  # the first readable episode with a 2-D action describes the dataset
         path = _path(src, unit)
         if _num_frames(path) == 0:
@@ -134,6 +136,7 @@ def _check_compress_len(f, cams: dict[str, bool], frames: int, path: Path, episo
 
 
 def load_episode(src: Path, opts: AlohaOptions, unit: Unit) -> RobotEpisode:
+    """Read one episode file: qpos as state, the action dataset, and the camera frames."""
     path = _path(src, unit)
     with open_hdf5(path) as f:
         state = _read(f, "observations/qpos", path, unit.id)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ def _is_camera(key: str, ds: Any) -> bool:
 
 
 def camera_name(key: str) -> str:
+    """The camera name of an image observation key (`agentview_image` -> `agentview`)."""
     return key[: -len(_IMAGE_SUFFIX)] if key.endswith(_IMAGE_SUFFIX) else key
 
 
@@ -147,9 +148,9 @@ def _state_keys(obs: Any, opts: RobomimicOptions) -> tuple[list[str], str]:
             raise ConfigError(f"--state-keys: {leaks[0]!r} holds an action (Isaac Lab records the last action as "
                               "obs/actions); in the state it would leak the label into the input")
         return keys, "--state-keys"
-    for origin, keys in STATE_KEY_SETS.items():
-        if all(k in obs and _is_dataset(obs[k]) for k in keys):
-            return list(keys), f"default: {origin}"
+    for origin, key_set in STATE_KEY_SETS.items():
+        if all(k in obs and _is_dataset(obs[k]) for k in key_set):
+            return list(key_set), f"default: {origin}"
     rest = sorted(k for k in obs if _is_dataset(obs[k]) and obs[k].ndim in (1, 2) and not is_action_key(k))
     return rest, "default: every 1-D/2-D obs dataset except actions"
 
@@ -216,6 +217,7 @@ def _fps(f: Any, path: Path, opts: RobomimicOptions) -> float:
 
 
 def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
+    """One unit per selected demo of the HDF5 file."""
     path = _source_file(src)
     with open_hdf5(path) as f:
         demos = _selected_demos(f, path, opts.filter_key)
@@ -235,6 +237,7 @@ def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
 
 
 def describe(src: Path, opts: RobomimicOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names and cameras from the first demo's observation layout."""
     ref = units[0].ref
     state_names = [f"{k}_{i}" for k, w in zip(ref["state_keys"], ref["state_widths"]) for i in range(w)]
     action_names = [f"action_{i}" for i in range(ref["action_dim"])]
@@ -275,7 +278,7 @@ def _check_finite(array: np.ndarray, key: str, path: Path, demo: str) -> None:
         raise DataError(path, f"{kind} in {key} dimension {dim}", episode=demo, frame=frame, key=key)
 
 
-def _read_state(obs: Any, ref: dict[str, Any], frames: int, path: Path, demo: str) -> np.ndarray:
+def _read_state(obs: Any, ref: Mapping[str, Any], frames: int, path: Path, demo: str) -> np.ndarray:
     parts = []
     for key, width in zip(ref["state_keys"], ref["state_widths"]):
         name = f"obs/{key}"
@@ -329,6 +332,7 @@ def _frame_source(path: Path, demo: str, key: str, rotate: bool):  # noqa: ANN20
 
 
 def load_episode(src: Path, opts: RobomimicOptions, unit: Unit) -> RobotEpisode:
+    """Read one demo's state, actions, task and camera frames."""
     path, demo, ref = _source_file(src), unit.id, unit.ref
     with open_hdf5(path) as f:
         group = f["data"].get(demo)

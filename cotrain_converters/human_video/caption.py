@@ -68,6 +68,7 @@ def caption_camera(opts: HumanVideoOptions, camera: str, where: str) -> str:
 
 
 def caption_info(opts: HumanVideoOptions, camera: str, where: str, extra: Mapping[str, Any]) -> DatasetInfo:
+    """The vision-language dataset info of a human-video caption conversion."""
     name = caption_camera(opts, camera, where)
     return DatasetInfo(
         modality=keys.VISION_LANGUAGE,

@@ -73,6 +73,7 @@ def _frame_count(f, path: Path, episode: str) -> int:  # noqa: ANN001
 
 
 def list_units(src: Path, opts: EgodexOptions) -> list[Unit]:
+    """One unit per EgoDex episode (an HDF5 file and its mp4)."""
     check_caption_options(opts)
     units = []
     for i, path in enumerate(_episode_files(src)):
@@ -171,6 +172,7 @@ def _frame_source(video: Path, episode: str):  # noqa: ANN202
 
 
 def load_episode(src: Path, opts: EgodexOptions, unit: Unit) -> RobotEpisode:
+    """Read one episode: hand keypoints as state and actions, video frames as the camera."""
     path = _path(src, unit)
     with open_hdf5(path) as f:
         camera, hands = load_hands(f, path, unit.id, opts.min_confidence)
@@ -191,6 +193,7 @@ def load_episode(src: Path, opts: EgodexOptions, unit: Unit) -> RobotEpisode:
 
 
 def describe(src: Path, opts: EgodexOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names, rate and camera of the first episode (or the caption info with --captions-only)."""
     path = _path(src, units[0])
     if opts.captions_only:
         return caption_info(opts, CAMERA, str(path), {"source_format": "egodex"})
@@ -217,6 +220,7 @@ _ROBOT = robot_converter("egodex", "", EgodexOptions, list_units, describe, load
 
 
 def convert_unit(src: Path, opts: EgodexOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write one episode's robot-format samples, or its caption samples."""
     if opts.captions_only:
         _convert_captions(src, opts, unit, sink)
     else:

@@ -64,6 +64,7 @@ def _keypoint_file(video: Path) -> Path:
 
 
 def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit]:
+    """One unit per video with its keypoint file."""
     check_caption_options(opts)
     units = []
     for i, video in enumerate(_videos(src)):
@@ -181,6 +182,7 @@ def keypoint_chunks(flat: np.ndarray, indices: np.ndarray, horizon: int, mode: s
 
 
 def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpisode:
+    """Read one video's keypoints as state and actions and its frames as the camera."""
     video = _path(src, unit)
     kp = load_keypoints(video, opts.keypoints_key, unit.id)
     frames = len(kp)
@@ -197,6 +199,7 @@ def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpi
 
 
 def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names, rate and camera of the first video (or the caption info with --captions-only)."""
     video = _path(src, units[0])
     if opts.captions_only:
         return caption_info(opts, CAMERA, str(video), {"source_format": "video-keypoints"})
@@ -231,6 +234,7 @@ _ROBOT = robot_converter("video-keypoints", "", VideoKeypointsOptions, list_unit
 
 
 def convert_unit(src: Path, opts: VideoKeypointsOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write one video's robot-format samples, or its caption samples."""
     if opts.captions_only:
         _convert_captions(src, opts, unit, sink)
     else:

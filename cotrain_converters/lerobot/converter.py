@@ -54,6 +54,7 @@ def _selected_cameras(meta: LeRobotMeta, opts: LeRobotOptions) -> list[str]:
 
 
 def list_units(src: Path, opts: LeRobotOptions) -> list[Unit]:
+    """One unit per LeRobot episode."""
     meta = load_meta(src)
     meta.require(opts.state_key, "--state-key")
     meta.require(opts.action_key, "--action-key")
@@ -100,6 +101,7 @@ def _ref(ep: EpisodeEntry) -> dict[str, Any]:
 
 
 def describe(src: Path, opts: LeRobotOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names, rate and cameras from the LeRobot metadata."""
     meta = load_meta(src)
     extra = {"codebase_version": meta.version, "robot_type": meta.info.get("robot_type"),
              "state_key": opts.state_key, "action_key": opts.action_key}
@@ -278,6 +280,7 @@ def _cameras(meta: LeRobotMeta, path: Path, unit: Unit) -> dict[str, FrameSource
 
 
 def load_episode(src: Path, opts: LeRobotOptions, unit: Unit) -> RobotEpisode:
+    """Read one episode's state, actions, task and camera frames."""
     meta = load_meta(src)
     path = src / unit.ref["data"]
     table = _episode_table(meta, path, int(unit.ref["episode_index"]), [opts.state_key, opts.action_key],

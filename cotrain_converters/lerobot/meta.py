@@ -221,7 +221,7 @@ def _episodes_v30(meta: LeRobotMeta) -> list[EpisodeEntry]:
     needed = ["episode_index", "length", "data/chunk_index", "data/file_index"]
     needed += [f"videos/{k}/{c}" for k in video_keys for c in ("chunk_index", "file_index", "from_timestamp",
                                                                 "to_timestamp")]
-    out = []
+    out: list[EpisodeEntry] = []
     for path in files:
         try:
             names = set(pq.read_schema(path).names)

@@ -72,7 +72,7 @@ class MCAPOptions(RobotOptions):
     """Options of the MCAP converter: the robot options plus the topic map."""
 
     # Required here (optional for other robot sources): see "Clock" in the module docstring.
-    fps: float = Field(  # type: ignore[assignment]
+    fps: float = Field(
         ..., gt=0, description="Clock rate in Hz that every topic is resampled onto (latest message at or before "
                                "each tick); required for MCAP.")
     topics: Path | None = Field(None, description="YAML topic map (keys: state, action, images, instruction, "
@@ -130,6 +130,7 @@ def _windows(path: Path, tmap: TopicMap) -> tuple[FileIndex, list[Window]]:
 
 
 def list_units(src: Path, opts: MCAPOptions) -> list[Unit]:
+    """One unit per MCAP file, or per episode window of a file."""
     tmap = load_topic_map(opts)
     topics = tmap.model_dump(mode="json")
     units: list[Unit] = []
@@ -195,6 +196,7 @@ def _names(src: Path, units: Sequence[Unit], role: str, spec: VectorSpec) -> lis
 
 
 def describe(src: Path, opts: MCAPOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """Names from the topic map and the first file, at the --fps clock."""
     tmap = TopicMap.model_validate(units[0].ref["topics"])
     return robot_info(opts, state_names=_names(src, units, "state", tmap.state),
                       action_names=_names(src, units, "action", tmap.action), fps=opts.fps,
@@ -293,6 +295,7 @@ def _tasks(path: Path, tmap: TopicMap, window: Window, ticks: np.ndarray, episod
 
 
 def load_episode(src: Path, opts: MCAPOptions, unit: Unit) -> RobotEpisode:
+    """Read one unit's topics and resample them onto the --fps clock."""
     tmap, path, window = TopicMap.model_validate(unit.ref["topics"]), _path(src, unit), _window(unit)
     streams = _read_streams(path, tmap, window, unit.id)
     times = {topic: np.asarray(t, np.int64) for topic, t in streams.times.items()}

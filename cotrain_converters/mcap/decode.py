@@ -154,11 +154,12 @@ def read_index(reader: Any, path: Path) -> FileIndex:
     """From the summary section when the file has one, else by scanning every message once."""
     with reading(path):
         summary = reader.get_summary()
+    channels: dict[str, tuple[Any, Any]]
     if summary is not None and summary.statistics is not None:
         channels = {ch.topic: (ch, summary.schemas.get(ch.schema_id)) for ch in summary.channels.values()}
         stats = summary.statistics
         return FileIndex(channels, stats.message_start_time, stats.message_end_time)
-    channels: dict[str, tuple[Any, Any]] = {}
+    channels = {}
     start = end = None
     with reading(path):
         for schema, channel, message in reader.iter_messages(log_time_order=False):

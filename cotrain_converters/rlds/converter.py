@@ -42,7 +42,8 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 class RldsOptions(RobotOptions):
     """Options of the RLDS converter (all robot options, plus where and how to read)."""
 
-    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")
+    # The ignore: RLDS may leave the embodiment unset and take it from the standardisation table.
+    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")  # type: ignore[assignment]
     split: str = Field("train", description="TFDS split to convert, e.g. train, val, test.")
     table: str | None = Field(None, description="YAML/JSON file adding or overriding standardisation entries.")
     dataset: str | None = Field(None, description="Table entry to use (default: the name in dataset_info.json).")
@@ -97,7 +98,7 @@ def _split_files(root: Path, name: str | None, split: str) -> tuple[str, list[Pa
         missing = sorted(set(range(total)) - set(indices))
         raise DataError(root, f"split {split!r} is incomplete: expected {total} record files, missing shard(s) "
                               f"{', '.join(f'{i:05d}' for i in missing) or '(inconsistent -of- counts)'}")
-    return chosen[0][0]["name"], sorted((p for _, p in chosen), key=lambda p: int(_FILE_RE.match(p.name)["i"]))  # type: ignore[index]
+    return chosen[0][0]["name"], sorted((p for _, p in chosen), key=lambda p: int(_FILE_RE.match(p.name)["i"]))  # type: ignore[index]  # every listed path matched _FILE_RE
 
 
 def _shard_lengths(info: dict[str, Any], split: str, files: int, root: Path) -> list[int] | None:
@@ -146,7 +147,7 @@ def _steps_in(fh: BinaryIO, path: Path, ref: RecordRef) -> int:
 
 def _file_units(path: Path, expected: int | None, first: int) -> list[Unit]:
     refs, error = scan_records(path)
-    units = []
+    units: list[Unit] = []
     with open_tfrecord(path) as fh:
         for ref in refs:
             ref_doc = {"file": path.name, "record": ref.index, "offset": ref.offset, "length": ref.length}
@@ -280,7 +281,7 @@ def load_episode(src: Path, opts: RldsOptions, unit: Unit) -> RobotEpisode:
     valid = ~np.asarray(ep.decode("steps/is_last"), bool) if "steps/is_last" in layout.features else None
     tasks = [b.decode("utf-8", errors="replace") for b in ep.decode(std.language)] if std.language else [""]
     fps = float(opts.source_fps or std.fps or 0)
-    cameras = {name: _frame_source(ep.decode(key), key, ep, unit.id)  # type: ignore[arg-type]
+    cameras = {name: _frame_source(ep.decode(key), key, ep, unit.id)  # type: ignore[arg-type]  # camera features decode to encoded images (list[bytes])
                for key, name in std.cameras.items() if not opts.no_images}
     return RobotEpisode(
         episode_id=unit.id, source_file=str(path), state=_vectors(std.state, ep), actions=_vectors(std.action, ep),

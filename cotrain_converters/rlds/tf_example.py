@@ -79,12 +79,12 @@ def _map_entry(entry: memoryview) -> tuple[str, RawFeature | None]:
     key, feature = "", None
     for number, wire, value in _fields(entry):
         if number == 1 and wire == 2:
-            key = bytes(value).decode("utf-8", errors="replace")  # type: ignore[arg-type]
+            key = bytes(value).decode("utf-8", errors="replace")
         elif number == 2 and wire == 2:
             feature = None
-            for kind_no, kind_wire, body in _fields(value):  # type: ignore[arg-type]
+            for kind_no, kind_wire, body in _fields(value):  # type: ignore[arg-type]  # wire type 2 (length-delimited) values are bytes
                 if kind_no in _KINDS and kind_wire == 2:
-                    feature = RawFeature(_KINDS[kind_no], body)  # type: ignore[arg-type]
+                    feature = RawFeature(_KINDS[kind_no], body)  # type: ignore[arg-type]  # as above
     return key, feature
 
 
@@ -95,9 +95,9 @@ def parse_example(payload: bytes, path: Path, record: int) -> dict[str, RawFeatu
         for number, wire, value in _fields(memoryview(payload)):
             if number != 1 or wire != 2:
                 continue
-            for entry_no, entry_wire, entry in _fields(value):  # type: ignore[arg-type]
+            for entry_no, entry_wire, entry in _fields(value):  # type: ignore[arg-type]  # as above
                 if entry_no == 1 and entry_wire == 2:
-                    key, feature = _map_entry(entry)  # type: ignore[arg-type]
+                    key, feature = _map_entry(entry)  # type: ignore[arg-type]  # as above
                     # An empty Feature (no list set) reads as an empty bytes list, like TF's parser.
                     features[key] = feature or RawFeature(_BYTES, memoryview(b""))
     except _Malformed as exc:
@@ -130,15 +130,15 @@ def _decode_list(feature: RawFeature, path: Path, key: str, record: int) -> list
             if number != 1:
                 continue
             if feature.kind == _BYTES and wire == 2:
-                chunks.append(bytes(value))  # type: ignore[arg-type]
+                chunks.append(bytes(value))
             elif feature.kind == _FLOAT and wire in (2, 5):
-                if len(value) % 4:  # type: ignore[arg-type]
+                if len(value) % 4:  # type: ignore[arg-type]  # as above
                     raise _Malformed("packed floats are not a multiple of 4 bytes")
-                chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]
+                chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]  # as above
             elif feature.kind == _INT64 and wire == 2:
-                chunks.append(_packed_varints(value))  # type: ignore[arg-type]
+                chunks.append(_packed_varints(value))  # type: ignore[arg-type]  # as above
             elif feature.kind == _INT64 and wire == 0:
-                chunks.append(np.array([value & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64).view(np.int64))  # type: ignore[operator]
+                chunks.append(np.array([value & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64).view(np.int64))  # type: ignore[operator]  # wire type 0 (varint) values are ints
             else:
                 raise _Malformed(f"wire type {wire} in a {feature.kind} list")
     except _Malformed as exc:
@@ -154,21 +154,21 @@ def _check_kind(feature: RawFeature, kind: str, path: Path, key: str, record: in
 def decode_bytes(feature: RawFeature, path: Path, key: str, record: int) -> list[bytes]:
     """The values of a bytes_list."""
     _check_kind(feature, _BYTES, path, key, record)
-    return _decode_list(feature, path, key, record)  # type: ignore[return-value]
+    return _decode_list(feature, path, key, record)  # type: ignore[return-value]  # a bytes-kind feature decodes to a list of bytes
 
 
 def decode_floats(feature: RawFeature, path: Path, key: str, record: int) -> np.ndarray:
     """The values of a float_list as float32, packed and unpacked runs concatenated."""
     _check_kind(feature, _FLOAT, path, key, record)
     chunks = _decode_list(feature, path, key, record)
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)  # type: ignore[arg-type]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def decode_int64s(feature: RawFeature, path: Path, key: str, record: int) -> np.ndarray:
     """The values of an int64_list (two's complement, so negative values come back negative)."""
     _check_kind(feature, _INT64, path, key, record)
     chunks = _decode_list(feature, path, key, record)
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)  # type: ignore[arg-type]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
 def _read_varint(fh: BinaryIO) -> int:

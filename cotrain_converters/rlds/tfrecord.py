@@ -67,7 +67,7 @@ def is_gzip(path: Path) -> bool:
 
 def open_tfrecord(path: Path) -> BinaryIO:
     """The file's uncompressed byte stream."""
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # type: ignore[return-value]
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # type: ignore[return-value]  # GzipFile and the raw file both read as BinaryIO
 
 
 def _read(fh: BinaryIO, n: int, path: Path, index: int) -> bytes:

@@ -133,6 +133,7 @@ def _images(path: Path) -> list[tuple[int, str, list[tuple[int, str]]]]:
 
 
 def list_units(src: Path, opts: CocoOptions) -> list[Unit]:
+    """Units of captioned images in groups; an image whose file is missing gets a unit of its own."""
     annotations = _annotation_file(src, opts)
     folder = _images_dir(src, opts, annotations)
 
@@ -158,6 +159,7 @@ def list_units(src: Path, opts: CocoOptions) -> list[Unit]:
 
 
 def describe(src: Path, opts: CocoOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The vision-language dataset info of a COCO caption set."""
     annotations = _annotation_file(src, opts)
     images = sum(len(u.ref.get("images", ())) for u in units)
     return vl_info(opts, cameras=["image"], units=units,
@@ -165,6 +167,7 @@ def describe(src: Path, opts: CocoOptions, units: Sequence[Unit]) -> DatasetInfo
 
 
 def convert_unit(src: Path, opts: CocoOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write the caption samples of one group of images."""
     if "missing" in unit.ref:
         raise DataError(unit.ref["missing"], "image file not found", episode=unit.id)
     folder = Path(unit.ref["images_dir"])

@@ -187,6 +187,7 @@ class UnitBuilder:
 
 
 def dropped_counts(units: Iterable[Unit]) -> dict[str, int]:
+    """Records dropped at listing time, summed over units by reason."""
     total: Counter[str] = Counter()
     for unit in units:
         total.update(unit.ref.get("dropped", {}))

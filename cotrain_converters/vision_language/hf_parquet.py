@@ -244,6 +244,7 @@ def _columns(src: Path, opts: HFParquetOptions) -> _Columns:
 
 
 def list_units(src: Path, opts: HFParquetOptions) -> list[Unit]:
+    """Units of whole row groups (about RECORDS_PER_UNIT rows each), with the detected columns."""
     cols = asdict(_columns(src, opts))
     units: list[Unit] = []
     for path in _files(src):
@@ -273,6 +274,7 @@ def _max_images(path: Path, column: str) -> int:
 
 
 def describe(src: Path, opts: HFParquetOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The vision-language dataset info, with the columns that were used."""
     cols = _Columns(**units[0].ref["columns"])
     count = max(_max_images(p, cols.image) for p in _files(src)) if cols.image_list else 1
     used = {k: v for k, v in asdict(cols).items() if v and not k.endswith("_list")}
@@ -304,7 +306,7 @@ def _images(value: Any, cols: _Columns, path: Path, record: str, opts: HFParquet
 
 
 def _texts(row: dict[str, Any], cols: _Columns, path: Path, record: str, opts: HFParquetOptions) -> list[str]:
-    value = row[cols.text]
+    value = row[cols.text]  # type: ignore[index]  # _columns sets text whenever conversations is unset
     values = value if cols.text_list else [value]
     if not isinstance(values, list) or not values:
         raise DataError(path, "row has no text", episode=record, key=cols.text)
@@ -327,6 +329,7 @@ def _add_row(row: dict[str, Any], index: int, path: Path, cols: _Columns, opts: 
 
 
 def convert_unit(src: Path, opts: HFParquetOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write the samples of one unit's rows."""
     path = src / unit.ref["file"] if src.is_dir() else src
     cols = _Columns(**unit.ref["columns"])
     base = {"dataset": dataset_name(src, opts), "file": path.name}

@@ -126,6 +126,7 @@ def _left_out(record: _Record, meta: dict[str, Any], label: str) -> str | None:
 
 
 def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit]:
+    """Units of consecutive records of one tar each, by byte range."""
     tars = _tars(src)
     if not tars:
         raise DataError(src, "no *.tar shards found (expected img2dataset's webdataset output folder)")
@@ -177,6 +178,7 @@ def _open(path: Path) -> tarfile.TarFile:
 
 
 def describe(src: Path, opts: Img2DatasetOptions, units: Sequence[Unit]) -> DatasetInfo:
+    """The vision-language dataset info of img2dataset shards."""
     return vl_info(opts, cameras=["image"], units=units, extra={"source_tars": len(_tars(src))})
 
 
@@ -190,11 +192,12 @@ def _read_range(path: Path, start: int, end: int) -> bytes:
 
 
 def convert_unit(src: Path, opts: Img2DatasetOptions, unit: Unit, sink: UnitSink) -> None:
+    """Write the caption samples of one unit's byte range of a shard."""
     path = src / unit.ref["tar"] if src.is_dir() else src
     label = str(path)
     if "damaged" in unit.ref:
-        record = f"key {unit.ref['key']}" if unit.ref["key"] else None
-        raise DataError(path, unit.ref["damaged"], episode=record)
+        where = f"key {unit.ref['key']}" if unit.ref["key"] else None
+        raise DataError(path, unit.ref["damaged"], episode=where)
     # The unit's byte range starts at a member header, so it parses as a tar of its own.
     data = _read_range(path, unit.ref["start"], unit.ref["end"])
     name = dataset_name(src, opts)

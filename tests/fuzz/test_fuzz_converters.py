@@ -134,7 +134,7 @@ def _lbm_samples(root: Path) -> list[tuple[str, dict[str, bytes | str]]]:
     with tarfile.open(root / "shards" / "shard-000000.tar") as tar:
         for info in tar.getmembers():
             key, ext = info.name.split(".", 1)
-            samples.setdefault(key, {})[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]
+            samples.setdefault(key, {})[ext] = tar.extractfile(info).read()  # type: ignore[union-attr]  # regular members only
     return list(samples.items())
 
 
@@ -155,7 +155,7 @@ def test_lbm(tmp_path: Path, seed: int) -> None:
     original = _lbm_samples(base)
     for k in range(len(original)):  # images cut or flipped, in every sample (the first sets the layout)
         cam = "scene_right_0_t0.jpg" if k % 2 else "wrist_left_minus_t0.jpg"
-        for name, data in jpeg_variants(original[k][1][cam], rng, cuts=3, flips=4):  # type: ignore[arg-type]
+        for _name, data in jpeg_variants(original[k][1][cam], rng, cuts=3, flips=4):  # type: ignore[arg-type]  # the member holds JPEG bytes
             samples = fresh()
             samples[k][1][cam] = data
             write_tar(shard, samples)
@@ -221,7 +221,7 @@ def test_lerobot_inline_images(tmp_path: Path, seed: int) -> None:
         shutil.copytree(base, src)
         (src / "inside.jpg").symlink_to(outside)
 
-    for row, (name, data) in enumerate(jpeg_variants(jpeg(0), rng, cuts=5, flips=7)):
+    for row, (_name, data) in enumerate(jpeg_variants(jpeg(0), rng, cuts=5, flips=7)):
         row %= 11  # episode 0: rows 0-4, episode 1: rows 5-10
         fresh()
         _set_images(src / rows, lambda im, row=row, data=data: im.__setitem__(row, {"bytes": data, "path": None}))
@@ -329,7 +329,7 @@ def test_rlds(tmp_path: Path, seed: int) -> None:
     for k, (_, bad) in enumerate(jpeg_variants(good, rng, cuts=4, flips=6)):
         def plant(e: int, ep: dict[str, object], bad: bytes = bad, step: int = k % 6) -> None:
             if e == 1:
-                ep["observation/image"][step] = bad  # type: ignore[index]
+                ep["observation/image"][step] = bad  # type: ignore[index]  # nested test data
 
         src = fx.write_rlds(tmp_path / f"src{k}", files=1, per_file=2, steps=(6,), mutate=plant)
         args = ["rlds", str(src.root), "--embodiment", "demo", "--source-fps", "10"]

@@ -458,7 +458,10 @@ CK = "checkpoints/step_00000002"
 RUN_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "model_truncated": (_cut(f"{CK}/model.safetensors", 300), "model.safetensors"),
     "model_empty": (_write(f"{CK}/model.safetensors", b""), "model.safetensors"),
-    "model_garbage": (_write(f"{CK}/model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}junk"), "model.safetensors"),
+    "model_garbage": (
+        _write(f"{CK}/model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}junk"),
+        "model.safetensors",
+    ),
     "optimizer_missing": (_remove(f"{CK}/optimizer.safetensors"), "optimizer.safetensors"),
     "optimizer_truncated": (_cut(f"{CK}/optimizer.safetensors", 100), "optimizer.safetensors"),
     "optimizer_json_not_json": (_write(f"{CK}/optimizer.json", "{"), "optimizer.json"),
@@ -479,16 +482,36 @@ RUN_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "model_config_not_json": (_write("model_config.json", "not json"), "model_config.json"),
     "model_config_wrong": (_write("model_config.json", '{"preset": 1}'), "model_config.json"),
     "tokenizer_garbage": (_write("tokenizer.json", "{}"), "tokenizer.json"),
-    "metrics_middle_line_garbage": (lambda r: (r / "metrics.jsonl").write_text('{"step": 0}\n{oops\n{"step": 1}\n'),
-                                    "metrics.jsonl"),
+    "metrics_middle_line_garbage": (
+        lambda r: (r / "metrics.jsonl").write_text('{"step": 0}\n{oops\n{"step": 1}\n'),
+        "metrics.jsonl",
+    ),
 }
 
 
 def _resume(root: Path, run_dir: Path, mixture: str | None = None, steps: int = 3) -> Outcome:
     """`train --resume` of the run as the `run` fixture made it (same steps: the config must match)."""
-    return cli("train", mixture or str(root / "mix.yaml"), "--model", "tiny", "--steps", str(steps), "--save-every",
-               "1", "--warmup-steps", "1", "--set", "keep_checkpoints=3", "--set", "progress=false", "--set", "tensorboard=false", "--out",
-               str(run_dir), "--resume")
+    return cli(
+        "train",
+        mixture or str(root / "mix.yaml"),
+        "--model",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--save-every",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--set",
+        "keep_checkpoints=3",
+        "--set",
+        "progress=false",
+        "--set",
+        "tensorboard=false",
+        "--out",
+        str(run_dir),
+        "--resume",
+    )
 
 
 def _copy_run(run: Path, tmp_path: Path) -> Path:
@@ -553,6 +576,11 @@ def test_subprocess_cli_prints_one_line(data: Path, tmp_path: Path) -> None:
 
 def test_inputs_tried_are_counted() -> None:
     """How many inputs this suite feeds the CLI (reported in the issue's closing note)."""
-    counts = {"mixture_yaml": len(YAML_CASES) + 3, "train_options": len(TRAIN_OPTION_CASES), "dataset": len(DATASET_CASES) + 1, "run_folder": len(RUN_CASES) + 3}
+    counts = {
+        "mixture_yaml": len(YAML_CASES) + 3,
+        "train_options": len(TRAIN_OPTION_CASES),
+        "dataset": len(DATASET_CASES) + 1,
+        "run_folder": len(RUN_CASES) + 3,
+    }
     print(f"fuzz inputs tried: {counts} = {sum(counts.values())}")
     assert sum(counts.values()) >= 90

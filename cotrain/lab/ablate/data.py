@@ -113,7 +113,8 @@ def _tokens(root: Path, target: str, vocab: int) -> None:
         log.info("fitting a FAST tokenizer on %s", root / target)
         fit_tokenizer([root / target], tok_dir, kind="fast", vocab_size=vocab, overwrite=True)
     if not _complete(out):
-        options = CONVERTERS.get("tokens").options(tokenizer=str(tok_dir), name=out.name)
+        # The ignore: the registry types options as ConvertOptions; the tokens converter's adds `tokenizer`.
+        options = CONVERTERS.get("tokens").options(tokenizer=str(tok_dir), name=out.name)  # type: ignore[call-arg]
         convert("tokens", root / target, out, options, RunOptions(overwrite=True, progress=False))
 
 

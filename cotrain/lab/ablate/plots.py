@@ -37,6 +37,7 @@ def _values(result: AblationResult, mixture: str, key: str) -> list[float]:
 
 
 def save_png(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()

@@ -85,11 +85,13 @@ def _study_data(cfg: AblationConfig, docs: list[dict[str, Any]]) -> StudyData | 
         preparable = root is not None and all(p.parent == root and p.name in known for p in missing)
         if not (cfg.prepare and preparable):
             why = "" if cfg.prepare else " (--no-prepare)"
-            raise ConfigError(f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the "
-                              f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
-                              f"or convert your own datasets to these paths")
+            raise ConfigError(
+                f"dataset {missing[0]} not found{why}; {len(missing)} missing in all. Prepare the "
+                f"simulated study data with `cotrain ablate` (it makes data/lin2026 when the mixtures point there) "
+                f"or convert your own datasets to these paths"
+            )
         log.info("preparing the study data in %s (%d datasets missing)", root, len(missing))
-        return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]
+        return prepare_study_data(root, cfg.data)  # type: ignore[arg-type]  # preparable above implies root is not None
     if root is not None and (root / "study.json").is_file():
         return load_study_data(root)
     return None
@@ -241,7 +243,8 @@ def _run_all(cfg: AblationConfig, tasks: list[tuple[StudyMixture, int, dict[str,
         records = []
         for n, (m, seed, doc) in enumerate(tasks):
             label = f"[{n + 1}/{total}]"
-            record = _run_one(cfg, m, seed, doc, settings, lambda msg, label=label: say(f"{label} {msg}"))
+            # The ignore: mypy cannot infer a lambda that binds `label` through a default argument.
+            record = _run_one(cfg, m, seed, doc, settings, lambda msg, label=label: say(f"{label} {msg}"))  # type: ignore[misc]
             if not (record.trained or record.evaluated):
                 say(f"{label} {m.name} seed {seed}: done before, kept")
             records.append(record)

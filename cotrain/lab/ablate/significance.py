@@ -38,6 +38,7 @@ class Summary:
 
 
 def summarise(values: Sequence[float]) -> Summary:
+    """Count, mean and sample standard deviation of the finite values."""
     arr = _finite(values)
     if arr.size == 0:
         return Summary(0, math.nan, math.nan)

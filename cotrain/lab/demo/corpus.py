@@ -5,7 +5,7 @@ Sources (all rendered by cotrain.lab.sim, so a policy trained on them can be run
 | source          | format (writer)                                   | converter |
 |-----------------|---------------------------------------------------|-----------|
 | target robot    | LeRobot v3.0 (`sim.lerobot_writer`: parquet + h264)   | lerobot --embodiment sim_arm          |
-| second robot    | ALOHA HDF5 with JPEG rows (`sim.aloha_writer`), a folder per task | aloha --task T --embodiment sim_gripper |
+| second robot    | ALOHA HDF5 with JPEG rows (`sim.aloha_writer`)       | aloha --task T --embodiment sim_gripper |
 | captions        | COCO `captions_train2017.json` + JPEGs (`sim.vl_data`) | coco --captions all                  |
 | human video     | EgoDex HDF5 hand poses + mp4 (`sim.egodex_writer`)    | egodex --cameras ego=top --fps 10     |
 | annotations     | per-segment jsonl {episode, start, end, text}         | cotrain annotate --from               |
@@ -69,7 +69,8 @@ def _task_recordings(verb: str, colour: str, shape: str, count: int, cfg: DemoCo
 
     emb, pal = get_embodiment("sim_gripper"), palette("cross_embodiment")
     task = TaskSpec(verb, colour, shape)
-    out, index = [], 0
+    out: list[Recording] = []
+    index = 0
     while len(out) < count:
         rng = episode_rng(cfg.seed, stream, index)
         scene, params = sample_scene(task, rng, pal), ExpertParams.sample(rng)

@@ -71,6 +71,7 @@ def build_mixture(data: dict[str, Path], out: Path, cfg: DemoConfig) -> Path:
 
 
 def train_demo(mixture: Path, run_dir: Path, steps: int) -> Any:
+    """Train the demo policy on `mixture` into `run_dir`."""
     from cotrain.train.config import make_train_config
     from cotrain.train.loop import train
 
@@ -135,6 +136,7 @@ def source_table(sources: list[Any], offline: dict[str, Any], rows: list[dict[st
 
 
 def sim_table(sim: dict[str, Any]) -> Table:
+    """The closed-loop results as a rich table."""
     table = Table(title="closed loop in the simulator", title_justify="left",
                   caption=f"{sim['overall']['episodes']} episodes in {sim['seconds']} s", caption_justify="left")
     for col in ("split", "success", "95% CI", "closest (m)", "tracking"):
@@ -213,6 +215,7 @@ def main_job(console: Console, out: Path, cfg: DemoConfig = DemoConfig()) -> Non
 
 
 def main() -> None:
+    """Run the demo (`make demo`) from the repository root."""
     if not Path("tests/fixtures").is_dir():
         sys.exit("run the demo from the repository root (make demo)")
     sys.path.insert(0, str(Path.cwd()))

@@ -58,10 +58,11 @@ class EpisodeSpec:
 
 
 def episode_rng(seed: int, stream: int, index: int, attempt: int = 0) -> np.random.Generator:
+    """The generator of one episode attempt, from the seed, stream, index and attempt."""
     return np.random.default_rng(np.random.SeedSequence([seed, stream, index, attempt]))
 
 
-def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = ExpertParams(),
+def solvable(scene: Scene, embodiment: Embodiment, params: ExpertParams = ExpertParams(),  # noqa: B008  (a frozen config: immutable)
              max_steps: int | None = None) -> int:
     """Steps the expert needs to solve the scene with this embodiment (0: it cannot within max_steps,
     default EPISODE_SECONDS)."""

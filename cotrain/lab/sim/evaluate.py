@@ -217,6 +217,7 @@ def _distance_to_object(world: World) -> float:
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate."""
     if n == 0:
         return 0.0, 1.0
     p = successes / n
@@ -226,6 +227,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Success rate with its interval, and step counts of the successes."""
     n, k = len(records), sum(r["success"] for r in records)
     lo, hi = wilson_interval(k, n)
     steps = [r["steps"] for r in records if r["success"]]

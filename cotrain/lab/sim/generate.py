@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-
 from cotrain.errors import ConfigError
 from cotrain.lab.sim.egodex_writer import write_egodex_episode
 from cotrain.lab.sim.embodiments import DEFAULT_TARGET, ROBOTS, get_embodiment, other_robot
@@ -190,6 +189,7 @@ def split_summary(target: str, verbs: tuple[str, ...] = VERBS) -> dict[str, Any]
 
 
 def load_corpus(root: str | Path) -> dict[str, Any]:
+    """The corpus description written by `cotrain sim generate` in `root`."""
     path = Path(root) / CORPUS_FILE
     if not path.is_file():
         raise ConfigError(f"{path} not found: not a corpus written by `cotrain sim generate`")
@@ -210,8 +210,8 @@ def convert_corpus(root: str | Path, out: str | Path, *, workers: int = 1, overw
     for source in load_corpus(root)["sources"]:
         common = {"name": source["name"], "shard_size": shard_size, **source["options"]}
         if source["converter"] == "annotations":
-            options = AnnotateOptions(**common, from_file=str(root / source["path"]))
-            report, _ = annotate(out / source["annotates"], out / source["name"], options, run)
+            annotate_options = AnnotateOptions(**common, from_file=str(root / source["path"]))
+            report, _ = annotate(out / source["annotates"], out / source["name"], annotate_options, run)
         else:
             options = CONVERTERS.get(source["converter"]).options(**common)
             report = convert(source["converter"], root / source["path"], out / source["name"], options, run)

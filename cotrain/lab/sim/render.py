@@ -14,6 +14,7 @@ evaluation shifts are `lighting` (dim or glaring light with a strong gradient an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -45,15 +46,16 @@ class Condition:
 
 def sample_condition(kind: str, rng: np.random.Generator) -> Condition:
     """`normal` (mild jitter) or one of SHIFTS."""
-    jitter = dict(gain=float(rng.uniform(0.92, 1.08)), gradient=tuple(float(g) for g in rng.uniform(-0.08, 0.08, 2)),
-                  tint=tuple(float(t) for t in 1 + rng.uniform(-0.03, 0.03, 3)))
+    jitter: dict[str, Any] = dict(gain=float(rng.uniform(0.92, 1.08)),
+                                  gradient=tuple(float(g) for g in rng.uniform(-0.08, 0.08, 2)),
+                                  tint=tuple(float(t) for t in 1 + rng.uniform(-0.03, 0.03, 3)))
     if kind == "normal":
         return Condition("normal", **jitter)
     if kind == "lighting":
         dim = bool(rng.integers(2))
         gain = float(rng.uniform(0.5, 0.62) if dim else rng.uniform(1.15, 1.25))
         sign = rng.choice([-1.0, 1.0], 2)
-        gradient = tuple(float(s * rng.uniform(0.2, 0.3)) for s in sign)
+        gradient = cast("tuple[float, float]", tuple(float(s * rng.uniform(0.2, 0.3)) for s in sign))
         return Condition("lighting", gain, gradient, (1.1, 0.97, 0.8) if dim else (0.88, 0.97, 1.12))
     if kind == "background":
         return Condition("background", **jitter, background=("slate", "marble")[int(rng.integers(2))])

@@ -106,6 +106,7 @@ class TaskSpec:
 
 
 def check_verbs(verbs: Sequence[str]) -> tuple[str, ...]:
+    """The verbs, checked to be a non-empty subset of VERBS."""
     unknown = [v for v in verbs if v not in VERBS]
     if unknown or not verbs:
         raise ValueError(f"verbs must be a non-empty subset of {', '.join(VERBS)}, got {', '.join(verbs) or 'none'}")
@@ -169,6 +170,7 @@ class Scene:
 
 
 def sample_task(tasks: Sequence[TaskSpec], rng: np.random.Generator) -> TaskSpec:
+    """One task drawn uniformly with `rng`."""
     return tasks[int(rng.integers(len(tasks)))]
 
 

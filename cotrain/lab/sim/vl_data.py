@@ -88,7 +88,8 @@ def write_coco_captions(root: Path, images: Sequence[np.ndarray], captions: Sequ
     """COCO captions: image ids 1..N, annotation ids counting up across all captions. Returns root."""
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / split).mkdir(parents=True, exist_ok=True)
-    doc_images, annotations = [], []
+    doc_images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for n, (image, texts) in enumerate(zip(images, captions), start=1):
         name = f"{n:012d}.jpg"
         (root / split / name).write_bytes(_jpeg(image))

@@ -104,7 +104,7 @@ class World:
         nearest = int(np.argmin(dist))
         if dist[nearest] <= GRASP_RADIUS:
             self.held = nearest
-            self.grasped[nearest] = True
+            self.grasped[nearest] = True  # type: ignore[index]  # None only as a field default; start() sets it
             self.objects[nearest] = self.ee
 
     def _push(self) -> None:
@@ -121,4 +121,4 @@ class World:
         if self.held == target or self.objects[target, 2] != 0.0:
             return False
         near = np.linalg.norm(self.objects[target, :2] - np.asarray(self.scene.goals[0].pos)) < SUCCESS_RADIUS
-        return bool(near and (self.grasped[target] == (task.verb == "place")))
+        return bool(near and (self.grasped[target] == (task.verb == "place")))  # type: ignore[index]  # as above
