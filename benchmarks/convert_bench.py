@@ -104,7 +104,6 @@ def lerobot_floor(path: Path, bound: tuple[int, int] | None) -> int:
     import av
 
     from cotrain.media.image import encode_jpeg, fit_size
-
     from cotrain.media.video import decode_threads
 
     frames = 0

@@ -28,8 +28,9 @@ from unittest import mock
 import numpy as np
 import torch.utils.data as tud
 from common import import_fixtures
-from cotrain.mix.transform import letterbox_jpeg
+
 from cotrain.dataset import shards
+from cotrain.mix.transform import letterbox_jpeg
 
 BATCH = 32
 # name, state dim, action dim, horizon, mixture weight

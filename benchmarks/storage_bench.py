@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import_fixtures()
     import s3fs
 
-    from cotrain.dataset.storage import RangeReader, StorageOptions, read_manifest
     from cotrain.dataset.shard_index import index_name
+    from cotrain.dataset.storage import RangeReader, StorageOptions, read_manifest
     from tests.fixtures.cotrain_data import write_dataset
     from tests.fixtures.s3server import S3Server
 

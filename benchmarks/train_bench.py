@@ -75,9 +75,9 @@ def predict_latency(mix: Path, preset: str, device: str, calls: int, extra: dict
     """Median latency of Policy.predict for one 3-camera observation (random-init weights, bf16 on GPU)."""
     import torch
 
+    from cotrain.eval.policy import LoadedRun, Policy
     from cotrain.mix.resolve import load_mixture
     from cotrain.model.factory import build_vla, load_tokenizer_for
-    from cotrain.eval.policy import LoadedRun, Policy
     from cotrain.model.text import TextLayout
     from cotrain.train.compat import norm_stats_record, resolve_model_config
     from cotrain.train.config import TrainConfig

@@ -27,7 +27,14 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from cotrain.dataset import keys
+from cotrain.annotate.primitives import (
+    DimMap,
+    PrimitiveRules,
+    chunk_primitive,
+    detect_dims,
+    parse_dims,
+    trajectory_primitives,
+)
 from cotrain.annotate.segments import (
     AnnotateOptions,
     EpisodeFrames,
@@ -40,21 +47,14 @@ from cotrain.annotate.segments import (
     resolve_episode,
     scan_episodes,
 )
+from cotrain.convert.jsonl import iter_jsonl
 from cotrain.convert.plan import fingerprint_source
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
-from cotrain.errors import ConfigError, DataError
+from cotrain.dataset import keys
 from cotrain.dataset.manifest import Manifest, load_manifest
-from cotrain.annotate.primitives import (
-    DimMap,
-    PrimitiveRules,
-    chunk_primitive,
-    detect_dims,
-    parse_dims,
-    trajectory_primitives,
-)
-from cotrain.dataset.shards import decode_npy, encode_json, iter_samples
 from cotrain.dataset.norm_stats import EpisodeLowdim
-from cotrain.convert.jsonl import iter_jsonl
+from cotrain.dataset.shards import decode_npy, encode_json, iter_samples
+from cotrain.errors import ConfigError, DataError
 
 PERSISTENT_STYLES = ("subtask", "plan", "memory", "motion", "task_aug")
 EVENT_STYLES = ("interjection", "vqa", "trace")

@@ -35,14 +35,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from cotrain.dataset import keys
+from cotrain.convert.jsonl import iter_jsonl
 from cotrain.convert.robot import parse_camera_map, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, RobotOptions, Unit, UnitSink
+from cotrain.dataset import keys
+from cotrain.dataset.norm_stats import EpisodeLowdim
+from cotrain.dataset.shards import encode_json, encode_npy, iter_samples
 from cotrain.errors import ConfigError, DataError, suggest
 from cotrain.media.image import image_problem, parse_size, to_jpeg
-from cotrain.convert.jsonl import iter_jsonl
-from cotrain.dataset.shards import encode_json, encode_npy, iter_samples
-from cotrain.dataset.norm_stats import EpisodeLowdim
 from cotrain_converters.source_files import inside, tar_damage
 
 MANIFEST = "manifest.jsonl"

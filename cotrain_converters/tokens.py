@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from cotrain.convert.spec import Converter, ConvertOptions, DatasetInfo, Unit, UnitSink
 from cotrain.dataset import keys
-from cotrain.convert.spec import ConvertOptions, Converter, DatasetInfo, Unit, UnitSink
-from cotrain.errors import DataError
 from cotrain.dataset.manifest import Manifest, load_manifest
-from cotrain.dataset.shards import decode_npy, encode_json, encode_npy, iter_samples
 from cotrain.dataset.norm_stats import EpisodeLowdim
+from cotrain.dataset.shards import decode_npy, encode_json, encode_npy, iter_samples
+from cotrain.errors import DataError
 
 
 class TokensOptions(ConvertOptions):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
+from cotrain.dataset.sequential import Dataset
+from cotrain.errors import ConfigError
 from cotrain.lab.ablate.runner import EVALUATION_VERSION
 from cotrain.lab.ablate.significance import compact_letter_display, holm, pairwise_welch, summarise, welch_t_test
 from cotrain.lab.ablate.study import rescale_phases
-from cotrain.dataset.sequential import Dataset
-from cotrain.errors import ConfigError
 from cotrain.lab.sim.evaluate import tracking_slope
 from tests.conftest import ROOT, episodes_of
 

@@ -12,14 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cotrain.annotate.primitives import (
+    DimMap,
+    PrimitiveRules,
+    describe_move,
+    detect_dims,
+    move_vector,
+    parse_dims,
+    trajectory_primitives,
+)
 from cotrain.annotate.segments import DEFAULT_PROMPT, AnnotateOptions, EpisodeFrames, Segment, annotate, match_segments
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions, RunOptions
+from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.dataset.manifest import load_manifest
-from cotrain.annotate.primitives import DimMap, PrimitiveRules, describe_move, detect_dims, move_vector, parse_dims
-from cotrain.annotate.primitives import trajectory_primitives
 from tests.conftest import run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 

@@ -71,8 +71,8 @@ def test_aloha_writer_round_trips_through_the_converter(tmp_path: Path, compress
 def test_demo_main_job_at_a_tiny_size(tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    from cotrain.lab.demo.run import DemoConfig, main_job
     from cotrain.lab.demo.corpus import DemoCorpusConfig
+    from cotrain.lab.demo.run import DemoConfig, main_job
 
     small = DemoCorpusConfig(target_episodes=3, heldout_episodes=2, gripper_episodes=2, human_episodes=2, vl_images=4,
                              heldout_vl_images=2, image_size=32)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cotrain.convert.pipeline import convert
+from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import decode_image
-from cotrain.dataset.manifest import load_manifest
 from cotrain_converters.human_video.egodex import EgodexOptions
 from cotrain_converters.human_video.hand_pose import rotation_from_6d, rotation_to_6d
 from cotrain_converters.human_video.video_keypoints import VideoKeypointsOptions

@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cotrain.dataset import keys
 from cotrain.atomic import atomic_open
 from cotrain.cli.app import app
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions
-from cotrain.errors import ConfigError, DataError
-from cotrain.media.image import encode_jpeg
-from cotrain.dataset.summary import stat_rows, summarise
+from cotrain.dataset import keys
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, Provenance, ShardEntry, load_manifest
 from cotrain.dataset.preview import choose_samples, render_preview
 from cotrain.dataset.shards import ShardWriter, encode_json, encode_npy, index_shard, iter_samples
+from cotrain.dataset.summary import stat_rows, summarise
 from cotrain.dataset.validate import validate
+from cotrain.errors import ConfigError, DataError
+from cotrain.media.image import encode_jpeg
 from tests.fixtures.aloha import scene, write_aloha
 
 ROOT = Path(__file__).resolve().parents[1]

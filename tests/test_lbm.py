@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from cotrain.convert.pipeline import convert
+from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.dataset.manifest import load_manifest
 from cotrain_converters.lbm import LbmOptions, default_keys
 from tests.conftest import run_cli
 from tests.fixtures.lbm import CAMERAS, PARAPHRASES, TASK, write_lbm, write_tar

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cotrain.dataset import keys
 from cotrain.convert.pipeline import convert
+from cotrain.dataset import keys
+from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import DataError
 from cotrain.media.image import decode_image
-from cotrain.dataset.manifest import load_manifest
 from cotrain.media.video import video_info
 from cotrain_converters.lerobot.converter import LeRobotOptions
 from tests.conftest import SHARED_DATA, run_cli

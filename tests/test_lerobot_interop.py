@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain.dataset import keys
 from cotrain.convert.pipeline import convert
+from cotrain.dataset import keys
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.media.image import decode_image
 from cotrain.interop.lerobot_batch import LeRobotBatchAdapter
 from cotrain.interop.lerobot_dataset_export import export_lerobot_dataset
+from cotrain.media.image import decode_image
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import load_mixture
 from cotrain_converters.lerobot.converter import LeRobotOptions

@@ -348,8 +348,8 @@ def test_fsspec_url_sources_read_by_range(data: Path, tmp_path: Path) -> None:
 
 
 def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None:
-    from cotrain.mix.transform import SampleTransform
     from cotrain.dataset.manifest import load_manifest
+    from cotrain.mix.transform import SampleTransform
 
     root = write_dataset(tmp_path / "multi", samples=4, modality="vision_language", cameras=("image_0", "image_1"))
     manifest = load_manifest(root)
@@ -425,8 +425,8 @@ def test_reader_uses_sidecar_indices_and_scans_where_they_do_not_hold(
     import shutil
     import tarfile
 
-    from cotrain.dataset.manifest import load_manifest
     from cotrain.dataset import reader as reader_module
+    from cotrain.dataset.manifest import load_manifest
     from cotrain.dataset.shard_index import index_name
 
     root = tmp_path / "xemb"

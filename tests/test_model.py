@@ -170,8 +170,8 @@ def test_text_tokens_bound_from_member_sizes() -> None:
     (prompt/instruction, target, action tokens), a bound for a conversation (its JSON is longer)."""
     import numpy as np
 
-    from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
     from cotrain.dataset.shards import encode_npy
+    from cotrain.model.text import TEXT_MEMBERS, text_tokens_bound
 
     tok = build_byte_tokenizer()
     layout = TextLayout(tok, 1283, 1024, 0, 10_000)

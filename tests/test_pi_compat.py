@@ -195,8 +195,8 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path) ->
     """cotrain train (KI, base stats, robot + VL) -> `cotrain export lerobot` -> LeRobot from_pretrained, both archs."""
     import json
 
-    from cotrain.interop.lerobot_policy import export_lerobot_policy
     from cotrain.eval.policy import load_run
+    from cotrain.interop.lerobot_policy import export_lerobot_policy
     from tests.conftest import run_cli
 
     triples = []

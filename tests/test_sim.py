@@ -473,8 +473,8 @@ def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> 
 
 
 def test_subtask_annotations_cover_every_frame_with_the_expert_phase(corpus: tuple[Path, Path, CorpusConfig]) -> None:
-    from cotrain.dataset.sequential import Dataset
     from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset.sequential import Dataset
 
     _, converted, cfg = corpus
     recs = record_role("target", "sim_arm", 3, cfg, Renderer(cfg.image_size))

@@ -20,14 +20,13 @@ import yaml
 from typer.testing import CliRunner
 
 from cotrain.cli.app import app
+from cotrain.dataset.reader import SourceReader
+from cotrain.dataset.shard_index import index_name
+from cotrain.dataset.storage import StorageOptions, read_manifest
+from cotrain.dataset.validate import validate
 from cotrain.errors import ConfigError, DataError
 from cotrain.mix.loader import MixtureLoader
-from cotrain.dataset.reader import SourceReader
 from cotrain.mix.resolve import load_mixture
-from cotrain.dataset.storage import StorageOptions, read_manifest
-from cotrain.dataset.shard_index import index_name
-from cotrain.dataset.validate import validate
-from tests.fixtures.cotrain_data import write_dataset
 from tests.conftest import ROOT
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.s3server import S3Server

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cotrain.dataset import shard_scan
-from cotrain.errors import DataError
 from cotrain.dataset.shards import ShardWriter, encode_json, index_shard
+from cotrain.errors import DataError
 
 
 def reference(path: Path) -> list[tuple[str, int, int]]:

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cotrain.convert.pipeline import convert
-from cotrain.convert.spec import RobotOptions
-from cotrain.dataset.sequential import Dataset
-from cotrain.errors import ConfigError, DataError
-from cotrain.dataset.manifest import load_manifest
-from cotrain.dataset.shards import decode_npy
 from cotrain.action_tokens import DecodeStats, evaluate_tokenizer, fit_tokenizer, get_kind, load_tokenizer
 from cotrain.action_tokens.binning import BinningTokenizer
 from cotrain.action_tokens.fast import FastTokenizer, dct_matrix
 from cotrain.action_tokens.io import NormSpec, TokenizerConfig, save_tokenizer
+from cotrain.convert.pipeline import convert
+from cotrain.convert.spec import RobotOptions
+from cotrain.dataset.manifest import load_manifest
+from cotrain.dataset.sequential import Dataset
+from cotrain.dataset.shards import decode_npy
+from cotrain.errors import ConfigError, DataError
 from cotrain_converters.tokens import TokensOptions
 from tests.conftest import ROOT, run_cli
 from tests.fixtures.aloha import write_aloha

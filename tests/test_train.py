@@ -153,8 +153,8 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def tokens(data: Path) -> Path:
     """An action-token dataset made the real way: fit a bins tokenizer, run the tokens converter."""
-    from cotrain.convert.pipeline import convert
     from cotrain.action_tokens import fit_tokenizer
+    from cotrain.convert.pipeline import convert
     from cotrain_converters.tokens import TokensOptions
 
     fit_tokenizer([data / "robot"], data / "bins", kind="bins")
@@ -167,10 +167,10 @@ def test_policy_predict_matches_the_loader_path(data: Path, tmp_path: Path) -> N
     import torch
 
     import cotrain
-    from cotrain.dataset.reader import SourceReader
-    from cotrain.mix.transform import SampleTransform
-    from cotrain.eval.policy import load_run
     from cotrain.dataset.manifest import load_manifest
+    from cotrain.dataset.reader import SourceReader
+    from cotrain.eval.policy import load_run
+    from cotrain.mix.transform import SampleTransform
 
     train(config(data, tmp_path / "run", steps=3))
     policy = cotrain.Policy.load(tmp_path / "run")

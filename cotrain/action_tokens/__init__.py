@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.errors import ConfigError, DataError
 from cotrain.action_tokens.io import (
     TOKENIZER_KINDS,
     ActionTokenizer,
@@ -25,6 +24,7 @@ from cotrain.action_tokens.io import (
     open_chunk_source,
     save_tokenizer,
 )
+from cotrain.errors import ConfigError, DataError
 
 __all__ = [
     "TOKENIZER_KINDS",

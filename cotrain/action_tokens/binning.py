@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cotrain.errors import ConfigError
 from cotrain.action_tokens.io import TOKENIZER_KINDS, DecodeStats, QuantileNormalizer, TokenizerConfig, fit_values
+from cotrain.errors import ConfigError
 
 DEFAULT_BINS = 256
 

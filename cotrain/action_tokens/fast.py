@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from cotrain.action_tokens.io import TOKENIZER_KINDS, DecodeStats, QuantileNormalizer, TokenizerConfig, fit_values
 from cotrain.atomic import write_text_atomic
 from cotrain.errors import ConfigError, DataError
-from cotrain.action_tokens.io import TOKENIZER_KINDS, DecodeStats, QuantileNormalizer, TokenizerConfig, fit_values
 
 TOKENIZER_FILE = "tokenizer.json"
 BYTE_ALPHABET = 256

@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cotrain.dataset import keys
 from cotrain.convert.spec import ConvertOptions, RunOptions
-from cotrain.errors import ConfigError, DataError
+from cotrain.dataset import keys
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, load_manifest
 from cotrain.dataset.shards import index_shard
+from cotrain.errors import ConfigError, DataError
 
 DEFAULT_PROMPT = "answer en What is the robot doing?"
 MAX_LISTED = 100  # ids and problem lines kept in the report; the counts are always complete

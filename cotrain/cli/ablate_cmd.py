@@ -32,9 +32,9 @@ def ablate_cmd(
     json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Train and evaluate every mixture x seed (resumable), then write results and plots (docs/ablation.md)."""
+    from cotrain.cli.train_cmd import _parse_sets
     from cotrain.lab.ablate.runner import run_ablation
     from cotrain.lab.ablate.study import AblationConfig
-    from cotrain.cli.train_cmd import _parse_sets
 
     cfg = AblationConfig(mixtures=tuple(str(m) for m in mixtures), out=str(out), seeds=seeds, steps=steps, model=model,
                          episodes=episodes, train_episodes=train_episodes, eval_samples=eval_samples,

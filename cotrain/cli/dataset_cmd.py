@@ -28,8 +28,8 @@ def _storage_options(pairs: list[str]) -> Any:
     import yaml
     from pydantic import ValidationError
 
-    from cotrain.errors import ConfigError
     from cotrain.dataset.storage import StorageOptions
+    from cotrain.errors import ConfigError
 
     if bad := next((p for p in pairs if "=" not in p), None):
         raise ConfigError(f"--storage-option {bad!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ export_app = typer.Typer(help="Export cotrain runs and data to other stacks.", n
 def export_lerobot_cmd(
     run_dir: Path = typer.Argument(..., help="A pi0 / pi05 run directory (its latest checkpoint) or one checkpoint."),
     out: Path = typer.Argument(..., help="New LeRobot policy directory (config.json, model.safetensors, processors)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Source or embodiment whose cameras, dims and "
+    source: str | None = typer.Option(None, "--source", help="Source or embodiment whose cameras, dims and "
                                          "norm stats the policy takes (default: the run's one robot source).",
                                          show_default=False),
     any_size: bool = typer.Option(False, "--any-size", help="Write models whose sizes LeRobot's named variants "

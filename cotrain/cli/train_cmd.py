@@ -45,7 +45,7 @@ def train_cmd(
     steps: int = typer.Option(..., "--steps", help="Optimiser steps of the whole run."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics, TensorBoard)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's latest checkpoint."),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Local checkpoint dir: Hugging Face PaliGemma "
+    init_from: Path | None = typer.Option(None, "--init-from", help="Local checkpoint dir: Hugging Face PaliGemma "
                                              "(paligemma*), LeRobot or openpi-PyTorch pi0/pi05 (pi0, pi05)."),
     base_stats: list[str] = typer.Option([], "--base-stats", help="SOURCE=ASSET: normalise SOURCE with the "
                                          "--init-from checkpoint's stats (openpi asset id, or 'lerobot'; repeatable)."),

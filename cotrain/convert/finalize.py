@@ -12,10 +12,10 @@ from pathlib import Path
 from cotrain.atomic import write_text_atomic
 from cotrain.convert.plan import WORK_DIR, WorkDir, read_plan
 from cotrain.convert.workfiles import load_shard_record, manifest_header
-from cotrain.errors import DataError
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry, SkippedEpisode
-from cotrain.dataset.shards import shard_name
 from cotrain.dataset.norm_stats import compute_norm_stats, load_lowdim
+from cotrain.dataset.shards import shard_name
+from cotrain.errors import DataError
 
 
 def finalize(out: str | Path) -> Manifest:

@@ -23,12 +23,12 @@ from cotrain.atomic import WriteError, atomic_open, write_text_atomic
 from cotrain.convert.backend import run_tasks
 from cotrain.convert.finalize import finalize
 from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepare_out, remove_outputs
-from cotrain.progress import Progress
-from cotrain.convert.spec import CONVERTERS, ConvertOptions, Converter, RunOptions, Unit
+from cotrain.convert.spec import CONVERTERS, Converter, ConvertOptions, RunOptions, Unit
 from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
 from cotrain.convert.workfiles import ShardRecord, UnitResult, WorkFileError, load_shard_record
-from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.dataset.shards import concat_tars, shard_name
+from cotrain.errors import ConfigError, CotrainError, DataError
+from cotrain.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,8 @@ def _assemble(out: Path, work: WorkDir, s: int, members: list[int],
     Unit tars are copied byte for byte, and the shard is hashed while it is written: assembly costs
     one sequential copy per byte, plus one header scan for the member index (~25 us a sample).
     """
-    from cotrain.dataset.shard_index import write_index
     from cotrain.dataset.norm_stats import load_lowdim, save_lowdim
+    from cotrain.dataset.shard_index import write_index
 
     name = shard_name(s)
     kept = [u for u in members if not results[u]["skipped"]]

@@ -19,9 +19,9 @@ from typing import Any
 from cotrain.atomic import TMP_SUFFIX, write_text_atomic, writing
 from cotrain.convert.spec import Unit
 from cotrain.convert.workfiles import PlanDoc, finished_matches, load_plan
-from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import MANIFEST_NAME
 from cotrain.dataset.shard_index import index_name
+from cotrain.errors import ConfigError, DataError
 
 WORK_DIR = ".cotrain-work"
 _SMALL_FILE = 1 << 20  # files up to 1 MiB enter the fingerprint by content, larger ones by size

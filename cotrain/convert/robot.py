@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.dataset import keys
 from cotrain.convert.spec import Converter, DatasetInfo, RobotOptions, Unit, UnitSink
+from cotrain.dataset import keys
+from cotrain.dataset.norm_stats import EpisodeLowdim
+from cotrain.dataset.shards import encode_json, encode_npy
 from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import parse_size, to_jpeg
-from cotrain.dataset.shards import encode_json, encode_npy
-from cotrain.dataset.norm_stats import EpisodeLowdim
 
 # Decodes the given source frame indices (ascending) of one camera, resized within a bound.
 FrameSource = Callable[[Sequence[int], "tuple[int, int] | None"], Iterator["np.ndarray | bytes"]]

@@ -15,8 +15,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cotrain.registry import Registry
 from cotrain.dataset.norm_stats import EpisodeLowdim
+from cotrain.registry import Registry
 
 
 class ConvertOptions(BaseModel):

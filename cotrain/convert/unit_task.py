@@ -18,9 +18,9 @@ from cotrain.atomic import TMP_SUFFIX, atomic_open, write_text_atomic
 from cotrain.convert.plan import WorkDir
 from cotrain.convert.spec import CONVERTERS, Unit
 from cotrain.convert.workfiles import UnitResult, load_unit_result
-from cotrain.errors import DataError
-from cotrain.dataset.shards import ShardWriter
 from cotrain.dataset.norm_stats import EpisodeLowdim, save_lowdim
+from cotrain.dataset.shards import ShardWriter
+from cotrain.errors import DataError
 
 
 class FileSink:

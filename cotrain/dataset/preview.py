@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from cotrain.dataset import keys
-from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import Manifest
 from cotrain.dataset.storage import StorageOptions, read_manifest
+from cotrain.errors import ConfigError, DataError
 
 __all__ = ["PreviewResult", "choose_samples", "render_preview"]
 

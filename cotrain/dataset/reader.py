@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.errors import DataError
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, reading_problem
-from cotrain.dataset.storage import RangeReader, StorageOptions, join
 from cotrain.dataset.shard_index import ShardIndex, index_name, parse_index
 from cotrain.dataset.shards import decode_sample, index_shard
+from cotrain.dataset.storage import RangeReader, StorageOptions, join
+from cotrain.errors import DataError
 
 log = logging.getLogger(__name__)
 BLOCK = 512

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.dataset import keys
 from cotrain.atomic import write_text_atomic
-from cotrain.errors import DataError
+from cotrain.dataset import keys
 from cotrain.dataset.shards import MemberSpan, check_member, index_shard
+from cotrain.errors import DataError
 
 INDEX_SUFFIX = ".idx.json"
 VERSION = 1

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
+from cotrain.errors import ConfigError, DataError
 
 __all__ = ["RangeReader", "StorageOptions", "filesystem", "is_url", "join", "list_files", "local_copy",
            "read_manifest"]

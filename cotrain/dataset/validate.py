@@ -25,9 +25,9 @@ import numpy as np
 
 from cotrain.dataset import keys
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, ShardEntry
-from cotrain.dataset.storage import StorageOptions, list_files, local_copy, read_manifest
 from cotrain.dataset.shard_index import INDEX_SUFFIX, index_name, sidecar_problem
 from cotrain.dataset.shards import npy_problem, split_member
+from cotrain.dataset.storage import StorageOptions, list_files, local_copy, read_manifest
 
 __all__ = ["DEFAULT_MAX_PROBLEMS", "Problem", "ValidationReport", "check_sample", "validate"]
 

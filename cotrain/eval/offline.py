@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from cotrain.dataset import keys
-from cotrain.errors import ConfigError
 from cotrain.dataset.manifest import Manifest, load_manifest
 from cotrain.dataset.reader import SourceReader
+from cotrain.errors import ConfigError
+from cotrain.eval.policy import LoadedRun, load_run
 from cotrain.mix.transform import SampleTransform
 from cotrain.model.config import ModelConfig
 from cotrain.model.inputs import ModelInputs
-from cotrain.eval.policy import LoadedRun, load_run
 from cotrain.model.text import KIND_ACTION, KIND_TEXT
 
 __all__ = ["EvalSet", "check_dataset", "dataset_names", "evaluate_dataset", "evaluate_run", "evaluate_set",

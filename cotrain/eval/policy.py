@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cotrain.errors import ConfigError
 from cotrain.dataset.manifest import DimStats
+from cotrain.errors import ConfigError
 from cotrain.mix.collate import Collator
 from cotrain.mix.transform import StatsNormalizer, build_normalizer, letterbox_jpeg
 from cotrain.model.config import ModelConfig

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from cotrain.dataset import keys
+from cotrain.dataset.manifest import Manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from cotrain.dataset.manifest import Manifest
 
 STATE, ACTION, SOURCE, IMAGES = "observation.state", "action", "source", "observation.images."
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from cotrain.dataset.reader import SourceReader
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.mix.collate import BatchRows, Collator, to_tensors
-from cotrain.dataset.reader import SourceReader
 from cotrain.mix.resolve import Mixture
 from cotrain.mix.ring import ImageRing
 from cotrain.mix.sampler import Allocator, Planner, source_seed

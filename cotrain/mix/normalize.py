@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cotrain.errors import ConfigError
 from cotrain.dataset.manifest import DimStats
+from cotrain.errors import ConfigError
 
 
 @dataclass(frozen=True)

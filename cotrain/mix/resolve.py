@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cotrain.errors import ConfigError, CotrainError
 from cotrain.dataset.manifest import MANIFEST_NAME, Manifest, reading_problem
-from cotrain.mix.spec import MixtureSpec, SourceSpec, parse_mixture, read_yaml
 from cotrain.dataset.storage import StorageOptions, is_url, join, read_manifest
+from cotrain.errors import ConfigError, CotrainError
+from cotrain.mix.spec import MixtureSpec, SourceSpec, parse_mixture, read_yaml
 
 
 @dataclass(frozen=True)

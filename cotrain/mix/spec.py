@@ -27,8 +27,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cotrain.errors import ConfigError, suggest
 from cotrain.dataset.storage import StorageOptions
+from cotrain.errors import ConfigError, suggest
 
 # allow_inf_nan=False: a NaN or infinite number anywhere (a weight, a loss weight) is an error that names
 # the field, not a plan of NaN proportions that fails later.

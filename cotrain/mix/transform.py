@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from cotrain.dataset import keys
-from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import Manifest
+from cotrain.errors import ConfigError, DataError
 from cotrain.mix.collate import BatchRows, Collator
 from cotrain.mix.normalize import StatsNormalizer, build_normalizer
 

@@ -22,8 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cotrain.errors import ConfigError
 from cotrain.dataset.manifest import ActionStats, DimStats
+from cotrain.errors import ConfigError
 
 __all__ = ["apply_base_stats", "base_stats_assets"]
 

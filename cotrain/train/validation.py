@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cotrain.dataset.manifest import load_manifest
+from cotrain.dataset.storage import is_url
 from cotrain.errors import ConfigError, CotrainError
 from cotrain.eval.offline import EvalSet, check_dataset, dataset_names, evaluate_set, load_eval_set
-from cotrain.dataset.manifest import load_manifest
-from cotrain.mix.resolve import load_mixture
-from cotrain.dataset.storage import is_url
 from cotrain.eval.policy import LoadedRun
+from cotrain.mix.resolve import load_mixture
 from cotrain.train.compat import norm_stats_record, resolve_model_config
 from cotrain.train.config import TrainConfig
 from cotrain.train.setup import Run

@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cotrain.dataset import keys
 from cotrain.convert.robot import parse_camera_map
 from cotrain.convert.spec import DatasetInfo, RobotOptions, UnitSink
+from cotrain.dataset import keys
+from cotrain.dataset.shards import encode_json
 from cotrain.errors import ConfigError
 from cotrain.media.image import parse_size, to_jpeg
-from cotrain.dataset.shards import encode_json
 from cotrain.media.video import iter_video_frames
 
 DEFAULT_CAPTION_PROMPT = "Describe what the hands are doing."

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from cotrain.dataset import keys
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
+from cotrain.dataset import keys
 from cotrain.errors import DataError
 from cotrain.media.video import iter_video_frames, video_info
-from cotrain_converters.human_video.hand_pose import HandTrack, anchor_chunks, hand_names, hand_state
 from cotrain_converters.hdf5.files import open_hdf5
 from cotrain_converters.human_video.caption import (
     HumanVideoOptions,
@@ -36,6 +35,7 @@ from cotrain_converters.human_video.caption import (
     check_caption_options,
     write_caption_sample,
 )
+from cotrain_converters.human_video.hand_pose import HandTrack, anchor_chunks, hand_names, hand_state
 
 EGODEX_FPS = 30.0
 CAMERA = "ego"

@@ -24,19 +24,19 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from cotrain.dataset import keys
+from cotrain.convert.jsonl import iter_jsonl
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink
+from cotrain.dataset import keys
 from cotrain.errors import DataError
 from cotrain.media.video import iter_video_frames, video_info
-from cotrain.convert.jsonl import iter_jsonl
-from cotrain_converters.human_video.hand_pose import future_steps
 from cotrain_converters.human_video.caption import (
     HumanVideoOptions,
     caption_info,
     check_caption_options,
     write_caption_sample,
 )
+from cotrain_converters.human_video.hand_pose import future_steps
 
 CAMERA = "video"
 _DEFAULT_FPS = 30.0

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotrain.errors import DataError, suggest
 from cotrain.convert.jsonl import iter_jsonl
+from cotrain.errors import DataError, suggest
 
 SUPPORTED_VERSIONS = ("v2.1", "v3.0", "v3.1")
 # v3.1 (lerobot `datasets/language.py`, written by `lerobot-annotate`) keeps v3.0's files and adds two

@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cotrain.dataset import keys
 from cotrain.convert.spec import DatasetInfo, Unit, VisionLanguageOptions
+from cotrain.dataset import keys
+from cotrain.dataset.shards import encode_json
 from cotrain.errors import DataError
 from cotrain.media.image import image_problem, parse_size, to_jpeg
-from cotrain.dataset.shards import encode_json
 
 # 256 records keep a unit at a few MB of JPEGs and give a 100k-image set ~400 units to spread over workers.
 RECORDS_PER_UNIT = 256

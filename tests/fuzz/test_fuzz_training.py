@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cotrain.dataset import keys
 from cotrain.atomic import atomic_open
+from cotrain.dataset import keys
 from cotrain.dataset.shard_index import index_name, write_index
 from cotrain.dataset.shards import ShardWriter, encode_npy, iter_samples
 from tests.conftest import run_cli, tree_digest

@@ -227,11 +227,10 @@ RAW_TASK = "pick_up the cube"
 def preprocess(policy_dir: Path, arch: str) -> dict[str, torch.Tensor]:
     """The exported preprocessor as LeRobot loads it (tokenizer swapped for the run's local tokenizer.json,
     via LeRobot's own `overrides`), applied to one raw observation: normalised state and prompt tokens."""
-    from transformers import PreTrainedTokenizerFast
-
     import lerobot.policies.pi0.processor_pi0  # noqa: F401  (registers pi0_new_line_processor)
     import lerobot.policies.pi05.processor_pi05  # noqa: F401  (registers the pi05 state step)
     from lerobot.processor import PolicyProcessorPipeline
+    from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_file=str(policy_dir.parent / f"{arch}_init" / "tokenizer.json"),
                                   pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from cotrain.atomic import write_text_atomic
-from cotrain.errors import ConfigError
 from cotrain.dataset.manifest import MANIFEST_NAME
+from cotrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 __all__ = ["HELDOUT_SEED_OFFSET", "STUDY_FILE", "StudyData", "StudyDataConfig", "load_study_data",
@@ -104,9 +104,9 @@ def _corpus(raw: Path, converted: Path, cfg: Any) -> None:
 
 
 def _tokens(root: Path, target: str, vocab: int) -> None:
+    from cotrain.action_tokens import fit_tokenizer
     from cotrain.convert.pipeline import convert
     from cotrain.convert.spec import CONVERTERS, RunOptions
-    from cotrain.action_tokens import fit_tokenizer
 
     tok_dir, out = root / "tokenizer", root / f"{target}_tokens"
     if not (tok_dir / "config.json").is_file():

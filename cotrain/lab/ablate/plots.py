@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cotrain.lab.ablate.metrics import METRICS
 from cotrain.atomic import write_bytes_atomic
+from cotrain.lab.ablate.metrics import METRICS
 from cotrain.lab.sim.world import GRASP_RADIUS
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cotrain.atomic import write_text_atomic
 from cotrain.lab.ablate.metrics import METRICS, MetricDef
 from cotrain.lab.ablate.significance import (
     Summary,
@@ -25,7 +26,6 @@ from cotrain.lab.ablate.significance import (
     summarise,
     welch_t_test,
 )
-from cotrain.atomic import write_text_atomic
 
 if TYPE_CHECKING:
     from cotrain.lab.ablate.runner import AblationResult

@@ -31,13 +31,19 @@ from typing import Any
 
 import numpy as np
 
+from cotrain.atomic import write_text_atomic
+from cotrain.dataset.manifest import MANIFEST_NAME
+from cotrain.errors import ConfigError
 from cotrain.lab.ablate.data import StudyData, load_study_data, prepare_study_data, study_dataset_names
 from cotrain.lab.ablate.metrics import run_metrics
-from cotrain.lab.ablate.study import (AblationConfig, StudyMixture, dataset_paths, dump_yaml, load_study_mixtures,
-                                  materialise)
-from cotrain.atomic import write_text_atomic
-from cotrain.errors import ConfigError
-from cotrain.dataset.manifest import MANIFEST_NAME
+from cotrain.lab.ablate.study import (
+    AblationConfig,
+    StudyMixture,
+    dataset_paths,
+    dump_yaml,
+    load_study_mixtures,
+    materialise,
+)
 
 log = logging.getLogger(__name__)
 __all__ = ["AblationResult", "RunRecord", "run_ablation", "run_policy_factory"]

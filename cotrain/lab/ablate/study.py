@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from cotrain.lab.ablate.data import StudyDataConfig
-from cotrain.errors import ConfigError, suggest
-from cotrain.mix.spec import MixtureSpec, parse_mixture, read_yaml
 from cotrain.dataset.storage import is_url
+from cotrain.errors import ConfigError, suggest
+from cotrain.lab.ablate.data import StudyDataConfig
+from cotrain.mix.spec import MixtureSpec, parse_mixture, read_yaml
 
 __all__ = ["STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyMixture", "find_mixtures", "load_study_mixtures",
            "materialise", "rescale_phases"]

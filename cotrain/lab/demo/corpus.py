@@ -123,8 +123,8 @@ def _write_captions(root: Path, count: int, seed: int, renderer: Any) -> None:
 
 
 def _write_human(root: Path, cfg: DemoCorpusConfig, renderer: Any) -> None:
-    from cotrain.lab.sim.embodiments import get_embodiment
     from cotrain.lab.sim.egodex_writer import write_egodex_episode
+    from cotrain.lab.sim.embodiments import get_embodiment
     from cotrain.lab.sim.env import CAMERA
     from cotrain.lab.sim.generate import CorpusConfig, record_role
 
@@ -136,9 +136,9 @@ def _write_human(root: Path, cfg: DemoCorpusConfig, renderer: Any) -> None:
 
 def write_demo_corpus(raw: Path, cfg: DemoCorpusConfig = DemoCorpusConfig()) -> list[DemoSource]:
     """Write every source under `raw` and return them (training sources first, then held-out ones)."""
+    from cotrain.lab.sim.aloha_writer import write_aloha_folder
     from cotrain.lab.sim.env import CAMERA
     from cotrain.lab.sim.generate import CorpusConfig, record_role
-    from cotrain.lab.sim.aloha_writer import write_aloha_folder
     from cotrain.lab.sim.render import Renderer
 
     renderer = Renderer(cfg.image_size)

@@ -82,8 +82,8 @@ def train_demo(mixture: Path, run_dir: Path, steps: int) -> Any:
 
 def evaluate_demo(run_dir: Path, data: dict[str, Path], cfg: DemoConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """(offline report over every dataset, simulator result)."""
-    from cotrain.lab.ablate.runner import run_policy_factory
     from cotrain.eval.offline import evaluate_run
+    from cotrain.lab.ablate.runner import run_policy_factory
     from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy
 
     offline = evaluate_run(run_dir, list(data.values()), max_samples=64)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from cotrain.media.video import write_video
 
 CODEBASE_VERSION = "v3.0"
