@@ -15,7 +15,7 @@ from cotrain.dataset.sequential import Dataset
 from cotrain.errors import DataError
 from cotrain.media.image import decode_image
 from cotrain_converters.hdf5.aloha import AlohaOptions
-from tests.conftest import episodes_of, run_cli
+from tests.helpers import episodes_of, run_cli
 from tests.fixtures.aloha import write_aloha
 
 RAW_CAMS = ("cam_high", "cam_left_wrist")

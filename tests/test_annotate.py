@@ -20,7 +20,7 @@ from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import load_manifest
 from cotrain.annotate.primitives import DimMap, PrimitiveRules, describe_move, detect_dims, move_vector, parse_dims
 from cotrain.annotate.primitives import trajectory_primitives
-from tests.conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 
 EP_LEN = {"episode_0": 20, "episode_1": 21, "episode_2": 22}  # write_aloha: frames + episode number

@@ -18,7 +18,7 @@ from cotrain.media.image import decode_image
 from cotrain.dataset.manifest import load_manifest
 from cotrain.media.video import video_info
 from cotrain_converters.lerobot.converter import LeRobotOptions
-from tests.conftest import SHARED_DATA, run_cli
+from tests.helpers import SHARED_DATA, run_cli
 from tests.fixtures.lerobot import (
     NAMES,
     TASKS,

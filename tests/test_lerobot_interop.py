@@ -28,7 +28,7 @@ from cotrain.interop.lerobot_dataset_export import export_lerobot_dataset
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import load_mixture
 from cotrain_converters.lerobot.converter import LeRobotOptions
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.lerobot import write_lerobot_v30
 

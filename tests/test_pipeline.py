@@ -18,7 +18,7 @@ from cotrain.convert.spec import RobotOptions, RunOptions
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain.dataset.manifest import load_manifest
-from tests.conftest import ROOT, run_cli, tree_digest
+from tests.helpers import ROOT, run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
 
 

@@ -15,7 +15,7 @@ from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import decode_image
 from cotrain_converters.hdf5.robomimic import RobomimicOptions
-from tests.conftest import episodes_of, run_cli
+from tests.helpers import episodes_of, run_cli
 from tests.fixtures.robomimic import (
     DEMO_FRAMES,
     ENV_NAME,

@@ -28,7 +28,7 @@ from cotrain.dataset.storage import StorageOptions, read_manifest
 from cotrain.dataset.shard_index import index_name
 from cotrain.dataset.validate import validate
 from tests.fixtures.cotrain_data import write_dataset
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.fixtures.s3server import S3Server
 
 URL = "s3://cotrain-test/robot"

@@ -29,7 +29,7 @@ from cotrain.action_tokens.binning import BinningTokenizer
 from cotrain.action_tokens.fast import FastTokenizer, dct_matrix
 from cotrain.action_tokens.io import NormSpec, TokenizerConfig, save_tokenizer
 from cotrain_converters.tokens import TokensOptions
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 from tests.fixtures.aloha import write_aloha
 
 H, D = 16, 7

@@ -20,7 +20,7 @@ from cotrain_converters.vision_language import hf_parquet, img2dataset
 from cotrain_converters.vision_language.coco import CocoOptions
 from cotrain_converters.vision_language.hf_parquet import HFParquetOptions
 from cotrain_converters.vision_language.img2dataset import Img2DatasetOptions
-from tests.conftest import run_cli, tree_digest
+from tests.helpers import run_cli, tree_digest
 from tests.fixtures.vl import (
     COCO_IDS,
     COCO_PNG,
