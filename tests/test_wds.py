@@ -193,6 +193,6 @@ def test_s3_url_with_storage_options(robot: Path) -> None:
         got = list(open_wds("s3://cotrain-wds/robot", storage_options=options, images="jpeg"))
     want = list(open_wds(robot, images="jpeg"))
     assert len(got) == len(want) == 23
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         _assert_same(_members(a), _members(b))
     assert got[0]["__url__"] == "s3://cotrain-wds/robot/shard-000000.tar"

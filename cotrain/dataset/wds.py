@@ -27,8 +27,8 @@ from typing import Any, Literal
 import webdataset as wds
 
 from cotrain.dataset.keys import IMAGE_EXT
-from cotrain.dataset.storage import StorageOptions, filesystem, is_url, join, read_manifest
 from cotrain.dataset.shards import decode_member, iter_samples
+from cotrain.dataset.storage import StorageOptions, filesystem, is_url, join, read_manifest
 from cotrain.errors import DataError
 from cotrain.media.image import decode_image
 
@@ -78,7 +78,10 @@ def open_wds(dataset: str | Path, *, storage_options: StorageOptions | None = No
     return pipeline
 
 
-def _reader(dataset: str, options: StorageOptions | None) -> Callable[[Iterable[dict[str, str]]], Iterator[dict[str, Any]]]:
+Stage = Callable[[Iterable[dict[str, str]]], Iterator[dict[str, Any]]]
+
+
+def _reader(dataset: str, options: StorageOptions | None) -> Stage:
     """The pipeline stage from `{"url": shard}` items to raw samples, read by cotrain's tar reader."""
     remote = is_url(dataset) or options is not None
 
@@ -88,8 +91,7 @@ def _reader(dataset: str, options: StorageOptions | None) -> Callable[[Iterable[
             url = item["url"]
             with _open(fs, url) as stream:
                 for sample in iter_samples(stream, where=url):
-                    sample["__url__"] = url
-                    yield sample
+                    yield {**sample, "__url__": url}
 
     return read
 
