@@ -1,47 +1,13 @@
-"""Shared test helpers: tests write their own small data in the real source formats."""
+"""Shared fixtures; the helpers test modules import live in tests/helpers.py (no test imports conftest)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def tree_digest(directory: Path) -> dict[str, str]:
-    """sha256 of every file below `directory` by relative path (to compare two outputs byte for byte)."""
-    return {
-        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
-def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m cotrain ...` in a subprocess, as a user would."""
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "cotrain", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cotrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
-
-
-def episodes_of(ds: Any) -> dict[str, list[dict[str, Any]]]:
-    """Decoded samples of a converted dataset grouped by their source episode id, in file order."""
-    by_episode: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for sample in ds.iter_decoded():
-        by_episode[sample["meta.json"]["episode"]].append(sample)
-    return dict(by_episode)
+from tests.helpers import SHARED_DATA
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cotrain.lab.ablate.runner import EVALUATION_VERSION
 from cotrain.lab.ablate.significance import compact_letter_display, holm, pairwise_welch, summarise, welch_t_test
 from cotrain.lab.ablate.study import rescale_phases
 from cotrain.lab.sim.evaluate import tracking_slope
-from tests.conftest import ROOT, episodes_of
+from tests.helpers import ROOT, episodes_of
 
 # --- Welch p-values against closed forms and tables -------------------------------------------------
 
@@ -337,7 +337,7 @@ def test_missing_datasets_outside_a_study_folder_are_an_error(tmp_path: Path) ->
 
 
 def test_cli_refuses_missing_data_with_no_prepare(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     mix = _study(tmp_path)
     proc = run_cli("ablate", str(mix), "--out", str(tmp_path / "out"), "--no-prepare", "--seeds", "1")

@@ -15,8 +15,8 @@ from cotrain.dataset.sequential import Dataset
 from cotrain.errors import DataError
 from cotrain.media.image import decode_image
 from cotrain_converters.hdf5.aloha import AlohaOptions
-from tests.conftest import episodes_of, run_cli
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import episodes_of, run_cli
 
 RAW_CAMS = ("cam_high", "cam_left_wrist")
 # ALOHA's recording order; HDF5 lists the datasets by name (cam_high, cam_left_wrist, cam_low).

@@ -27,8 +27,8 @@ from cotrain.convert.spec import RobotOptions, RunOptions
 from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from tests.conftest import run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import run_cli, tree_digest
 
 EP_LEN = {"episode_0": 20, "episode_1": 21, "episode_2": 22}  # write_aloha: frames + episode number
 

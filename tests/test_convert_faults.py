@@ -15,8 +15,8 @@ import pytest
 from cotrain.convert import finalize as finalize_module
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions
-from tests.conftest import ROOT, run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import ROOT, run_cli, tree_digest
 
 
 def opts() -> RobotOptions:

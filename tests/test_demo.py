@@ -12,7 +12,7 @@ import yaml
 
 from cotrain.dataset.sequential import Dataset
 from cotrain.media.image import decode_image
-from tests.conftest import episodes_of
+from tests.helpers import episodes_of
 
 
 @pytest.fixture

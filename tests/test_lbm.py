@@ -15,8 +15,8 @@ from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain_converters.lbm import LbmOptions, default_keys
-from tests.conftest import run_cli
 from tests.fixtures.lbm import CAMERAS, PARAPHRASES, TASK, write_lbm, write_tar
+from tests.helpers import run_cli
 
 H = 15  # 16-step windows: anchor + 14 future steps
 

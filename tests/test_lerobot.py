@@ -18,7 +18,6 @@ from cotrain.errors import DataError
 from cotrain.media.image import decode_image
 from cotrain.media.video import video_info
 from cotrain_converters.lerobot.converter import LeRobotOptions
-from tests.conftest import SHARED_DATA, run_cli
 from tests.fixtures.lerobot import (
     NAMES,
     TASKS,
@@ -30,6 +29,7 @@ from tests.fixtures.lerobot import (
     write_lerobot_v30,
     write_video,
 )
+from tests.helpers import SHARED_DATA, run_cli
 
 H = 4
 SIZE = (48, 64)

@@ -28,9 +28,9 @@ from cotrain.media.image import decode_image
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import load_mixture
 from cotrain_converters.lerobot.converter import LeRobotOptions
-from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.lerobot import write_lerobot_v30
+from tests.helpers import ROOT, run_cli
 
 HORIZON = 8
 COMPAT = ROOT / "tests" / "lerobot_compat"

@@ -17,8 +17,8 @@ from cotrain.media.image import decode_image
 from cotrain_converters.mcap.converter import MCAPOptions
 from cotrain_converters.mcap.decode import image_from_message
 from cotrain_converters.mcap.topics import field_value, parse_field_path, to_vector
-from tests.conftest import episodes_of, run_cli
 from tests.fixtures import mcap as fx
+from tests.helpers import episodes_of, run_cli
 
 ROS2 = {"state_topic": "/joint_states", "action_topic": "/joint_commands",
         "image_topics": "front=/cam_front/image_raw/compressed,/cam_wrist/image_raw",

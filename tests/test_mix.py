@@ -17,8 +17,8 @@ from cotrain.mix.loader import MixtureLoader, build_planner
 from cotrain.mix.report import simulate_mixture
 from cotrain.mix.resolve import load_mixture
 from cotrain.mix.schedule import Schedule
-from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import tomllib
 import yaml
 
 from cotrain.mix.spec import parse_mixture
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_every_package_is_found_and_shipped() -> None:

@@ -197,7 +197,7 @@ def test_export_loads_in_lerobot_and_matches(reference: Path, tmp_path: Path) ->
 
     from cotrain.eval.policy import load_run
     from cotrain.interop.lerobot_policy import export_lerobot_policy
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     triples = []
     for arch in ("pi0", "pi05"):

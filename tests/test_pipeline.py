@@ -18,8 +18,8 @@ from cotrain.convert.spec import RobotOptions, RunOptions
 from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
-from tests.conftest import ROOT, run_cli, tree_digest
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import ROOT, run_cli, tree_digest
 
 
 def opts(**kw: object) -> RobotOptions:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from cotrain_converters.rlds import tfrecord
 from cotrain_converters.rlds.converter import RldsOptions, list_units
 from cotrain_converters.rlds.oxe_table import load_table
 from cotrain_converters.rlds.tf_example import decode_bytes, decode_floats, decode_int64s, find_feature, parse_example
-from tests.conftest import run_cli
 from tests.fixtures import rlds as fx
+from tests.helpers import run_cli
 
 STEPS = (9, 12, 10, 11)
 

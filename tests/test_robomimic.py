@@ -15,7 +15,6 @@ from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import decode_image
 from cotrain_converters.hdf5.robomimic import RobomimicOptions
-from tests.conftest import episodes_of, run_cli
 from tests.fixtures.robomimic import (
     DEMO_FRAMES,
     ENV_NAME,
@@ -27,6 +26,7 @@ from tests.fixtures.robomimic import (
     write_isaaclab,
     write_robomimic,
 )
+from tests.helpers import episodes_of, run_cli
 
 NUMERIC_ORDER = ["demo_0", "demo_1", "demo_2", "demo_10"]
 DEFAULT_STATE = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]

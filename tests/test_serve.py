@@ -34,8 +34,8 @@ from cotrain.serve.obs_map import ObsMapSpec, load_obs_map
 from cotrain.serve.server import ServeConfig, build_server, running_server
 from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
-from tests.conftest import ROOT
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import ROOT
 from tests.test_train import FAST, write_mix
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

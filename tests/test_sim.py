@@ -44,7 +44,7 @@ from cotrain.lab.sim.scene import (
     unseen_tasks,
 )
 from cotrain.lab.sim.world import CONTACT_RADIUS, World
-from tests.conftest import episodes_of, run_cli
+from tests.helpers import episodes_of, run_cli
 
 
 def _scene(task: TaskSpec, obj: tuple[float, float] = (0.5, 0.5), goal: tuple[float, float] = (0.8, 0.5)) -> Scene:
@@ -458,7 +458,7 @@ def test_pick_only_variant_restricts_demos_and_evaluation() -> None:
 
 
 def test_generation_is_byte_identical_for_the_same_arguments(tmp_path: Path) -> None:
-    from tests.conftest import tree_digest
+    from tests.helpers import tree_digest
 
     cfg = CorpusConfig(episodes=2, other_episodes=1, human_episodes=1, vl_images=2)
     generate_corpus(tmp_path / "a", cfg)

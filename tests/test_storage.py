@@ -27,9 +27,9 @@ from cotrain.dataset.validate import validate
 from cotrain.errors import ConfigError, DataError
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import load_mixture
-from tests.conftest import ROOT
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.s3server import S3Server
+from tests.helpers import ROOT
 
 URL = "s3://cotrain-test/robot"
 # Everything but the body of a ranged GET: status line and headers (~450 bytes from moto).

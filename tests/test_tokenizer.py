@@ -29,8 +29,8 @@ from cotrain.dataset.sequential import Dataset
 from cotrain.dataset.shards import decode_npy
 from cotrain.errors import ConfigError, DataError
 from cotrain_converters.tokens import TokensOptions
-from tests.conftest import ROOT, run_cli
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import ROOT, run_cli
 
 H, D = 16, 7
 

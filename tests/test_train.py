@@ -18,8 +18,8 @@ from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
-from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

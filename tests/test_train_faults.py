@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, run_cli
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -20,7 +20,6 @@ from cotrain_converters.vision_language import hf_parquet, img2dataset
 from cotrain_converters.vision_language.coco import CocoOptions
 from cotrain_converters.vision_language.hf_parquet import HFParquetOptions
 from cotrain_converters.vision_language.img2dataset import Img2DatasetOptions
-from tests.conftest import run_cli, tree_digest
 from tests.fixtures.vl import (
     COCO_IDS,
     COCO_PNG,
@@ -35,6 +34,7 @@ from tests.fixtures.vl import (
     write_hf_multi_image,
     write_img2dataset,
 )
+from tests.helpers import run_cli, tree_digest
 
 
 def _samples(out: Path) -> list[dict[str, Any]]:

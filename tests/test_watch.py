@@ -19,8 +19,8 @@ from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
-from tests.conftest import run_cli
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -304,7 +304,7 @@ def test_fsdp_validation_on_two_processes_matches_one(data: Path, tmp_path: Path
     import os
     import subprocess
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     mix = write_mix(data, "val.yaml", val={"heldout": {"path": "robot_heldout"}})
     one = train(config(mix, tmp_path / "one", steps=4, save_every=4, eval_every=2, val_max_samples=4)).history

@@ -35,8 +35,8 @@ from cotrain.convert import pipeline as pipeline_module
 from cotrain.convert.pipeline import convert
 from cotrain.convert.spec import RobotOptions, RunOptions
 from cotrain.dataset.shards import index_shard
-from tests.conftest import tree_digest
 from tests.fixtures.aloha import write_aloha
+from tests.helpers import tree_digest
 
 CONVERT = ["--embodiment", "aloha", "--shard-size", "30"]
 

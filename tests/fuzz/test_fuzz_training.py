@@ -33,8 +33,8 @@ from cotrain.atomic import atomic_open
 from cotrain.dataset import keys
 from cotrain.dataset.shard_index import index_name, write_index
 from cotrain.dataset.shards import ShardWriter, encode_npy, iter_samples
-from tests.conftest import run_cli, tree_digest
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import run_cli, tree_digest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
