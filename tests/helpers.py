@@ -41,3 +41,18 @@ def episodes_of(ds: Any) -> dict[str, list[dict[str, Any]]]:
     for sample in ds.iter_decoded():
         by_episode[sample["meta.json"]["episode"]].append(sample)
     return dict(by_episode)
+
+
+def find_lerobot_python() -> Path | None:
+    """The LeRobot 0.4.4 environment's python for the equivalence tests: $COTRAIN_LEROBOT_PYTHON, else
+    `.venv-lerobot` once `make lerobot-env` finished (its `.installed` stamp: a half-built environment,
+    e.g. after a failed download, is treated as none), else None."""
+    configured = os.environ.get("COTRAIN_LEROBOT_PYTHON")
+    if configured:
+        return Path(configured) if Path(configured).is_file() else None
+    local = ROOT / ".venv-lerobot"
+    return local / "bin" / "python" if (local / ".installed").is_file() else None
+
+
+NO_LEROBOT = ("no LeRobot environment: build it with `make lerobot-env` (.venv-lerobot) or set "
+              "COTRAIN_LEROBOT_PYTHON to a Python with lerobot==0.4.4")

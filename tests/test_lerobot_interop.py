@@ -30,7 +30,7 @@ from cotrain.mix.resolve import load_mixture
 from cotrain_converters.lerobot.converter import LeRobotOptions
 from tests.fixtures.cotrain_data import write_dataset
 from tests.fixtures.lerobot import write_lerobot_v30
-from tests.helpers import ROOT, run_cli
+from tests.helpers import NO_LEROBOT, ROOT, find_lerobot_python, run_cli
 
 HORIZON = 8
 COMPAT = ROOT / "tests" / "lerobot_compat"
@@ -39,10 +39,9 @@ MEMBERS = (keys.STATE, keys.ACTIONS, keys.ACTIONS_VALID, keys.INSTRUCTION)
 
 def lerobot_python() -> Path:
     """The LeRobot environment's python, or a skip that says how to build it."""
-    configured = os.environ.get("COTRAIN_LEROBOT_PYTHON")
-    path = Path(configured) if configured else ROOT / ".venv-lerobot" / "bin" / "python"
-    if not path.is_file():
-        pytest.skip(f"no LeRobot environment at {path}: run `make lerobot-env` or set COTRAIN_LEROBOT_PYTHON")
+    path = find_lerobot_python()
+    if path is None:
+        pytest.skip(NO_LEROBOT)
     return path
 
 

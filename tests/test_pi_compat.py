@@ -9,7 +9,6 @@ them (fp32, CPU). The LeRobot environment is found through $COTRAIN_LEROBOT_PYTH
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from cotrain.model.factory import build_vla
 from cotrain.model.flow_matching import interpolate, velocity_target
 from cotrain.model.inputs import ModelInputs
 from cotrain.model.text import build_byte_tokenizer
+from tests.helpers import NO_LEROBOT, find_lerobot_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "lerobot_compat" / "lerobot_reference.py"
@@ -31,17 +31,7 @@ SCRIPT = ROOT / "tests" / "lerobot_compat" / "lerobot_reference.py"
 TOL = {"prefix_embs": 1e-6, "velocity": 5e-6, "chunk": 5e-6, "loss": 2e-5}
 
 
-def lerobot_python() -> str | None:
-    env = os.environ.get("COTRAIN_LEROBOT_PYTHON")
-    if env:
-        return env if Path(env).is_file() else None
-    local = ROOT / ".venv-lerobot" / "bin" / "python"
-    return str(local) if local.is_file() else None
-
-
-LEROBOT = lerobot_python()
-NO_LEROBOT = ("no LeRobot environment: build it with `make lerobot-env` (.venv-lerobot) or set "
-              "COTRAIN_LEROBOT_PYTHON to a Python with lerobot==0.4.4")
+LEROBOT = find_lerobot_python()
 
 
 def run_lerobot(*args: str) -> None:
