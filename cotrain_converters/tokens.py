@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from cotrain.dataset import keys
 from cotrain.convert.spec import ConvertOptions, Converter, DatasetInfo, Unit, UnitSink
@@ -71,13 +72,19 @@ def _check_source(src: Path, manifest: Manifest, tokenizer: Any) -> None:
                              f"{cfg.horizon})", key=keys.ACTIONS)
 
 
-def list_units(src: Path, opts: TokensOptions) -> list[Unit]:
+class TokensRef(TypedDict):
+    """A unit's `ref`: the source dataset's shard it tokenizes."""
+
+    shard: str
+
+
+def list_units(src: Path, opts: TokensOptions) -> list[Unit[TokensRef]]:
     manifest = load_manifest(src)
     _check_source(src, manifest, _tokenizer(opts))
-    return [Unit(i, s.name, s.samples, {"shard": s.name}) for i, s in enumerate(manifest.shards)]
+    return [Unit(i, s.name, s.samples, TokensRef(shard=s.name)) for i, s in enumerate(manifest.shards)]
 
 
-def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: TokensOptions, units: Sequence[Unit[TokensRef]]) -> DatasetInfo:
     manifest = load_manifest(src)
     cfg = _tokenizer(opts).config
     tokenizer = {"kind": cfg.kind, "vocab_size": cfg.vocab_size, "horizon": cfg.horizon, "action_dim": cfg.action_dim,
@@ -125,7 +132,7 @@ def _arrays(raw: dict[str, bytes], where: Path, shape: tuple[int, int]) -> tuple
     return decode_npy(raw[keys.STATE]).astype(np.float32), chunk, valid
 
 
-def convert_unit(src: Path, opts: TokensOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: TokensOptions, unit: Unit[TokensRef], sink: UnitSink) -> None:
     tokenizer = _tokenizer(opts)
     manifest = load_manifest(src)
     shape = (int(manifest.horizon or 0), tokenizer.config.action_dim)

@@ -31,6 +31,7 @@ from cotrain.errors import DataError
 from cotrain.media.video import iter_video_frames, video_info
 from cotrain.convert.jsonl import iter_jsonl
 from cotrain_converters.human_video.hand_pose import future_steps
+from cotrain_converters.source_files import FileRef, unit_file
 from cotrain_converters.human_video.caption import (
     HumanVideoOptions,
     caption_info,
@@ -63,9 +64,9 @@ def _keypoint_file(video: Path) -> Path:
     return found[0]
 
 
-def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit]:
+def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit[FileRef]]:
     check_caption_options(opts)
-    units = []
+    units: list[Unit[FileRef]] = []
     for i, video in enumerate(_videos(src)):
         episode = video.relative_to(src).with_suffix("").as_posix() if src.is_dir() else video.stem
         if opts.captions_only:
@@ -74,12 +75,8 @@ def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit]:
             _keypoint_file(video)
             est = max(1, int(video_info(video)["frames"]))
         units.append(Unit(index=i, id=episode, est_samples=est,
-                          ref={"file": video.relative_to(src).as_posix() if src.is_dir() else ""}))
+                          ref=FileRef(file=video.relative_to(src).as_posix() if src.is_dir() else "")))
     return units
-
-
-def _path(src: Path, unit: Unit) -> Path:
-    return src / unit.ref["file"] if unit.ref.get("file") else src
 
 
 def _npz_keypoints(path: Path, key: str, episode: str) -> np.ndarray:
@@ -180,8 +177,8 @@ def keypoint_chunks(flat: np.ndarray, indices: np.ndarray, horizon: int, mode: s
     return values.astype(np.float32), inside
 
 
-def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpisode:
-    video = _path(src, unit)
+def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef]) -> RobotEpisode:
+    video = unit_file(src, unit.ref)
     kp = load_keypoints(video, opts.keypoints_key, unit.id)
     frames = len(kp)
     fps = _check_video(video, frames, unit.id)
@@ -196,8 +193,8 @@ def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpi
     )
 
 
-def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit]) -> DatasetInfo:
-    video = _path(src, units[0])
+def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit[FileRef]]) -> DatasetInfo:
+    video = unit_file(src, units[0].ref)
     if opts.captions_only:
         return caption_info(opts, CAMERA, str(video), {"source_format": "video-keypoints"})
     kp = load_keypoints(video, opts.keypoints_key, units[0].id)
@@ -209,8 +206,8 @@ def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit]) -> D
                       modality=keys.HUMAN_VIDEO)
 
 
-def _convert_captions(src: Path, opts: VideoKeypointsOptions, unit: Unit, sink: UnitSink) -> None:
-    video = _path(src, unit)
+def _convert_captions(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
+    video = unit_file(src, unit.ref)
     frames = int(video_info(video)["frames"]) or None
     segments = load_segments(video, frames)
     if not segments:
@@ -230,7 +227,7 @@ _ROBOT = robot_converter("video-keypoints", "", VideoKeypointsOptions, list_unit
                          modality=keys.HUMAN_VIDEO)
 
 
-def convert_unit(src: Path, opts: VideoKeypointsOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
     if opts.captions_only:
         _convert_captions(src, opts, unit, sink)
     else:
