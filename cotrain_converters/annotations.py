@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
+from typing_extensions import NotRequired, TypedDict
 
 from cotrain.annotate.primitives import (
     DimMap,
@@ -239,22 +240,30 @@ def _dims(manifest: Manifest, opts: AnnotateOptions) -> tuple[DimMap, list[str]]
     return dims, names
 
 
-def list_units(src: Path, opts: AnnotateOptions) -> list[Unit]:
+class AnnotationsRef(TypedDict):
+    """A unit's `ref`: the source dataset's shard it annotates."""
+
+    shard: str
+    # episode id -> indices into the segment file's segments (file order); absent with --scripted
+    segments: NotRequired[dict[str, list[int]]]
+
+
+def list_units(src: Path, opts: AnnotateOptions) -> list[Unit[AnnotationsRef]]:
     """One unit per shard of the cotrain dataset being annotated."""
     _check_mode(opts)
     manifest = load_manifest(src)
     if opts.scripted:
         _dims(manifest, opts)  # fail before any work when the dimensions cannot be told
-        return [Unit(i, s.name, s.samples, {"shard": s.name}) for i, s in enumerate(manifest.shards)]
+        return [Unit(i, s.name, s.samples, AnnotationsRef(shard=s.name)) for i, s in enumerate(manifest.shards)]
     _, segments = load_segments(opts)
     scan = scan_episodes(src)
     matched, _ = match_segments([ep for eps in scan.values() for ep in eps], segments)
-    return [Unit(i, s.name, s.samples, {"shard": s.name, "segments": {ep.id: matched[ep.id] for ep in scan[s.name]
-                                                                       if ep.id in matched}})
+    return [Unit(i, s.name, s.samples, AnnotationsRef(shard=s.name, segments={
+                ep.id: matched[ep.id] for ep in scan[s.name] if ep.id in matched}))
             for i, s in enumerate(manifest.shards)]
 
 
-def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit[AnnotationsRef]]) -> DatasetInfo:
     """The annotated dataset's info: the source manifest plus the annotation columns."""
     manifest = load_manifest(src)
     if opts.scripted:
@@ -276,7 +285,7 @@ def describe(src: Path, opts: AnnotateOptions, units: Sequence[Unit]) -> Dataset
                        extra={"source_dataset": manifest.name, "annotation": report})
 
 
-def _shard_texts(src: Path, opts: AnnotateOptions, unit: Unit, manifest: Manifest,
+def _shard_texts(src: Path, opts: AnnotateOptions, unit: Unit[AnnotationsRef], manifest: Manifest,
                  samples: list[dict[str, bytes]]) -> tuple[list[EpisodeFrames], list[tuple[str | None, dict]]]:
     """Episodes of the shard and, per sample: (text or None when uncovered, its `annotation` meta)."""
     where = src / unit.ref["shard"]
@@ -292,7 +301,8 @@ def _shard_texts(src: Path, opts: AnnotateOptions, unit: Unit, manifest: Manifes
         return episodes, out
     fmt, segments = load_segments(opts)
     for ep in episodes:
-        cov = resolve_episode(ep, [segments[i] for i in unit.ref["segments"].get(ep.id, [])], manifest.fps)
+        matched = unit.ref.get("segments", {}).get(ep.id, [])
+        cov = resolve_episode(ep, [segments[i] for i in matched], manifest.fps)
         out += [(t, {"source": fmt, "segment": None if s is None else [s.start, s.end],
                      "seconds": bool(s and s.seconds)}) for t, s in zip(cov.texts, cov.segments)]
     return episodes, out
@@ -315,7 +325,7 @@ def _scripted(group: list[dict[str, bytes]], dims: DimMap, rules: PrimitiveRules
     return phrases
 
 
-def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit[AnnotationsRef], sink: UnitSink) -> None:
     """Copy one shard's samples with their segment text added."""
     path = src / unit.ref["shard"]
     manifest = load_manifest(src)

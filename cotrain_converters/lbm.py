@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from cotrain.convert.jsonl import iter_jsonl
 from cotrain.convert.robot import parse_camera_map, robot_info
@@ -198,7 +199,27 @@ def _read_manifest(src: Path) -> list[tuple[str, int]]:
     return out
 
 
-def _probe(src: Path, shard: str, opts: LbmOptions) -> dict[str, Any]:
+class LbmLayout(TypedDict):
+    """The layout every sample must share (step counts, per-key dims, camera names)."""
+
+    anchor: int
+    length: int
+    horizon: int
+    state_dims: list[int]
+    action_dims: list[int]
+    cameras: list[str]
+
+
+class LbmRef(TypedDict):
+    """A unit's `ref`: one shard of manifest.jsonl and the layout probed from the first shard."""
+
+    shard: str
+    entry: int  # 1-based line of manifest.jsonl, for error messages
+    num_sequences: int
+    layout: LbmLayout
+
+
+def _probe(src: Path, shard: str, opts: LbmOptions) -> LbmLayout:
     """The layout every sample must share, read from the first sample of the first shard."""
     path = shard_file(src, shard, 1)
     if damage := tar_damage(path):
@@ -210,17 +231,17 @@ def _probe(src: Path, shard: str, opts: LbmOptions) -> dict[str, Any]:
     sample.check_cameras(None)
     anchor = sample.anchor()
     horizon = min(opts.horizon, sample.length - anchor)
-    return {
-        "anchor": anchor,
-        "length": sample.length,
-        "horizon": horizon,
-        "state_dims": [sample.window(k).shape[1] for k in state_keys(opts)],
-        "action_dims": [sample.window(k).shape[1] for k in action_keys(opts)],
-        "cameras": sorted(sample.images),
-    }
+    return LbmLayout(
+        anchor=anchor,
+        length=sample.length,
+        horizon=horizon,
+        state_dims=[sample.window(k).shape[1] for k in state_keys(opts)],
+        action_dims=[sample.window(k).shape[1] for k in action_keys(opts)],
+        cameras=sorted(sample.images),
+    )
 
 
-def list_units(src: Path, opts: LbmOptions) -> list[Unit]:
+def list_units(src: Path, opts: LbmOptions) -> list[Unit[LbmRef]]:
     """One unit per shard listed in the preprocessor's manifest."""
     if opts.fps is not None:
         raise ConfigError("--fps: LBM samples are windows cut by the preprocessor at its own rate; "
@@ -228,9 +249,11 @@ def list_units(src: Path, opts: LbmOptions) -> list[Unit]:
     rows = _read_manifest(src)
     for n, (shard, _) in enumerate(rows, 1):
         shard_file(src, shard, n)
-    layout = _probe(src, rows[0][0], opts) if rows else {}
-    return [Unit(index=i, id=shard, est_samples=count, ref={"shard": shard, "entry": i + 1, "num_sequences": count,
-                                                          "layout": layout})
+    if not rows:
+        return []
+    layout = _probe(src, rows[0][0], opts)
+    return [Unit(index=i, id=shard, est_samples=count,
+                 ref=LbmRef(shard=shard, entry=i + 1, num_sequences=count, layout=layout))
             for i, (shard, count) in enumerate(rows)]
 
 
@@ -247,7 +270,7 @@ def _source_stats(src: Path, used: Sequence[str]) -> dict[str, Any]:
     return {k: stats[k] for k in used if k in stats}
 
 
-def describe(src: Path, opts: LbmOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: LbmOptions, units: Sequence[Unit[LbmRef]]) -> DatasetInfo:
     """Names and cameras from the first unit's layout."""
     layout = units[0].ref["layout"]
     skeys, akeys = state_keys(opts), action_keys(opts)
@@ -325,10 +348,10 @@ def _frames(sample: _Sample, camera_map: Mapping[str, str], opts: LbmOptions) ->
     return out
 
 
-def convert_unit(src: Path, opts: LbmOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: LbmOptions, unit: Unit[LbmRef], sink: UnitSink) -> None:
     """Write one LBM sample as a cotrain sample."""
     layout = unit.ref["layout"]
-    path = shard_file(src, unit.ref["shard"], int(unit.ref.get("entry", unit.index + 1)))
+    path = shard_file(src, unit.ref["shard"], unit.ref["entry"])
     where = str(path)
     if damage := tar_damage(path):  # else a shard cut short reads as a shorter one, or a sample missing members
         raise DataError(path, damage)

@@ -18,11 +18,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing_extensions import TypedDict
+
 from cotrain.dataset import shard_scan
 from cotrain.errors import DataError
 from cotrain.media.image import image_problem
 
 _BLOCK = shard_scan.BLOCK
+
+
+class FileRef(TypedDict):
+    """A unit's `ref` where a unit is one file of the source (or the source file itself)."""
+
+    file: str  # relative to the source folder, "/"-separated; "" when the source is that file
+
+
+def unit_file(src: Path, ref: FileRef) -> Path:
+    """The file a `FileRef` names: `src` itself when the source is a file."""
+    return src / ref["file"] if ref.get("file") else src
 
 
 def inside(root: Path, ref: str, *, base: Path | None = None, where: object, episode: object | None = None,

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from cotrain.convert.spec import Converter, ConvertOptions, DatasetInfo, Unit, UnitSink
 from cotrain.dataset import keys
@@ -71,14 +72,20 @@ def _check_source(src: Path, manifest: Manifest, tokenizer: Any) -> None:
                              f"{cfg.horizon})", key=keys.ACTIONS)
 
 
-def list_units(src: Path, opts: TokensOptions) -> list[Unit]:
+class TokensRef(TypedDict):
+    """A unit's `ref`: the source dataset's shard it tokenizes."""
+
+    shard: str
+
+
+def list_units(src: Path, opts: TokensOptions) -> list[Unit[TokensRef]]:
     """One unit per shard of the source cotrain dataset."""
     manifest = load_manifest(src)
     _check_source(src, manifest, _tokenizer(opts))
-    return [Unit(i, s.name, s.samples, {"shard": s.name}) for i, s in enumerate(manifest.shards)]
+    return [Unit(i, s.name, s.samples, TokensRef(shard=s.name)) for i, s in enumerate(manifest.shards)]
 
 
-def describe(src: Path, opts: TokensOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: TokensOptions, units: Sequence[Unit[TokensRef]]) -> DatasetInfo:
     """The source manifest's info with the tokenizer's description added."""
     manifest = load_manifest(src)
     cfg = _tokenizer(opts).config
@@ -128,7 +135,7 @@ def _arrays(raw: dict[str, bytes], where: Path, shape: tuple[int, int]) -> tuple
     return decode_npy(raw[keys.STATE]).astype(np.float32), chunk, valid
 
 
-def convert_unit(src: Path, opts: TokensOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: TokensOptions, unit: Unit[TokensRef], sink: UnitSink) -> None:
     """Copy one shard's samples with their action chunks tokenized."""
     tokenizer = _tokenizer(opts)
     manifest = load_manifest(src)

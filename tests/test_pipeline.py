@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cotrain.convert.finalize import finalize
 from cotrain.convert.pipeline import convert
-from cotrain.convert.spec import RobotOptions, RunOptions
+from cotrain.convert.robot import RobotEpisode, robot_converter
+from cotrain.convert.spec import CONVERTERS, Converter, DatasetInfo, RobotOptions, RunOptions, Unit
 from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.sequential import Dataset
 from cotrain.errors import ConfigError, DataError
@@ -320,3 +322,43 @@ def test_decode_npy_fast_path_equals_np_load() -> None:
     with pytest.raises(ValueError, match="Python objects") as err:
         decode_npy(hostile.getvalue())
     assert "allow_pickle" not in str(err.value)  # numpy's advice to unpickle is not repeated
+
+
+def _plugin_converter() -> Converter:
+    """A third-party converter as entry points load it: its refs are plain dicts, or left out."""
+
+    def list_units(src: Path, options: RobotOptions) -> list[Unit]:
+        return [Unit(0, "listed", 6, {"frames": 6, "offset": [1.5, -2.0]}), Unit(1, "default", 4)]
+
+    def describe(src: Path, options: RobotOptions, units: object) -> DatasetInfo:
+        # an int rate and a tuple size, as a plugin may give them: plan.json stores them as JSON
+        return DatasetInfo(modality="robot", embodiment=options.embodiment, state_names=["s0", "s1"],
+                           action_names=["a0", "a1"], fps=10, horizon=options.horizon, image_size=(4, 6))
+
+    def load_episode(src: Path, options: RobotOptions, unit: Unit) -> RobotEpisode:
+        frames = unit.ref.get("frames", 4)
+        offset = np.asarray(unit.ref.get("offset", [0.0, 0.0]))
+        state = np.arange(frames * 2, dtype=np.float64).reshape(frames, 2) + offset
+        return RobotEpisode(episode_id=unit.id, source_file=str(src), state=state, actions=state + 1,
+                            timestamps_s=np.arange(frames) / 10.0, tasks=["move"])
+
+    return robot_converter("plain-ref", "a plugin with untyped refs", RobotOptions, list_units, describe, load_episode)
+
+
+def test_plugin_converter_with_untyped_refs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The framework carries a unit's `ref` without reading it: plain-dict and default refs keep working,
+    and the plan's dataset info round-trips through plan.json for a part run and its merge."""
+    monkeypatch.setitem(CONVERTERS._items, "plain-ref", _plugin_converter())
+    (tmp_path / "src").mkdir()
+    options = opts(horizon=2, shard_size=5)
+    report = convert("plain-ref", tmp_path / "src", tmp_path / "one", options)
+    assert (report.shards_written, report.samples, report.episodes) == (2, 10, 2)
+    manifest = load_manifest(tmp_path / "one")
+    assert (manifest.fps, manifest.image_size, manifest.num_samples) == (10.0, [4, 6], 10)
+    assert convert("plain-ref", tmp_path / "src", tmp_path / "one", options).already_done
+    for part in range(2):
+        convert("plain-ref", tmp_path / "src", tmp_path / "parts", options, RunOptions(num_parts=2, part=part))
+    finalize(tmp_path / "parts")
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "parts")
+    first = next(Dataset.open(tmp_path / "one").iter_decoded())
+    assert (first["meta.json"]["episode"], first["state.npy"].tolist()) == ("listed", [1.5, -1.0])

@@ -15,13 +15,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import NamedTuple
 
-from cotrain.convert.unit_task import run_unit
+from cotrain.convert.unit_task import UnitTask, run_unit
+from cotrain.convert.workfiles import UnitResult
 from cotrain.errors import ConfigError
 from cotrain.media.video import decode_threads_set
 
-TaskArgs = tuple[Any, ...]
+
+class LimitedTask(NamedTuple):
+    """A unit task with the decoder threads its worker may use."""
+
+    threads: int
+    task: UnitTask
 
 
 def usable_cores() -> int:
@@ -43,10 +49,10 @@ def worker_decode_threads(requested: int, workers: int, backend: str) -> int:
     return max(1, usable_cores() // workers) if workers > 1 else 0
 
 
-def run_limited(threads: int, *args: Any) -> dict[str, Any]:
+def run_limited(limited: LimitedTask) -> UnitResult:
     """`run_unit` with its video decoders limited to `threads` threads (module level: spawn and Ray call it)."""
-    with decode_threads_set(threads):
-        return run_unit(*args)
+    with decode_threads_set(limited.threads):
+        return run_unit(limited.task)
 
 
 def die_with_parent(parent: int) -> None:
@@ -75,20 +81,21 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def run_tasks(tasks: Sequence[TaskArgs], *, workers: int, backend: str,
-              decode_threads: int = 0) -> Iterator[dict[str, Any]]:
+def run_tasks(tasks: Sequence[UnitTask], *, workers: int, backend: str,
+              decode_threads: int = 0) -> Iterator[UnitResult]:
     """Yield each task's result as it completes; the first error propagates and stops the rest."""
     threads = worker_decode_threads(decode_threads, workers, backend)
+    limited = [LimitedTask(threads, task) for task in tasks]
     if backend == "ray":
-        yield from _run_ray([(threads, *args) for args in tasks], workers)
+        yield from _run_ray(limited, workers)
     elif workers <= 1 or len(tasks) <= 1:
-        for args in tasks:
-            yield run_limited(threads, *args)
+        for one in limited:
+            yield run_limited(one)
     else:
-        yield from _run_pool([(threads, *args) for args in tasks], workers)
+        yield from _run_pool(limited, workers)
 
 
-def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]]:
+def _run_pool(tasks: Sequence[LimitedTask], workers: int) -> Iterator[UnitResult]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -98,10 +105,10 @@ def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any
     try:
         # Keep a bounded window in flight so unit files on disk stay proportional to the workers.
         pending = list(tasks)[::-1]
-        running: set[Future[dict[str, Any]]] = set()
+        running: set[Future[UnitResult]] = set()
         while pending or running:
             while pending and len(running) < 2 * workers:
-                running.add(pool.submit(run_limited, *pending.pop()))
+                running.add(pool.submit(run_limited, pending.pop()))
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
@@ -109,7 +116,7 @@ def _run_pool(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]]:
+def _run_ray(tasks: Sequence[LimitedTask], workers: int) -> Iterator[UnitResult]:
     try:
         import ray
     except ImportError:
@@ -119,7 +126,7 @@ def _run_ray(tasks: Sequence[TaskArgs], workers: int) -> Iterator[dict[str, Any]
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                  num_cpus=workers if workers > 1 else None)
     remote = ray.remote(run_limited)
-    refs = [remote.remote(*args) for args in tasks]
+    refs = [remote.remote(task) for task in tasks]
     try:
         while refs:
             done, refs = ray.wait(refs, num_returns=1)

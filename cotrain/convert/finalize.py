@@ -34,15 +34,16 @@ def finalize(out: str | Path) -> Manifest:
         if work.shard(n, ".npz").is_file():
             lowdim.extend(load_lowdim(work.shard(n, ".npz")))
     horizon = plan["info"].get("horizon") or 1
-    manifest = Manifest(
+    manifest = Manifest.model_validate({
         **manifest_header(plan),
-        num_episodes=sum(e["episodes"] for e in entries),
-        num_samples=sum(e["samples"] for e in entries),
-        shards=[ShardEntry(**{k: e[k] for k in ("name", "samples", "bytes", "sha256", "episodes")}) for e in entries],
-        skipped_episodes=[SkippedEpisode(episode=i, reason=r) for e in entries
-                          for i, r in zip(e["skipped_ids"], e["skipped"])],
-        stats=compute_norm_stats(lowdim, horizon),
-    )
+        "num_episodes": sum(e["episodes"] for e in entries),
+        "num_samples": sum(e["samples"] for e in entries),
+        "shards": [ShardEntry(name=e["name"], samples=e["samples"], bytes=e["bytes"], sha256=e["sha256"],
+                              episodes=e["episodes"]) for e in entries],
+        "skipped_episodes": [SkippedEpisode(episode=str(i), reason=r) for e in entries
+                             for i, r in zip(e["skipped_ids"], e["skipped"])],
+        "stats": compute_norm_stats(lowdim, horizon),
+    })
     write_text_atomic(out / MANIFEST_NAME, manifest.dumps())
     shutil.rmtree(out / WORK_DIR)
     return manifest

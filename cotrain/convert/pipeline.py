@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -24,8 +24,8 @@ from cotrain.convert.backend import run_tasks
 from cotrain.convert.finalize import finalize
 from cotrain.convert.plan import WorkDir, fingerprint_source, plan_shards, prepare_out, remove_outputs
 from cotrain.convert.spec import CONVERTERS, Converter, ConvertOptions, RunOptions, Unit
-from cotrain.convert.unit_task import clear_unit, unit_args, unit_result
-from cotrain.convert.workfiles import ShardRecord, UnitResult, WorkFileError, load_shard_record
+from cotrain.convert.unit_task import clear_unit, unit_result, unit_task
+from cotrain.convert.workfiles import PlanDoc, ShardRecord, UnitResult, WorkFileError, load_shard_record
 from cotrain.dataset.shards import concat_tars, shard_name
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.progress import Progress
@@ -73,15 +73,15 @@ def convert(converter: str, src: str | Path, out: str | Path, options: ConvertOp
         raise RuntimeError(f"converter {converter!r} returned unit indices out of order")
     plan = plan_shards(units, options.shard_size)
     info = conv.describe(src, options, units)
-    plan_doc = {
-        "converter": converter,
-        "name": options.name or (src.resolve().stem if src.is_file() else src.resolve().name),
-        "info": json.loads(json.dumps(asdict(info))),
-        "arguments": options.model_dump(mode="json"),
-        "fingerprint": fingerprint_source(src),
-        "cotrain_version": __version__,
-        "shards": plan,
-    }
+    plan_doc = PlanDoc(
+        converter=converter,
+        name=options.name or (src.resolve().stem if src.is_file() else src.resolve().name),
+        info=json.loads(json.dumps(asdict(info))),
+        arguments=options.model_dump(mode="json"),
+        fingerprint=fingerprint_source(src),
+        cotrain_version=__version__,
+        shards=plan,
+    )
     created = not out.exists()
     work, done = prepare_out(out, plan_doc, overwrite=run.overwrite)
     report = ConvertReport(str(out), converter, shards_total=len(plan))
@@ -132,7 +132,7 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
             else:
                 results[u] = res
     owner = {u: s for s in todo for u in plan[s]}
-    tasks = [unit_args(conv.name, src, options.model_dump(mode="json"), units[u], work)
+    tasks = [unit_task(conv.name, src, options.model_dump(mode="json"), units[u], work)
              for s in sorted(todo) for u in sorted(todo[s])]
     with Progress(total=sum(units[u].est_samples for s in todo for u in plan[s]), label=f"convert {conv.name}",
                   enabled=run.progress) as bar:
@@ -150,15 +150,14 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
                 report.shards_written += 1
 
 
-def _count(report: ConvertReport, entry: Mapping[str, Any]) -> None:
+def _count(report: ConvertReport, entry: ShardRecord) -> None:
     report.samples += entry["samples"]
     report.episodes += entry["episodes"]
     report.bytes += entry["bytes"]
     report.skipped.extend(entry["skipped"])
 
 
-def _assemble(out: Path, work: WorkDir, s: int, members: list[int],
-              results: Mapping[int, UnitResult]) -> dict[str, Any]:
+def _assemble(out: Path, work: WorkDir, s: int, members: list[int], results: dict[int, UnitResult]) -> ShardRecord:
     """Concatenate the shard's unit tars in unit order into the final shard, then write its sidecars.
 
     Unit tars are copied byte for byte, and the shard is hashed while it is written: assembly costs
@@ -176,15 +175,16 @@ def _assemble(out: Path, work: WorkDir, s: int, members: list[int],
     if lowdim:
         with atomic_open(work.shard(name, ".npz")) as fh:
             save_lowdim(fh, lowdim)
-    entry = {
-        "name": name,
-        "samples": sum(results[u]["samples"] for u in members),
-        "episodes": sum(results[u]["episodes"] for u in members),
-        "bytes": size,
-        "sha256": sha,
-        "skipped": [results[u]["skipped"] for u in members if results[u]["skipped"]],
-        "skipped_ids": [results[u]["id"] for u in members if results[u]["skipped"]],
-    }
+    skipped = [results[u] for u in members if results[u]["skipped"]]
+    entry = ShardRecord(
+        name=name,
+        samples=sum(results[u]["samples"] for u in members),
+        episodes=sum(results[u]["episodes"] for u in members),
+        bytes=size,
+        sha256=sha,
+        skipped=[r["skipped"] for r in skipped if r["skipped"]],
+        skipped_ids=[r["id"] for r in skipped],
+    )
     write_text_atomic(work.shard(name, ".json"), json.dumps(entry, sort_keys=True))
     for u in members:
         clear_unit(work, u)

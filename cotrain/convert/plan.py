@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cotrain.atomic import TMP_SUFFIX, write_text_atomic, writing
 from cotrain.convert.spec import Unit
@@ -85,7 +84,7 @@ def _is_ours(path: Path) -> bool:
     return name in (WORK_DIR, MANIFEST_NAME) or (name.startswith("shard-") and ".tar" in name)
 
 
-def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tuple[WorkDir, bool]:
+def prepare_out(out: Path, plan_doc: PlanDoc, *, overwrite: bool) -> tuple[WorkDir, bool]:
     """Check OUT can receive this conversion; returns the work dir and whether it is already complete.
 
     Refuses (ConfigError) to write into a directory holding anything cotrain did not write, and to
@@ -102,7 +101,7 @@ def prepare_out(out: Path, plan_doc: dict[str, Any], *, overwrite: bool) -> tupl
         )
     manifest = out / MANIFEST_NAME
     if manifest.is_file() and not overwrite:
-        if finished_matches(manifest, plan_doc):  # type: ignore[arg-type]  # plan_doc is built as a dict with PlanDoc's keys
+        if finished_matches(manifest, plan_doc):
             _finish_cleanup(out)
             return work, True
         raise ConfigError(

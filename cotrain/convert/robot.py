@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.convert.spec import Converter, DatasetInfo, RobotOptions, Unit, UnitSink
+from cotrain.convert.spec import Converter, DatasetInfo, RefT, RobotOptions, Unit, UnitSink
 from cotrain.dataset import keys
 from cotrain.dataset.norm_stats import EpisodeLowdim
 from cotrain.dataset.shards import encode_json, encode_npy
@@ -157,9 +157,8 @@ def _repeat_by_index(
         yield encoded
 
 
-def build_robot_samples(
-    ep: RobotEpisode, opts: RobotOptions, unit: Unit, info: Mapping[str, Any], sink: UnitSink
-) -> None:
+def build_robot_samples(ep: RobotEpisode, opts: RobotOptions, unit: Unit[RefT], info: Mapping[str, object],
+                        sink: UnitSink) -> None:
     """Validate one episode and emit one sample per (resampled) frame into the sink."""
     check_episode(ep)
     idx, times = resample_indices(np.asarray(ep.timestamps_s, np.float64), opts.fps)
@@ -203,15 +202,15 @@ def robot_converter(
     name: str,
     summary: str,
     options: type[RobotOptions],
-    list_units: Callable[[Path, Any], list[Unit]],
-    describe: Callable[[Path, Any, Sequence[Unit]], DatasetInfo],
-    load_episode: Callable[[Path, Any, Unit], RobotEpisode],
+    list_units: Callable[[Path, Any], list[Unit[RefT]]],
+    describe: Callable[[Path, Any, Sequence[Unit[RefT]]], DatasetInfo],
+    load_episode: Callable[[Path, Any, Unit[RefT]], RobotEpisode],
     *,
     modality: str = keys.ROBOT,
-) -> Converter:
+) -> Converter[RefT]:
     """A Converter whose units are episodes loaded by `load_episode` and built by the shared rules."""
 
-    def convert_unit(src: Path, opts: RobotOptions, unit: Unit, sink: UnitSink) -> None:
+    def convert_unit(src: Path, opts: RobotOptions, unit: Unit[RefT], sink: UnitSink) -> None:
         ep = load_episode(src, opts, unit)
         meta = {"dataset": opts.name or src.name, "modality": modality, "embodiment": opts.embodiment,
                 "fps": opts.fps or ep.fps or _episode_fps(ep)}

@@ -4,6 +4,11 @@ A unit is the smallest piece of a source converted on its own (a robot episode, 
 `list_units` enumerates them cheaply and in a deterministic order; `describe` states what the
 dataset holds; `convert_unit` turns one unit into samples through a `UnitSink`. The pipeline does
 everything else (sharding, workers, resume, stats, manifest), so a converter is only format logic.
+
+A unit's `ref` tells the converter where the unit is in the source. Each converter declares its own
+TypedDict of JSON values for it and types its functions with it (`list[Unit[LbmRef]]`,
+`Unit[LbmRef]`), so a `Converter[LbmRef]` is checked end to end; the pipeline never reads a ref, it
+only hands it to the worker that converts the unit, so a plugin's plain-dict ref works unchanged.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
 from cotrain.dataset.norm_stats import EpisodeLowdim
 from cotrain.registry import Registry
@@ -70,21 +76,27 @@ class RunOptions(BaseModel):
     progress: bool | None = Field(None, description="Progress bar: default on when stderr is a terminal.")
 
 
+# A converter's unit locator: a TypedDict of JSON values, declared by each converter (`Unit[LbmRef]`).
+# The framework never reads it; it only carries it to the worker that converts the unit.
+RefT = TypeVar("RefT", bound=Mapping[str, object], default=Mapping[str, Any])
+
+
 @dataclass(frozen=True)
-class Unit:
+class Unit(Generic[RefT]):
     """One independently converted piece of the source.
 
     Args:
         index: position in the sorted unit list; part of every sample key, so keys are unique.
         id: the source's own id (episode id, file name), recorded in sample metadata.
         est_samples: expected sample count, used only to balance shard sizes.
-        ref: JSON-like locator the converter needs to load the unit (paths, row ranges, ...).
+        ref: JSON-like locator the converter needs to load the unit (paths, row ranges, ...); its
+            type is the converter's own (a TypedDict), opaque to the framework.
     """
 
     index: int
     id: str
     est_samples: int
-    ref: Mapping[str, Any] = field(default_factory=dict)
+    ref: RefT = field(default_factory=dict)  # type: ignore[assignment]  # {} only where RefT has no required key
 
 
 @dataclass(frozen=True)
@@ -111,15 +123,18 @@ class UnitSink(Protocol):
 
 
 @dataclass(frozen=True)
-class Converter:
-    """A registered source format."""
+class Converter(Generic[RefT]):
+    """A registered source format; `RefT` is the type of its units' `ref`.
+
+    The functions take the converter's own options model (a subclass of `options`, typed `Any` here).
+    """
 
     name: str
     summary: str
     options: type[ConvertOptions]
-    list_units: Callable[[Path, Any], list[Unit]]
-    describe: Callable[[Path, Any, Sequence[Unit]], DatasetInfo]
-    convert_unit: Callable[[Path, Any, Unit, UnitSink], None]
+    list_units: Callable[[Path, Any], list[Unit[RefT]]]
+    describe: Callable[[Path, Any, Sequence[Unit[RefT]]], DatasetInfo]
+    convert_unit: Callable[[Path, Any, Unit[RefT], UnitSink], None]
 
 
 CONVERTERS: Registry[Converter] = Registry("converters")

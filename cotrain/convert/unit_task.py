@@ -1,8 +1,9 @@
 """Convert one unit inside a worker: samples into a unit tar, per-frame arrays into an npz.
 
-Runs in the parent (1 worker), a spawned process, or a Ray task; it receives only plain data and
-looks the converter up by name, so nothing but small JSON-like values crosses process boundaries.
-A unit is complete when its result JSON exists; it is written last, atomically.
+Runs in the parent (1 worker), a spawned process, or a Ray task; it receives a `UnitTask` of plain
+values (the unit's `ref` is JSON-like) and looks the converter up by name, so no converter object or
+open file crosses process boundaries. A unit is complete when its result JSON exists; it is written
+last, atomically.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cotrain.atomic import TMP_SUFFIX, atomic_open, write_text_atomic
 from cotrain.convert.plan import WorkDir
@@ -49,14 +49,24 @@ def unit_result(work: WorkDir, index: int) -> UnitResult | None:
     return load_unit_result(path, index) if path.is_file() else None
 
 
-def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, Any], work_root: str) -> dict[str, Any]:
+class UnitTask(NamedTuple):
+    """One unit to convert, as sent to a worker (pickled to spawned processes and Ray tasks)."""
+
+    converter: str  # registry name, looked up in the worker
+    src: str
+    options: dict[str, Any]  # the converter's options as JSON (`model_dump(mode="json")`)
+    unit: Unit
+    work_root: str
+
+
+def run_unit(task: UnitTask) -> UnitResult:
     """Convert one unit; returns its result (also stored as JSON). Raises DataError unless skipping."""
-    conv = CONVERTERS.get(converter)
-    opts = conv.options.model_validate(options)
-    u = Unit(**unit)
-    work = WorkDir(Path(work_root))
+    conv = CONVERTERS.get(task.converter)
+    opts = conv.options.model_validate(task.options)
+    u, src = task.unit, task.src
+    work = WorkDir(Path(task.work_root))
     tar_path, npz_path = work.unit(u.index, ".tar"), work.unit(u.index, ".npz")
-    result: dict[str, Any] = {"index": u.index, "id": u.id, "samples": 0, "episodes": 0, "skipped": None}
+    result = UnitResult(index=u.index, id=u.id, samples=0, episodes=0, skipped=None)
     try:
         with atomic_open(tar_path) as fh, ShardWriter(fh) as writer:
             sink = FileSink(writer, u)
@@ -65,7 +75,7 @@ def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, 
         if sink.episodes:
             with atomic_open(npz_path) as fh:
                 save_lowdim(fh, sink.episodes)
-        result.update(samples=sink.samples, episodes=sink.num_episodes, data_bytes=data_bytes)
+        result["samples"], result["episodes"], result["data_bytes"] = sink.samples, sink.num_episodes, data_bytes
     except DataError as exc:
         err = exc.located(episode=u.id)
         tar_path.unlink(missing_ok=True)
@@ -77,9 +87,9 @@ def run_unit(converter: str, src: str, options: dict[str, Any], unit: dict[str, 
     return result
 
 
-def unit_args(converter: str, src: Path, options: dict[str, Any], unit: Unit, work: WorkDir) -> tuple[Any, ...]:
+def unit_task(converter: str, src: Path, options: dict[str, Any], unit: Unit, work: WorkDir) -> UnitTask:
     """The picklable arguments of `run_unit` for one unit."""
-    return (converter, str(src), options, asdict(unit), str(work.root))
+    return UnitTask(converter, str(src), options, unit, str(work.root))
 
 
 def clear_unit(work: WorkDir, index: int) -> None:

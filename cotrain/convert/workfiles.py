@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from cotrain.errors import DataError
 
-__all__ = ["PlanDoc", "ShardRecord", "UnitResult", "WorkFileError", "finished_matches", "load_plan",
-           "load_shard_record", "load_unit_result", "manifest_header"]
+__all__ = ["InfoDoc", "ManifestHeader", "PlanDoc", "ProvenanceDoc", "ShardRecord", "UnitResult", "WorkFileError",
+           "finished_matches", "load_plan", "load_shard_record", "load_unit_result", "manifest_header"]
+
+T = TypeVar("T")
 
 
 class WorkFileError(DataError):
@@ -28,13 +30,27 @@ class WorkFileError(DataError):
     removes nothing because of it: the message says how to recover."""
 
 
+class InfoDoc(TypedDict):
+    """The converter's `DatasetInfo` as plan.json stores it (`asdict`, through JSON: tuples are lists)."""
+
+    modality: str
+    embodiment: str | None  # noqa: UP007 (pydantic evaluates these on Python 3.10 too)
+    state_names: list[str]
+    action_names: list[str]
+    fps: float | None  # noqa: UP007
+    horizon: int | None  # noqa: UP007
+    cameras: list[str]
+    image_size: list[int] | None  # noqa: UP007
+    extra: dict[str, Any]  # converter-specific JSON facts, opaque to the framework
+
+
 class PlanDoc(TypedDict):
     """`.cotrain-work/plan.json`: what is being converted, with which arguments, into which shards."""
 
     converter: str
     name: str
-    info: dict[str, Any]
-    arguments: dict[str, Any]
+    info: InfoDoc
+    arguments: dict[str, Any]  # the converter's options as JSON; their model is the converter's
     fingerprint: str
     cotrain_version: str
     shards: list[list[int]]
@@ -74,7 +90,7 @@ def _work_fix(path: Path) -> str:
             "again (what it held is redone, with the same bytes), or pass --overwrite to start over")
 
 
-def _read(path: Path, fix: str) -> Any:
+def _read(path: Path, fix: str) -> object:
     try:
         return json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
@@ -86,7 +102,7 @@ def _read(path: Path, fix: str) -> Any:
         raise WorkFileError(path, f"unreadable ({exc.strerror or exc}); {fix}") from None
 
 
-def _checked(adapter: TypeAdapter[Any], path: Path) -> Any:
+def _checked(adapter: TypeAdapter[T], path: Path) -> T:
     fix = _work_fix(path)
     try:
         return adapter.validate_python(_read(path, fix), strict=True)
@@ -103,7 +119,7 @@ def load_plan(path: Path) -> PlanDoc:
 
 def load_unit_result(path: Path, index: int) -> UnitResult:
     """Read and check a unit's result file; it must record unit `index`."""
-    result: UnitResult = _checked(_UNIT, path)
+    result = _checked(_UNIT, path)
     if result["index"] != index:
         raise WorkFileError(path, f"records unit {result['index']}, expected {index}; {_work_fix(path)}")
     if result["skipped"] is None and "data_bytes" not in result:
@@ -116,7 +132,7 @@ def load_unit_result(path: Path, index: int) -> UnitResult:
 
 def load_shard_record(path: Path, name: str) -> ShardRecord:
     """Read and check an assembled shard's record; it must name shard `name`."""
-    record: ShardRecord = _checked(_SHARD, path)
+    record = _checked(_SHARD, path)
     if record["name"] != name or len(record["skipped"]) != len(record["skipped_ids"]):
         raise WorkFileError(path, f"is not the record of {name}; {_work_fix(path)}")
     return record
@@ -127,23 +143,39 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def manifest_header(plan: PlanDoc) -> dict[str, Any]:
+class ProvenanceDoc(TypedDict):
+    """The manifest's `provenance` as a plan fixes it."""
+
+    converter: str
+    arguments: dict[str, Any]
+    source_fingerprint: str
+    cotrain_version: str
+
+
+class ManifestHeader(InfoDoc):
+    """The manifest fields a plan fixes before any shard is converted: the dataset info, a name, provenance."""
+
+    name: str
+    provenance: ProvenanceDoc
+
+
+def manifest_header(plan: PlanDoc) -> ManifestHeader:
     """The manifest fields a plan fixes before any shard is converted (JSON values)."""
     info = plan["info"]
-    return {
-        "name": plan["name"],
-        "modality": info["modality"],
-        "embodiment": info.get("embodiment"),
-        "state_names": list(info.get("state_names") or []),
-        "action_names": list(info.get("action_names") or []),
-        "fps": info.get("fps"),
-        "horizon": info.get("horizon"),
-        "cameras": list(info.get("cameras") or []),
-        "image_size": list(info["image_size"]) if info.get("image_size") else None,
-        "extra": dict(info.get("extra") or {}),
-        "provenance": {"converter": plan["converter"], "arguments": plan["arguments"],
-                       "source_fingerprint": plan["fingerprint"], "cotrain_version": plan["cotrain_version"]},
-    }
+    return ManifestHeader(
+        name=plan["name"],
+        modality=info["modality"],
+        embodiment=info.get("embodiment"),
+        state_names=list(info.get("state_names") or []),
+        action_names=list(info.get("action_names") or []),
+        fps=info.get("fps"),
+        horizon=info.get("horizon"),
+        cameras=list(info.get("cameras") or []),
+        image_size=list(size) if (size := info.get("image_size")) else None,
+        extra=dict(info.get("extra") or {}),
+        provenance=ProvenanceDoc(converter=plan["converter"], arguments=plan["arguments"],
+                                 source_fingerprint=plan["fingerprint"], cotrain_version=plan["cotrain_version"]),
+    )
 
 
 def finished_matches(manifest: Path, plan: PlanDoc) -> bool:

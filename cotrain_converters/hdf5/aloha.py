@@ -23,6 +23,7 @@ from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
 from cotrain.errors import DataError
 from cotrain_converters.hdf5.files import open_hdf5
+from cotrain_converters.source_files import FileRef, unit_file
 
 ALOHA_FPS = 50.0
 _JOINTS = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper"]
@@ -51,9 +52,10 @@ def _num_frames(path: Path) -> int:
         return 0
 
 
-def list_units(src: Path, opts: AlohaOptions) -> list[Unit]:
+def list_units(src: Path, opts: AlohaOptions) -> list[Unit[FileRef]]:
     """One unit per episode file."""
-    return [Unit(index=i, id=path.stem, est_samples=_num_frames(path), ref={"file": path.name if src.is_dir() else ""})
+    return [Unit(index=i, id=path.stem, est_samples=_num_frames(path),
+                 ref=FileRef(file=path.name if src.is_dir() else ""))
             for i, path in enumerate(_episode_files(src))]
 
 
@@ -72,10 +74,10 @@ def _cameras(f) -> dict[str, bool]:  # noqa: ANN001
     return cams
 
 
-def describe(src: Path, opts: AlohaOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: AlohaOptions, units: Sequence[Unit[FileRef]]) -> DatasetInfo:
     """Names, rate and cameras, read from the first readable episode with 2-D actions."""
     for unit in units:  # the first readable episode with a 2-D action describes the dataset
-        path = _path(src, unit)
+        path = unit_file(src, unit.ref)
         if _num_frames(path) == 0:
             continue
         with open_hdf5(path) as f:
@@ -87,10 +89,6 @@ def describe(src: Path, opts: AlohaOptions, units: Sequence[Unit]) -> DatasetInf
         return robot_info(opts, state_names=names, action_names=names, fps=ALOHA_FPS, cameras=list(cams),
                           where=str(path), extra={"compressed_images": any(cams.values())})
     raise DataError(src, "no readable episode file has a 2-D 'action' dataset", key="action")
-
-
-def _path(src: Path, unit: Unit) -> Path:
-    return src / unit.ref["file"] if unit.ref.get("file") else src
 
 
 def _read(f, key: str, path: Path, episode: str) -> np.ndarray:  # noqa: ANN001
@@ -135,9 +133,9 @@ def _check_compress_len(f, cams: dict[str, bool], frames: int, path: Path, episo
                         key="compress_len")
 
 
-def load_episode(src: Path, opts: AlohaOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: AlohaOptions, unit: Unit[FileRef]) -> RobotEpisode:
     """Read one episode file: qpos as state, the action dataset, and the camera frames."""
-    path = _path(src, unit)
+    path = unit_file(src, unit.ref)
     with open_hdf5(path) as f:
         state = _read(f, "observations/qpos", path, unit.id)
         actions = _read(f, "action", path, unit.id)

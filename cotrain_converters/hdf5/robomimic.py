@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
@@ -155,7 +156,26 @@ def _state_keys(obs: Any, opts: RobomimicOptions) -> tuple[list[str], str]:
     return rest, "default: every 1-D/2-D obs dataset except actions"
 
 
-def _layout(f: Any, path: Path, demos: Sequence[str], opts: RobomimicOptions) -> dict[str, Any]:
+class RobomimicLayout(TypedDict):
+    """What every demo must share, taken from the first well-formed demo."""
+
+    state_keys: list[str]  # obs/<key> datasets concatenated into the state
+    state_keys_source: str  # how they were chosen (option, env_meta, default), printed and recorded
+    state_widths: list[int]
+    action_dim: int
+    cameras: list[str]  # obs keys holding images
+
+
+class RobomimicRef(RobomimicLayout):
+    """A unit's `ref`: one demo, with the file's layout, rate and default task."""
+
+    demo: str
+    fps: float
+    default_task: str
+    env_name: str | None
+
+
+def _layout(f: Any, path: Path, demos: Sequence[str], opts: RobomimicOptions) -> RobomimicLayout:
     """State keys and widths, action width and cameras, from the first demo that has what they need.
 
     Taking them from a well-formed demo (not blindly the first) lets `--on-bad-episode skip` skip a
@@ -169,13 +189,13 @@ def _layout(f: Any, path: Path, demos: Sequence[str], opts: RobomimicOptions) ->
         keys, origin = _state_keys(obs, opts)
         if not keys or any(k not in obs or not _is_dataset(obs[k]) or obs[k].ndim == 0 for k in keys):
             continue
-        return {
-            "state_keys": keys,
-            "state_keys_source": origin,
-            "state_widths": [int(np.prod(obs[k].shape[1:])) for k in keys],
-            "action_dim": int(group["actions"].shape[1]),
-            "cameras": sorted(k for k in obs if _is_camera(k, obs[k])),
-        }
+        return RobomimicLayout(
+            state_keys=keys,
+            state_keys_source=origin,
+            state_widths=[int(np.prod(obs[k].shape[1:])) for k in keys],
+            action_dim=int(group["actions"].shape[1]),
+            cameras=sorted(k for k in obs if _is_camera(k, obs[k])),
+        )
     raise _layout_error(f, path, demos[0], opts)
 
 
@@ -216,7 +236,7 @@ def _fps(f: Any, path: Path, opts: RobomimicOptions) -> float:
     return float(freq) if isinstance(freq, (int, float)) and freq > 0 else ROBOSUITE_FPS
 
 
-def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
+def list_units(src: Path, opts: RobomimicOptions) -> list[Unit[RobomimicRef]]:
     """One unit per selected demo of the HDF5 file."""
     path = _source_file(src)
     with open_hdf5(path) as f:
@@ -224,19 +244,19 @@ def list_units(src: Path, opts: RobomimicOptions) -> list[Unit]:
         if not demos:
             return []
         task, env_name = _default_task(f, path)
-        common = {**_layout(f, path, demos, opts), "fps": _fps(f, path, opts), "default_task": task,
-                  "env_name": env_name}
-        units = []
+        layout, fps = _layout(f, path, demos, opts), _fps(f, path, opts)
+        units: list[Unit[RobomimicRef]] = []
         for i, demo in enumerate(demos):
             group = f["data"].get(demo)
             est = 0
             if group is not None:
                 est = int(group.attrs.get("num_samples", group["actions"].shape[0] if "actions" in group else 0))
-            units.append(Unit(index=i, id=demo, est_samples=est, ref={"demo": demo, **common}))
+            ref = RobomimicRef(demo=demo, **layout, fps=fps, default_task=task, env_name=env_name)
+            units.append(Unit(index=i, id=demo, est_samples=est, ref=ref))
     return units
 
 
-def describe(src: Path, opts: RobomimicOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: RobomimicOptions, units: Sequence[Unit[RobomimicRef]]) -> DatasetInfo:
     """Names and cameras from the first demo's observation layout."""
     ref = units[0].ref
     state_names = [f"{k}_{i}" for k, w in zip(ref["state_keys"], ref["state_widths"]) for i in range(w)]
@@ -278,7 +298,7 @@ def _check_finite(array: np.ndarray, key: str, path: Path, demo: str) -> None:
         raise DataError(path, f"{kind} in {key} dimension {dim}", episode=demo, frame=frame, key=key)
 
 
-def _read_state(obs: Any, ref: Mapping[str, Any], frames: int, path: Path, demo: str) -> np.ndarray:
+def _read_state(obs: Any, ref: RobomimicLayout, frames: int, path: Path, demo: str) -> np.ndarray:
     parts = []
     for key, width in zip(ref["state_keys"], ref["state_widths"]):
         name = f"obs/{key}"
@@ -331,7 +351,7 @@ def _frame_source(path: Path, demo: str, key: str, rotate: bool):  # noqa: ANN20
     return frames
 
 
-def load_episode(src: Path, opts: RobomimicOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: RobomimicOptions, unit: Unit[RobomimicRef]) -> RobotEpisode:
     """Read one demo's state, actions, task and camera frames."""
     path, demo, ref = _source_file(src), unit.id, unit.ref
     with open_hdf5(path) as f:

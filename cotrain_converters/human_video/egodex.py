@@ -36,6 +36,7 @@ from cotrain_converters.human_video.caption import (
     write_caption_sample,
 )
 from cotrain_converters.human_video.hand_pose import HandTrack, anchor_chunks, hand_names, hand_state
+from cotrain_converters.source_files import FileRef, unit_file
 
 EGODEX_FPS = 30.0
 CAMERA = "ego"
@@ -72,25 +73,21 @@ def _frame_count(f, path: Path, episode: str) -> int:  # noqa: ANN001
     return int(f["transforms/camera"].shape[0])
 
 
-def list_units(src: Path, opts: EgodexOptions) -> list[Unit]:
+def list_units(src: Path, opts: EgodexOptions) -> list[Unit[FileRef]]:
     """One unit per EgoDex episode (an HDF5 file and its mp4)."""
     check_caption_options(opts)
-    units = []
+    units: list[Unit[FileRef]] = []
     for i, path in enumerate(_episode_files(src)):
         episode = _episode_id(src, path)
         with open_hdf5(path) as f:
             frames = _frame_count(f, path, episode)
         units.append(Unit(index=i, id=episode, est_samples=1 if opts.captions_only else frames,
-                          ref={"file": path.relative_to(src).as_posix() if src.is_dir() else ""}))
+                          ref=FileRef(file=path.relative_to(src).as_posix() if src.is_dir() else "")))
     return units
 
 
 def _episode_id(src: Path, path: Path) -> str:
     return path.relative_to(src).with_suffix("").as_posix() if src.is_dir() else path.stem
-
-
-def _path(src: Path, unit: Unit) -> Path:
-    return src / unit.ref["file"] if unit.ref.get("file") else src
 
 
 def _attr(f, name: str) -> str | None:  # noqa: ANN001
@@ -171,9 +168,9 @@ def _frame_source(video: Path, episode: str):  # noqa: ANN202
     return frames
 
 
-def load_episode(src: Path, opts: EgodexOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: EgodexOptions, unit: Unit[FileRef]) -> RobotEpisode:
     """Read one episode: hand keypoints as state and actions, video frames as the camera."""
-    path = _path(src, unit)
+    path = unit_file(src, unit.ref)
     with open_hdf5(path) as f:
         camera, hands = load_hands(f, path, unit.id, opts.min_confidence)
         task = episode_description(f, path)
@@ -192,9 +189,9 @@ def load_episode(src: Path, opts: EgodexOptions, unit: Unit) -> RobotEpisode:
     )
 
 
-def describe(src: Path, opts: EgodexOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: EgodexOptions, units: Sequence[Unit[FileRef]]) -> DatasetInfo:
     """Names, rate and camera of the first episode (or the caption info with --captions-only)."""
-    path = _path(src, units[0])
+    path = unit_file(src, units[0].ref)
     if opts.captions_only:
         return caption_info(opts, CAMERA, str(path), {"source_format": "egodex"})
     names = hand_names(SIDES)
@@ -205,8 +202,8 @@ def describe(src: Path, opts: EgodexOptions, units: Sequence[Unit]) -> DatasetIn
                       where=str(path), extra=extra, modality=keys.HUMAN_VIDEO)
 
 
-def _convert_captions(src: Path, opts: EgodexOptions, unit: Unit, sink: UnitSink) -> None:
-    path = _path(src, unit)
+def _convert_captions(src: Path, opts: EgodexOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
+    path = unit_file(src, unit.ref)
     with open_hdf5(path) as f:
         frames = _frame_count(f, path, unit.id)
         text = opts.task or episode_description(f, path)
@@ -219,7 +216,7 @@ def _convert_captions(src: Path, opts: EgodexOptions, unit: Unit, sink: UnitSink
 _ROBOT = robot_converter("egodex", "", EgodexOptions, list_units, describe, load_episode, modality=keys.HUMAN_VIDEO)
 
 
-def convert_unit(src: Path, opts: EgodexOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: EgodexOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
     """Write one episode's robot-format samples, or its caption samples."""
     if opts.captions_only:
         _convert_captions(src, opts, unit, sink)

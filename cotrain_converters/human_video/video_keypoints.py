@@ -37,6 +37,7 @@ from cotrain_converters.human_video.caption import (
     write_caption_sample,
 )
 from cotrain_converters.human_video.hand_pose import future_steps
+from cotrain_converters.source_files import FileRef, unit_file
 
 CAMERA = "video"
 _DEFAULT_FPS = 30.0
@@ -63,10 +64,10 @@ def _keypoint_file(video: Path) -> Path:
     return found[0]
 
 
-def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit]:
+def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit[FileRef]]:
     """One unit per video with its keypoint file."""
     check_caption_options(opts)
-    units = []
+    units: list[Unit[FileRef]] = []
     for i, video in enumerate(_videos(src)):
         episode = video.relative_to(src).with_suffix("").as_posix() if src.is_dir() else video.stem
         if opts.captions_only:
@@ -75,12 +76,8 @@ def list_units(src: Path, opts: VideoKeypointsOptions) -> list[Unit]:
             _keypoint_file(video)
             est = max(1, int(video_info(video)["frames"]))
         units.append(Unit(index=i, id=episode, est_samples=est,
-                          ref={"file": video.relative_to(src).as_posix() if src.is_dir() else ""}))
+                          ref=FileRef(file=video.relative_to(src).as_posix() if src.is_dir() else "")))
     return units
-
-
-def _path(src: Path, unit: Unit) -> Path:
-    return src / unit.ref["file"] if unit.ref.get("file") else src
 
 
 def _npz_keypoints(path: Path, key: str, episode: str) -> np.ndarray:
@@ -181,9 +178,9 @@ def keypoint_chunks(flat: np.ndarray, indices: np.ndarray, horizon: int, mode: s
     return values.astype(np.float32), inside
 
 
-def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef]) -> RobotEpisode:
     """Read one video's keypoints as state and actions and its frames as the camera."""
-    video = _path(src, unit)
+    video = unit_file(src, unit.ref)
     kp = load_keypoints(video, opts.keypoints_key, unit.id)
     frames = len(kp)
     fps = _check_video(video, frames, unit.id)
@@ -198,9 +195,9 @@ def load_episode(src: Path, opts: VideoKeypointsOptions, unit: Unit) -> RobotEpi
     )
 
 
-def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit[FileRef]]) -> DatasetInfo:
     """Names, rate and camera of the first video (or the caption info with --captions-only)."""
-    video = _path(src, units[0])
+    video = unit_file(src, units[0].ref)
     if opts.captions_only:
         return caption_info(opts, CAMERA, str(video), {"source_format": "video-keypoints"})
     kp = load_keypoints(video, opts.keypoints_key, units[0].id)
@@ -212,8 +209,8 @@ def describe(src: Path, opts: VideoKeypointsOptions, units: Sequence[Unit]) -> D
                       modality=keys.HUMAN_VIDEO)
 
 
-def _convert_captions(src: Path, opts: VideoKeypointsOptions, unit: Unit, sink: UnitSink) -> None:
-    video = _path(src, unit)
+def _convert_captions(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
+    video = unit_file(src, unit.ref)
     frames = int(video_info(video)["frames"]) or None
     segments = load_segments(video, frames)
     if not segments:
@@ -233,7 +230,7 @@ _ROBOT = robot_converter("video-keypoints", "", VideoKeypointsOptions, list_unit
                          modality=keys.HUMAN_VIDEO)
 
 
-def convert_unit(src: Path, opts: VideoKeypointsOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: VideoKeypointsOptions, unit: Unit[FileRef], sink: UnitSink) -> None:
     """Write one video's robot-format samples, or its caption samples."""
     if opts.captions_only:
         _convert_captions(src, opts, unit, sink)

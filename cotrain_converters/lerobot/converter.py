@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from cotrain.convert.robot import FrameSource, RobotEpisode, parse_camera_map, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit
@@ -53,7 +54,25 @@ def _selected_cameras(meta: LeRobotMeta, opts: LeRobotOptions) -> list[str]:
     return list(parse_camera_map(opts.cameras, meta.cameras, str(meta.info_file)))
 
 
-def list_units(src: Path, opts: LeRobotOptions) -> list[Unit]:
+class VideoSpanRef(TypedDict):
+    """`VideoSpan` as JSON: the camera's file (relative to the root) and the episode's time range in it."""
+
+    file: str
+    from_s: float
+    to_s: float | None
+
+
+class LeRobotRef(TypedDict):
+    """A unit's `ref`: one episode as the metadata lists it (plain JSON: units travel to workers as data)."""
+
+    episode_index: int
+    length: int
+    tasks: list[str]
+    data: str  # the frame parquet, relative to the root
+    videos: dict[str, VideoSpanRef]  # video camera key -> span
+
+
+def list_units(src: Path, opts: LeRobotOptions) -> list[Unit[LeRobotRef]]:
     """One unit per LeRobot episode."""
     meta = load_meta(src)
     meta.require(opts.state_key, "--state-key")
@@ -89,18 +108,17 @@ def _check_files(meta: LeRobotMeta, episodes: Sequence[EpisodeEntry], video_keys
                                 f"has {ep.length}", episode=ep.index, key=key)
 
 
-def _ref(ep: EpisodeEntry) -> dict[str, Any]:
-    # Plain JSON values only: units travel to worker processes (and Ray tasks) as data.
-    return {
-        "episode_index": ep.index,
-        "length": ep.length,
-        "tasks": list(ep.tasks),
-        "data": ep.data_file,
-        "videos": {k: {"file": v.file, "from_s": v.from_s, "to_s": v.to_s} for k, v in ep.videos.items()},
-    }
+def _ref(ep: EpisodeEntry) -> LeRobotRef:
+    return LeRobotRef(
+        episode_index=ep.index,
+        length=ep.length,
+        tasks=list(ep.tasks),
+        data=ep.data_file,
+        videos={k: VideoSpanRef(file=v.file, from_s=v.from_s, to_s=v.to_s) for k, v in ep.videos.items()},
+    )
 
 
-def describe(src: Path, opts: LeRobotOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: LeRobotOptions, units: Sequence[Unit[LeRobotRef]]) -> DatasetInfo:
     """Names, rate and cameras from the LeRobot metadata."""
     meta = load_meta(src)
     extra = {"codebase_version": meta.version, "robot_type": meta.info.get("robot_type"),
@@ -228,7 +246,7 @@ def _frame_tasks(table: Any, tasks: Mapping[int, str], fallback: Sequence[str], 
     return [tasks[int(i)] for i in idx]
 
 
-def _video_source(path: Path, span: Mapping[str, Any], fps: float, episode: str) -> FrameSource:
+def _video_source(path: Path, span: VideoSpanRef, fps: float, episode: str) -> FrameSource:
     def frames(indices: Sequence[int], bound: tuple[int, int] | None) -> Iterator[np.ndarray | bytes]:
         return iter_video_frames(path, indices, start_s=float(span["from_s"]), fps=fps, bound=bound, episode=episode)
 
@@ -267,7 +285,7 @@ def _image_value(meta: LeRobotMeta, item: object, path: Path, episode: int, fram
         raise DataError(path, f"undecodable image: {exc}", episode=episode, frame=frame, key=key) from None
 
 
-def _cameras(meta: LeRobotMeta, path: Path, unit: Unit) -> dict[str, FrameSource]:
+def _cameras(meta: LeRobotMeta, path: Path, unit: Unit[LeRobotRef]) -> dict[str, FrameSource]:
     e = int(unit.ref["episode_index"])
     out: dict[str, FrameSource] = {}
     for key in meta.cameras:
@@ -279,7 +297,7 @@ def _cameras(meta: LeRobotMeta, path: Path, unit: Unit) -> dict[str, FrameSource
     return out
 
 
-def load_episode(src: Path, opts: LeRobotOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: LeRobotOptions, unit: Unit[LeRobotRef]) -> RobotEpisode:
     """Read one episode's state, actions, task and camera frames."""
     meta = load_meta(src)
     path = src / unit.ref["data"]

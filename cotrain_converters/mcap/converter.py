@@ -64,6 +64,7 @@ from cotrain_converters.mcap.topics import (
     to_vector,
     vector_names,
 )
+from cotrain_converters.source_files import FileRef, unit_file
 
 Window = tuple[int | None, int | None]  # [start_ns, end_ns) of an episode; None: the file's start / end
 
@@ -97,11 +98,15 @@ def _files(src: Path) -> list[Path]:
     return sorted(p for p in src.iterdir() if p.suffix == ".mcap" and p.is_file())
 
 
-def _path(src: Path, unit: Unit) -> Path:
-    return src / unit.ref["file"] if unit.ref.get("file") else src
+class McapRef(FileRef):
+    """A unit's `ref`: one episode, a time window of one file."""
+
+    start_ns: int | None  # the window [start_ns, end_ns) in log time; None: the file's start / end
+    end_ns: int | None
+    topics: dict[str, Any]  # the TopicMap as JSON (`model_dump`); a worker validates it back
 
 
-def _window(unit: Unit) -> Window:
+def _window(unit: Unit[McapRef]) -> Window:
     return unit.ref.get("start_ns"), unit.ref.get("end_ns")
 
 
@@ -129,11 +134,11 @@ def _windows(path: Path, tmap: TopicMap) -> tuple[FileIndex, list[Window]]:
     return index, list(zip(starts, [*starts[1:], None], strict=True))
 
 
-def list_units(src: Path, opts: MCAPOptions) -> list[Unit]:
+def list_units(src: Path, opts: MCAPOptions) -> list[Unit[McapRef]]:
     """One unit per MCAP file, or per episode window of a file."""
     tmap = load_topic_map(opts)
     topics = tmap.model_dump(mode="json")
-    units: list[Unit] = []
+    units: list[Unit[McapRef]] = []
     for path in _files(src):
         index, windows = _windows(path, tmap)
         for i, (start, end) in enumerate(windows):
@@ -141,7 +146,7 @@ def list_units(src: Path, opts: MCAPOptions) -> list[Unit]:
             units.append(Unit(
                 index=len(units), id=path.stem if tmap.episode_marker is None else f"{path.stem}#{i}",
                 est_samples=max(1, int(span_s * opts.fps) + 1),
-                ref={"file": path.name if src.is_dir() else "", "start_ns": start, "end_ns": end, "topics": topics},
+                ref=McapRef(file=path.name if src.is_dir() else "", start_ns=start, end_ns=end, topics=topics),
             ))
     return units
 
@@ -182,9 +187,9 @@ def _first_message(path: Path, topic: str) -> Any:
         return next(iter_messages(reader, path, [topic]), None)
 
 
-def _names(src: Path, units: Sequence[Unit], role: str, spec: VectorSpec) -> list[str]:
+def _names(src: Path, units: Sequence[Unit[McapRef]], role: str, spec: VectorSpec) -> list[str]:
     """Dimension names from the first message on the topic (JointState `name` where it fits)."""
-    for path in dict.fromkeys(_path(src, u) for u in units):
+    for path in dict.fromkeys(unit_file(src, u.ref) for u in units):
         item = _first_message(path, spec.topic)
         if item is not None:
             decoded = _decode(Decoders(), item, path, None)
@@ -195,12 +200,12 @@ def _names(src: Path, units: Sequence[Unit], role: str, spec: VectorSpec) -> lis
     raise DataError(src, f"{role} topic {spec.topic} has no messages in any file", key=spec.topic)
 
 
-def describe(src: Path, opts: MCAPOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: MCAPOptions, units: Sequence[Unit[McapRef]]) -> DatasetInfo:
     """Names from the topic map and the first file, at the --fps clock."""
     tmap = TopicMap.model_validate(units[0].ref["topics"])
     return robot_info(opts, state_names=_names(src, units, "state", tmap.state),
                       action_names=_names(src, units, "action", tmap.action), fps=opts.fps,
-                      cameras=list(tmap.images), where=str(_path(src, units[0])),
+                      cameras=list(tmap.images), where=str(unit_file(src, units[0].ref)),
                       extra={"topics": units[0].ref["topics"], "clock": "log_time"})
 
 
@@ -294,9 +299,9 @@ def _tasks(path: Path, tmap: TopicMap, window: Window, ticks: np.ndarray, episod
     return [texts[i] for i in index]
 
 
-def load_episode(src: Path, opts: MCAPOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: MCAPOptions, unit: Unit[McapRef]) -> RobotEpisode:
     """Read one unit's topics and resample them onto the --fps clock."""
-    tmap, path, window = TopicMap.model_validate(unit.ref["topics"]), _path(src, unit), _window(unit)
+    tmap, path, window = TopicMap.model_validate(unit.ref["topics"]), unit_file(src, unit.ref), _window(unit)
     streams = _read_streams(path, tmap, window, unit.id)
     times = {topic: np.asarray(t, np.int64) for topic, t in streams.times.items()}
     roles = {topic: role.split(" ")[0] for role, topic in reversed(tmap.all_topics().items())}

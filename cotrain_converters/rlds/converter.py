@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from pydantic import Field
+from typing_extensions import NotRequired, TypedDict
 
 from cotrain.convert.robot import RobotEpisode, robot_converter, robot_info
 from cotrain.convert.spec import DatasetInfo, RobotOptions, Unit, UnitSink
@@ -145,27 +146,37 @@ def _steps_in(fh: BinaryIO, path: Path, ref: RecordRef) -> int:
         return 0
 
 
-def _file_units(path: Path, expected: int | None, first: int) -> list[Unit]:
+class RldsRef(TypedDict):
+    """A unit's `ref`: one record of a TFRecord file, or the place a damaged file stops being readable."""
+
+    file: str  # name inside the split's folder
+    record: int
+    offset: NotRequired[int]  # where the record starts (byte offset), and its payload length
+    length: NotRequired[int]
+    error: NotRequired[str]  # a unit that fails when converted, so --on-bad-episode skip can skip it
+
+
+def _file_units(path: Path, expected: int | None, first: int) -> list[Unit[RldsRef]]:
     refs, error = scan_records(path)
-    units: list[Unit] = []
+    units: list[Unit[RldsRef]] = []
     with open_tfrecord(path) as fh:
         for ref in refs:
-            ref_doc = {"file": path.name, "record": ref.index, "offset": ref.offset, "length": ref.length}
+            ref_doc = RldsRef(file=path.name, record=ref.index, offset=ref.offset, length=ref.length)
             units.append(Unit(first + len(units), f"{path.name}/{ref.index}", _steps_in(fh, path, ref), ref_doc))
     problem = error.problem if error else None
     if problem is None and expected is not None and len(refs) != expected:
         problem = f"record {len(refs)}: the file holds {len(refs)} records but dataset_info.json lists {expected}"
     if problem is not None:  # a unit that fails when converted, so --on-bad-episode skip can skip it
         units.append(Unit(first + len(units), f"{path.name}/{len(refs)}", 0,
-                          {"file": path.name, "record": len(refs), "error": problem}))
+                          RldsRef(file=path.name, record=len(refs), error=problem)))
     return units
 
 
-def list_units(src: Path, opts: RldsOptions) -> list[Unit]:
+def list_units(src: Path, opts: RldsOptions) -> list[Unit[RldsRef]]:
     """One unit per record of the split's files, in file and record order."""
     _resolved(src, opts)  # fail before scanning the files if the rate or embodiment is unknown
     layout = _layout_of(src, opts)
-    units: list[Unit] = []
+    units: list[Unit[RldsRef]] = []
     for i, path in enumerate(layout.files):
         units += _file_units(path, layout.shard_lengths[i] if layout.shard_lengths else None, len(units))
     return units
@@ -183,7 +194,7 @@ def _resolved(src: Path, opts: RldsOptions) -> RldsOptions:
     return opts.model_copy(update={"embodiment": embodiment})
 
 
-def describe(src: Path, opts: RldsOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: RldsOptions, units: Sequence[Unit[RldsRef]]) -> DatasetInfo:
     """State/action names, cameras and rate from features.json and the table; keys used go in `extra`."""
     opts = _resolved(src, opts)
     layout = _layout_of(src, opts)
@@ -209,8 +220,8 @@ def _ref_text(ref: KeyRef) -> str:
 _GZIP_OPEN: dict[tuple, BinaryIO] = {}
 
 
-def _payload(path: Path, unit: Unit) -> bytes:
-    ref = RecordRef(unit.ref["record"], unit.ref["offset"], unit.ref["length"])
+def _payload(path: Path, ref_doc: RldsRef) -> bytes:
+    ref = RecordRef(ref_doc["record"], ref_doc["offset"], ref_doc["length"])
     if not is_gzip(path):
         with open(path, "rb") as fh:
             return read_record(fh, path, ref)
@@ -266,13 +277,13 @@ def _frame_source(images: list[bytes], camera: str, ep: _Episode, episode_id: st
     return frames
 
 
-def load_episode(src: Path, opts: RldsOptions, unit: Unit) -> RobotEpisode:
+def load_episode(src: Path, opts: RldsOptions, unit: Unit[RldsRef]) -> RobotEpisode:
     """Read one record (CRCs checked), decode the standardised keys, build the episode."""
     layout = _layout_of(src, opts)
     path, record = layout.root / unit.ref["file"], int(unit.ref["record"])
     if "error" in unit.ref:
         raise DataError(path, unit.ref["error"], episode=unit.id)
-    ep = _Episode(path, record, layout, parse_example(_payload(path, unit), path, record))
+    ep = _Episode(path, record, layout, parse_example(_payload(path, unit.ref), path, record))
     is_first = decode_int64s(_feature(ep.feats, "steps/is_first", path, record), path, "steps/is_first", record)
     ep.steps = len(is_first)
     if ep.steps == 0:
@@ -295,7 +306,7 @@ def _one_or_all(tasks: list[str], steps: int) -> list[str]:
     return tasks[:1] if len(set(tasks)) == 1 or steps == 0 else tasks
 
 
-def _convert_unit(src: Path, opts: RldsOptions, unit: Unit, sink: UnitSink) -> None:
+def _convert_unit(src: Path, opts: RldsOptions, unit: Unit[RldsRef], sink: UnitSink) -> None:
     _BASE.convert_unit(src, _resolved(src, opts), unit, sink)
 
 

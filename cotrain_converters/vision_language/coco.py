@@ -18,12 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import Field
+from typing_extensions import NotRequired
 
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink, VisionLanguageOptions
 from cotrain.errors import DataError
 from cotrain_converters.vision_language.common import (
     CaptionsMode,
     UnitBuilder,
+    VlRef,
     caption_sample,
     captions_field,
     dataset_name,
@@ -132,13 +134,25 @@ def _images(path: Path) -> list[tuple[int, str, list[tuple[int, str]]]]:
     return [(i, images[i], captions.get(i, [])) for i in sorted(images)]
 
 
-def list_units(src: Path, opts: CocoOptions) -> list[Unit]:
+# One image of a unit: (image id, file name in the image folder, [(caption id, caption)] kept).
+CocoImage = tuple[int, str, list[tuple[int, str]]]
+
+
+class CocoRef(VlRef):
+    """A unit's `ref`: images of the image folder with their captions, or one image file found missing."""
+
+    images_dir: NotRequired[str]
+    images: NotRequired[list[CocoImage]]
+    missing: NotRequired[str]  # the missing image's path (a unit that fails when converted)
+
+
+def list_units(src: Path, opts: CocoOptions) -> list[Unit[CocoRef]]:
     """Units of captioned images in groups; an image whose file is missing gets a unit of its own."""
     annotations = _annotation_file(src, opts)
     folder = _images_dir(src, opts, annotations)
 
-    def make_ref(records: list[Any]) -> tuple[str, dict[str, Any]]:
-        return f"images {records[0][0]}..{records[-1][0]}", {"images_dir": str(folder), "images": records}
+    def make_ref(records: list[CocoImage]) -> tuple[str, CocoRef]:
+        return f"images {records[0][0]}..{records[-1][0]}", CocoRef(images_dir=str(folder), images=records)
 
     builder = UnitBuilder(make_ref)
     for image_id, file_name, captions in _images(annotations):
@@ -152,13 +166,13 @@ def list_units(src: Path, opts: CocoOptions) -> list[Unit]:
         if not (folder / file_name).is_file():
             if opts.on_bad_episode == "raise":
                 raise DataError(folder / file_name, "image file not found", episode=f"image {image_id}")
-            builder.standalone(f"image {image_id}", len(kept), {"missing": str(folder / file_name)})
+            builder.standalone(f"image {image_id}", len(kept), CocoRef(missing=str(folder / file_name)))
             continue
-        builder.add([image_id, file_name, kept], samples=len(kept))
+        builder.add((image_id, file_name, kept), samples=len(kept))
     return builder.finish()
 
 
-def describe(src: Path, opts: CocoOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: CocoOptions, units: Sequence[Unit[CocoRef]]) -> DatasetInfo:
     """The vision-language dataset info of a COCO caption set."""
     annotations = _annotation_file(src, opts)
     images = sum(len(u.ref.get("images", ())) for u in units)
@@ -166,7 +180,7 @@ def describe(src: Path, opts: CocoOptions, units: Sequence[Unit]) -> DatasetInfo
                    extra={"annotation_file": annotations.name, "source_images": images})
 
 
-def convert_unit(src: Path, opts: CocoOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: CocoOptions, unit: Unit[CocoRef], sink: UnitSink) -> None:
     """Write the caption samples of one group of images."""
     if "missing" in unit.ref:
         raise DataError(unit.ref["missing"], "image file not found", episode=unit.id)

@@ -18,9 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import Field
+from typing_extensions import NotRequired, TypedDict
 
 from cotrain.convert.spec import DatasetInfo, Unit, VisionLanguageOptions
 from cotrain.dataset import keys
@@ -53,7 +54,7 @@ def dataset_name(src: Path, opts: VisionLanguageOptions) -> str:
     return opts.name or src.resolve().name
 
 
-def vl_info(opts: VisionLanguageOptions, *, cameras: Sequence[str], units: Sequence[Unit],
+def vl_info(opts: VisionLanguageOptions, *, cameras: Sequence[str], units: Sequence[Unit[VlRefT]],
             extra: Mapping[str, Any] | None = None) -> DatasetInfo:
     """The DatasetInfo of an image-text source; adds the counts of records left out, if any."""
     info_extra = dict(extra or {})
@@ -133,8 +134,18 @@ def clean_text(value: object, *, file: object, record: object, key: str) -> str:
     return text
 
 
+class VlRef(TypedDict):
+    """What every image-text unit's `ref` holds besides its converter's locator."""
+
+    dropped: NotRequired[dict[str, int]]  # records left out before (or, last unit, after) it, per reason
+
+
+RecordT = TypeVar("RecordT")
+VlRefT = TypeVar("VlRefT", bound=VlRef)
+
+
 @dataclass
-class UnitBuilder:
+class UnitBuilder(Generic[RecordT, VlRefT]):
     """Groups records into units in source order, counting records left out per reason.
 
     Args:
@@ -142,19 +153,19 @@ class UnitBuilder:
         per_unit: records per unit before it closes on its own.
     """
 
-    make_ref: Callable[[list[Any]], tuple[str, dict[str, Any]]]
+    make_ref: Callable[[list[RecordT]], tuple[str, VlRefT]]
     per_unit: int = RECORDS_PER_UNIT
-    units: list[Unit] = field(default_factory=list)
-    _records: list[Any] = field(default_factory=list)
+    units: list[Unit[VlRefT]] = field(default_factory=list)
+    _records: list[RecordT] = field(default_factory=list)
     _samples: int = 0
     _dropped: Counter[str] = field(default_factory=Counter)
 
     @property
-    def pending(self) -> list[Any]:
+    def pending(self) -> list[RecordT]:
         """Records of the unit being filled."""
         return self._records
 
-    def add(self, record: Any, samples: int = 1) -> None:
+    def add(self, record: RecordT, samples: int = 1) -> None:
         self._records.append(record)
         self._samples += samples
         if len(self._records) >= self.per_unit:
@@ -163,7 +174,7 @@ class UnitBuilder:
     def drop(self, reason: str) -> None:
         self._dropped[reason] += 1
 
-    def standalone(self, unit_id: str, est_samples: int, ref: dict[str, Any]) -> None:
+    def standalone(self, unit_id: str, est_samples: int, ref: VlRefT) -> None:
         """A unit of its own (e.g. a record known to be bad, so that skipping it loses nothing else)."""
         self.close()
         self.units.append(Unit(len(self.units), unit_id, est_samples, ref))
@@ -177,20 +188,25 @@ class UnitBuilder:
         self.units.append(Unit(len(self.units), unit_id, self._samples, ref))
         self._records, self._samples, self._dropped = [], 0, Counter()
 
-    def finish(self) -> list[Unit]:
+    def finish(self) -> list[Unit[VlRefT]]:
         self.close()
         if self._dropped and self.units:  # records dropped after the last kept one
             last = self.units[-1]
-            merged = Counter(last.ref.get("dropped", {})) + self._dropped
-            self.units[-1] = replace(last, ref={**last.ref, "dropped": dict(sorted(merged.items()))})
+            ref = last.ref.copy()
+            ref["dropped"] = dict(sorted((Counter(_dropped(last.ref)) + self._dropped).items()))
+            self.units[-1] = replace(last, ref=ref)
         return self.units
 
 
-def dropped_counts(units: Iterable[Unit]) -> dict[str, int]:
+def _dropped(ref: VlRef) -> dict[str, int]:
+    return ref.get("dropped", {})
+
+
+def dropped_counts(units: Iterable[Unit[VlRefT]]) -> dict[str, int]:
     """Records dropped at listing time, summed over units by reason."""
     total: Counter[str] = Counter()
     for unit in units:
-        total.update(unit.ref.get("dropped", {}))
+        total.update(_dropped(unit.ref))
     return dict(sorted(total.items()))
 
 

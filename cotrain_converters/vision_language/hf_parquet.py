@@ -31,6 +31,7 @@ from cotrain_converters.vision_language.common import (
     RECORDS_PER_UNIT,
     CaptionsMode,
     StoredImage,
+    VlRef,
     camera_names,
     caption_sample,
     captions_field,
@@ -243,10 +244,23 @@ def _columns(src: Path, opts: HFParquetOptions) -> _Columns:
     return cols
 
 
-def list_units(src: Path, opts: HFParquetOptions) -> list[Unit]:
+class HfParquetRef(VlRef):
+    """A unit's `ref`: consecutive row groups of one parquet file, and the columns every file is read by."""
+
+    file: str  # name inside the source folder
+    row_groups: list[int]
+    first_row: int  # the file's row index of the unit's first row
+    columns: dict[str, str | bool | None]  # `asdict(_Columns)`
+
+
+def _unit_columns(ref: HfParquetRef) -> _Columns:
+    return _Columns(**ref["columns"])  # type: ignore[arg-type]  # the ref holds asdict() of a _Columns
+
+
+def list_units(src: Path, opts: HFParquetOptions) -> list[Unit[HfParquetRef]]:
     """Units of whole row groups (about RECORDS_PER_UNIT rows each), with the detected columns."""
     cols = asdict(_columns(src, opts))
-    units: list[Unit] = []
+    units: list[Unit[HfParquetRef]] = []
     for path in _files(src):
         meta = _parquet(path).metadata
         groups: list[int] = []
@@ -256,7 +270,7 @@ def list_units(src: Path, opts: HFParquetOptions) -> list[Unit]:
             rows += meta.row_group(g).num_rows
             if rows - first >= RECORDS_PER_UNIT or g == meta.num_row_groups - 1:
                 if rows > first:
-                    ref = {"file": path.name, "row_groups": groups, "first_row": first, "columns": cols}
+                    ref = HfParquetRef(file=path.name, row_groups=groups, first_row=first, columns=cols)
                     units.append(Unit(len(units), f"{path.name} rows {first}..{rows - 1}", rows - first, ref))
                 groups, first = [], rows
     return units
@@ -273,9 +287,9 @@ def _max_images(path: Path, column: str) -> int:
     return int(pc.max(lengths).as_py() or 0)
 
 
-def describe(src: Path, opts: HFParquetOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: HFParquetOptions, units: Sequence[Unit[HfParquetRef]]) -> DatasetInfo:
     """The vision-language dataset info, with the columns that were used."""
-    cols = _Columns(**units[0].ref["columns"])
+    cols = _unit_columns(units[0].ref)
     count = max(_max_images(p, cols.image) for p in _files(src)) if cols.image_list else 1
     used = {k: v for k, v in asdict(cols).items() if v and not k.endswith("_list")}
     return vl_info(opts, cameras=camera_names(count, indexed=cols.image_list), units=units,
@@ -328,10 +342,10 @@ def _add_row(row: dict[str, Any], index: int, path: Path, cols: _Columns, opts: 
         sink.add(caption_sample(images, prompt, target, meta, indexed=cols.image_list))
 
 
-def convert_unit(src: Path, opts: HFParquetOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: HFParquetOptions, unit: Unit[HfParquetRef], sink: UnitSink) -> None:
     """Write the samples of one unit's rows."""
     path = src / unit.ref["file"] if src.is_dir() else src
-    cols = _Columns(**unit.ref["columns"])
+    cols = _unit_columns(unit.ref)
     base = {"dataset": dataset_name(src, opts), "file": path.name}
     index = unit.ref["first_row"]
     batches = _parquet(path).iter_batches(batch_size=_BATCH_ROWS, row_groups=unit.ref["row_groups"],

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import NotRequired
+
 from cotrain.convert.spec import Converter, DatasetInfo, Unit, UnitSink, VisionLanguageOptions
 from cotrain.errors import DataError
 from cotrain_converters.source_files import tar_damage
 from cotrain_converters.vision_language.common import (
     RECORDS_PER_UNIT,
     UnitBuilder,
+    VlRef,
     caption_sample,
     dataset_name,
     store_image,
@@ -125,15 +128,25 @@ def _left_out(record: _Record, meta: dict[str, Any], label: str) -> str | None:
     return None
 
 
-def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit]:
+class Img2DatasetRef(VlRef):
+    """A unit's `ref`: a byte range of one tar holding whole records, or the damage that ends a tar."""
+
+    tar: str  # name inside the source folder
+    start: NotRequired[int]  # [start, end): from the first record's first header to the last one's end
+    end: NotRequired[int]
+    damaged: NotRequired[str]  # what is wrong with the tar after `key` (a unit that fails when converted)
+    key: NotRequired[str | None]  # the last record read before the damage; None: at the tar's start
+
+
+def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit[Img2DatasetRef]]:
     """Units of consecutive records of one tar each, by byte range."""
     tars = _tars(src)
     if not tars:
         raise DataError(src, "no *.tar shards found (expected img2dataset's webdataset output folder)")
 
-    def make_ref(records: list[tuple[str, _Record]]) -> tuple[str, dict[str, Any]]:
+    def make_ref(records: list[tuple[str, _Record]]) -> tuple[str, Img2DatasetRef]:
         tar, first, last = records[0][0], records[0][1], records[-1][1]
-        return f"{tar} keys {first.key}..{last.key}", {"tar": tar, "start": first.start, "end": last.end}
+        return f"{tar} keys {first.key}..{last.key}", Img2DatasetRef(tar=tar, start=first.start, end=last.end)
 
     builder = UnitBuilder(make_ref, per_unit=RECORDS_PER_UNIT)
     for path in tars:
@@ -153,8 +166,8 @@ def list_units(src: Path, opts: Img2DatasetOptions) -> list[Unit]:
         builder.close()  # a unit never spans two tars
         if damage:
             where = f"after key {suspect.key}" if suspect else "at its start"
-            builder.standalone(f"{path.name} damaged {where}", 1, {"tar": path.name, "damaged": damage,
-                                                                   "key": suspect.key if suspect else None})
+            builder.standalone(f"{path.name} damaged {where}", 1, Img2DatasetRef(
+                tar=path.name, damaged=damage, key=suspect.key if suspect else None))
     return builder.finish()
 
 
@@ -177,7 +190,7 @@ def _open(path: Path) -> tarfile.TarFile:
         raise DataError(path, f"not a readable tar file: {exc}") from None
 
 
-def describe(src: Path, opts: Img2DatasetOptions, units: Sequence[Unit]) -> DatasetInfo:
+def describe(src: Path, opts: Img2DatasetOptions, units: Sequence[Unit[Img2DatasetRef]]) -> DatasetInfo:
     """The vision-language dataset info of img2dataset shards."""
     return vl_info(opts, cameras=["image"], units=units, extra={"source_tars": len(_tars(src))})
 
@@ -191,7 +204,7 @@ def _read_range(path: Path, start: int, end: int) -> bytes:
     return data
 
 
-def convert_unit(src: Path, opts: Img2DatasetOptions, unit: Unit, sink: UnitSink) -> None:
+def convert_unit(src: Path, opts: Img2DatasetOptions, unit: Unit[Img2DatasetRef], sink: UnitSink) -> None:
     """Write the caption samples of one unit's byte range of a shard."""
     path = src / unit.ref["tar"] if src.is_dir() else src
     label = str(path)
