@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cotrain.registry import Registry
-from cotrain.dataset.norm_stats import EpisodeLowdim
+
+if TYPE_CHECKING:  # only a type: importing it would load numpy for every `cotrain --help`
+    from cotrain.dataset.norm_stats import EpisodeLowdim
 
 
 class ConvertOptions(BaseModel):
