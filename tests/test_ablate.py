@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -294,14 +293,14 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
 
     shutil.rmtree(ckpt / "step_00000004", ignore_errors=True)
     (out / "runs" / "baseline" / "seed1" / "result.json").unlink()
-    third = run_ablation(dataclasses.replace(cfg, jobs=2))  # two worker processes
+    third = run_ablation(cfg.model_copy(update={"jobs": 2}))  # two worker processes
     assert [(r.trained, r.evaluated) for r in third.runs] == [(False, True), (True, True), (False, False),
                                                                (False, False)]
     assert third.runs[0].metrics == result.runs[0].metrics
     resumed = {k: v for k, v in third.runs[1].metrics.items() if k != "train_seconds"}
     assert resumed == {k: v for k, v in result.runs[1].metrics.items() if k != "train_seconds"}  # exact resume
     # Turning the memorisation check off re-evaluates without retraining; the other metrics stay the same.
-    fourth = run_ablation(dataclasses.replace(cfg, train_episodes=0))
+    fourth = run_ablation(cfg.model_copy(update={"train_episodes": 0}))
     assert [(r.trained, r.evaluated) for r in fourth.runs] == [(False, True)] * 4
     assert not (run / "sim_train.json").exists()
     assert fourth.runs[3].metrics == {k: v for k, v in result.runs[3].metrics.items() if not k.endswith("_train")}
@@ -346,3 +345,73 @@ def test_cli_refuses_missing_data_with_no_prepare(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
     bad = run_cli("ablate", str(mix), "--seeds", "0")
     assert bad.returncode == 1 and "error: --seeds 0: must be at least 1" in bad.stderr
+
+
+# --- Settings: typed models, old study folders --------------------------------------------------------
+
+# What the dict-and-dataclass version (commit 0795f40) stored for _config's study: study.json's
+# `config`, and the evaluation settings each run's result.json holds (eval_data relative to DATA).
+OLD_STUDY_CONFIG = {"episodes": 3, "other_episodes": 2, "human_episodes": 2, "vl_images": 4, "image_size": 32,
+                    "seed": 0, "target": "sim_arm", "verbs": ["pick"], "heldout_episodes": 2, "heldout_vl_images": 2,
+                    "tokenizer_vocab": 1024}
+OLD_SETTINGS = {"evaluation_version": 2, "episodes": 4, "eval_seed": 0, "eval_samples": 6,
+                "eval_data": ["heldout/sim_arm", "heldout/sim_captions", "heldout/sim_qa"], "embodiment": "sim_arm",
+                "verbs": ["pick"], "image_size": 32, "target_source": "target", "train_episodes": 3,
+                "corpus_seed": 0}
+OLD_TRAIN = {"lr": 0.001, "warmup_steps": 1, "max_text_tokens": 160, "save_every": 2, "keep_checkpoints": 2,
+             "log_every": 1, "tensorboard": False, "progress": False}
+
+
+def test_an_old_study_folder_gives_the_settings_its_runs_stored(tmp_path: Path) -> None:
+    """A run is kept on re-invocation when its stored settings equal the study's (runner._run_one): the
+    typed config must compute exactly what the old one stored, from an old study.json."""
+    from cotrain.lab.ablate.data import load_study_data
+    from cotrain.lab.ablate.runner import _eval_settings
+    from cotrain.lab.ablate.study import load_study_mixtures
+
+    mix = _study(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "study.json").write_text(json.dumps({"config": OLD_STUDY_CONFIG, "heldout": OLD_SETTINGS["eval_data"]}))
+    cfg = _config(tmp_path, mix)
+    mixtures, _ = load_study_mixtures(cfg)
+    settings = _eval_settings(cfg, load_study_data(data), mixtures[0])
+    assert {**settings, "eval_data": [str(Path(p).relative_to(data)) for p in settings["eval_data"]]} == OLD_SETTINGS
+    assert cfg.train_fields() == OLD_TRAIN
+    assert cfg.data.model_dump(mode="json", exclude={"questions_per_image"}) == OLD_STUDY_CONFIG
+
+
+def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from cotrain.lab.ablate.config import AblationConfig, StudyDataConfig
+
+    cfg = AblationConfig(mixtures=("m.yaml",))
+    assert cfg.out == Path("ablation-out") and cfg.seeds == 3 and cfg.data == StudyDataConfig()
+    with pytest.raises(ValidationError):
+        cfg.seeds = 4  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="seed_count"):
+        AblationConfig(mixtures=("m.yaml",), seed_count=2)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="--seeds 0: must be at least 1"):
+        AblationConfig(mixtures=("m.yaml",), seeds=0)
+    with pytest.raises(ConfigError, match="--set seed: the study sets this itself"):
+        AblationConfig(mixtures=("m.yaml",), train_overrides={"seed": 1})
+    held = StudyDataConfig(seed=5, heldout_episodes=7, verbs=("pick",)).heldout_corpus()
+    assert (held.seed, held.episodes, held.other_episodes, held.verbs) == (1005, 7, 1, ("pick",))
+
+
+def test_cli_options_are_the_config_fields() -> None:
+    import typer
+
+    from cotrain.cli.app import app
+    from cotrain.lab.ablate.config import AblationConfig
+
+    command = typer.main.get_command(app).commands["ablate"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in command.params}
+    for name in ("out", "seeds", "steps", "episodes", "train_episodes", "eval_samples", "eval_data", "baseline",
+                 "model", "prepare", "jobs", "threads"):
+        assert params[name].opts == ["--" + name.replace("_", "-")], name
+        default = AblationConfig.model_fields[name].default
+        assert params[name].default == (list(default) if isinstance(default, tuple) else default), name
+    assert params["prepare"].secondary_opts == ["--no-prepare"] and params["sets"].opts == ["--set"]
+    assert params["eval_data"].multiple and params["mixtures"].nargs == -1

@@ -393,14 +393,15 @@ def test_cli_annotate_json_and_problems(robot: Path, tmp_path: Path) -> None:
 def test_cli_options_mirror_the_models() -> None:
     import typer
 
-    from cotrain.cli.annotate_cmd import _TEXT_PROMPT
     from cotrain.cli.app import app
 
-    command = typer.main.get_command(app).commands["annotate"]  # type: ignore[attr-defined]  # a click Group at run time
-    params = {p.name for p in command.params} - {"src", "out", "json_output"}
+    command = typer.main.get_command(app).commands["annotate"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in command.params if p.name not in ("src", "out", "json_output")}
     # Annotation reads JPEGs from shards and decodes no video, so it has no --decode-threads.
-    assert params == set(AnnotateOptions.model_fields) | (set(RunOptions.model_fields) - {"decode_threads"})
-    assert _TEXT_PROMPT == DEFAULT_PROMPT
+    assert set(params) == set(AnnotateOptions.model_fields) | (set(RunOptions.model_fields) - {"decode_threads"})
+    # Built from the models: their defaults, and the flags the command always had.
+    assert params["prompt"].default == DEFAULT_PROMPT and params["window"].default == 4
+    assert params["from_file"].opts == ["--from"] and params["progress"].secondary_opts == ["--no-progress"]
 
 
 def test_lerobot_v31_language_goes_into_annotation_samples(tmp_path: Path) -> None:

@@ -487,3 +487,25 @@ def test_subtask_annotations_cover_every_frame_with_the_expert_phase(corpus: tup
     first = recs[0].phases
     obj = recs[0].spec.scene.objects[0]
     assert first[0] in (f"move to the {obj.colour} {obj.shape}", f"move behind the {obj.colour} {obj.shape}")
+
+
+def test_one_corpus_config_for_sim_generate_and_the_study_data() -> None:
+    import typer
+
+    from cotrain.cli.app import app
+    from cotrain.lab.ablate.config import StudyDataConfig
+    from cotrain.lab.corpus_config import _DEFAULT_TARGET, _DEFAULT_VERBS
+    from cotrain.lab.sim.embodiments import DEFAULT_TARGET
+    from cotrain.lab.sim.scene import VERBS
+
+    assert (_DEFAULT_TARGET, _DEFAULT_VERBS) == (DEFAULT_TARGET, VERBS)
+    assert issubclass(StudyDataConfig, CorpusConfig)
+    sim = typer.main.get_command(app).commands["sim"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in sim.commands["generate"].params}
+    for name, field in CorpusConfig.model_fields.items():
+        default = list(field.default) if isinstance(field.default, tuple) else field.default
+        assert params[name].default == default, name
+    assert params["questions_per_image"].opts == ["--questions"] and params["convert_to"].opts == ["--convert"]
+    assert CorpusConfig(verbs=["push,pick"]).verbs == ("push", "pick")  # `--verbs push,pick` as before
+    with pytest.raises(ConfigError, match="--vl-images 0: must be at least 1"):
+        CorpusConfig(vl_images=0)

@@ -1,14 +1,16 @@
 """Build typer commands from pydantic option models, so a converter's options are its CLI.
 
-Each model field becomes `--kebab-name` with the field's description as help; validation stays in
-pydantic, and its first error is turned into a one-line ConfigError naming the option.
+Each model field becomes `--kebab-name` with the field's description as help (a command may give a
+field another flag, e.g. `--from`, or `--x/--no-x` for a bool that defaults to true, and leave
+fields out); a `tuple[X, ...]` field is a repeatable option. Validation stays in pydantic, and its
+first error is turned into a one-line ConfigError naming the option.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ def _cli_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if origin is typing.Literal:
         return str
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return list[_cli_type(args[0])]  # type: ignore[misc]  # a runtime-built annotation for typer
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
         inner = _cli_type(args[0])
         return typing.Optional[inner]  # noqa: UP045  (typer needs Optional, not X | None)
@@ -37,15 +41,20 @@ def _help(field: Any, annotation: Any) -> str:
     return text
 
 
-def model_parameters(models: list[type[BaseModel]]) -> list[inspect.Parameter]:
-    """CLI parameters for the fields of the given pydantic models."""
+def model_parameters(models: list[type[BaseModel]], flags: Mapping[str, str] | None = None,
+                     exclude: Collection[str] = ()) -> list[inspect.Parameter]:
+    """One keyword parameter per model field not in `exclude`; `flags` maps a field to its own flag(s)."""
     params = []
     for model in models:
         for name, field in model.model_fields.items():
-            flag = "--" + name.replace("_", "-")
+            if name in exclude:
+                continue
+            flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
             required = field.is_required()
-            default = ... if required else field.default
-            option = typer.Option(default, flag, help=_help(field, field.annotation), show_default=not required)
+            default = ... if required else field.get_default(call_default_factory=True)
+            default = list(default) if isinstance(default, tuple) else default
+            option = typer.Option(default, flag, help=_help(field, field.annotation),
+                                  show_default=not required and default is not None)
             params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
                                             default=option, annotation=_cli_type(field.annotation)))
     return params
@@ -64,15 +73,18 @@ def build_model(model: type[BaseModel], values: dict[str, Any]) -> Any:
 
 
 def command_from_models(
-    func: Callable[..., None], positional: list[tuple[str, Any, str]], models: list[type[BaseModel]]
+    func: Callable[..., None], positional: list[tuple[str, Any, str]], models: list[type[BaseModel]], *,
+    flags: Mapping[str, str] | None = None, exclude: Collection[str] = (), extra: Sequence[inspect.Parameter] = (),
 ) -> Callable[..., None]:
-    """Wrap `func(**kwargs)` with a signature typer understands: positional args, then model options."""
+    """Wrap `func(**kwargs)` with a signature typer understands: positional args, then model options
+    (see model_parameters), then the `extra` options, then `--json`."""
     params = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=typer.Argument(..., help=help_),
                           annotation=ann)
         for name, ann, help_ in positional
     ]
-    params += model_parameters(models)
+    params += model_parameters(models, flags, exclude)
+    params += extra
     params.append(inspect.Parameter("json_output", inspect.Parameter.KEYWORD_ONLY,
                                     default=typer.Option(False, "--json", help="Print the report as JSON."),
                                     annotation=bool))

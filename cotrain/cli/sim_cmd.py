@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from cotrain.cli.options import build_model, command_from_models
 from cotrain.cli.output import print_json, print_table
 from cotrain.errors import ConfigError
+from cotrain.lab.corpus_config import CorpusConfig
 
 if TYPE_CHECKING:
     from cotrain.lab.sim.evaluate import EvalConfig, PolicyFactory
@@ -17,30 +20,12 @@ sim_app = typer.Typer(help="Simulated tabletop benchmark: generate a co-training
                       no_args_is_help=True)
 
 
-@sim_app.command("generate")
-def generate_cmd(
-    out: Path = typer.Argument(..., help="Output folder for the raw corpus (source formats + corpus.json)."),
-    episodes: int = typer.Option(64, "--episodes", help="Demonstrations of the target robot."),
-    other_episodes: int = typer.Option(64, "--other-episodes", help="Demonstrations of the other robot."),
-    human_episodes: int = typer.Option(32, "--human-episodes", help="Human hand demonstrations."),
-    vl_images: int = typer.Option(256, "--vl-images", help="Rendered scenes with captions and questions."),
-    questions: int = typer.Option(3, "--questions", help="Question-answer rows per scene."),
-    image_size: int = typer.Option(64, "--image-size", help="Square image side in pixels (even, >= 32)."),
-    target: str = typer.Option("sim_arm", "--target", help="The evaluated robot: sim_arm or sim_gripper."),
-    seed: int = typer.Option(0, "--seed", help="Root seed of every episode and scene."),
-    verbs: str = typer.Option("pick,push,place", "--verbs", help="Demonstrated task verbs (pick alone: easy variant)."),
-    convert_to: Path | None = typer.Option(None, "--convert", help="Also convert every source into this folder."),
-    workers: int = typer.Option(1, "--workers", help="Conversion worker processes (with --convert)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing corpus (and conversions)."),
-    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
+def _generate(out: Path, json_output: bool = False, convert_to: Path | None = None, workers: int = 1,
+              overwrite: bool = False, **values: Any) -> None:
     """Write demonstrations (LeRobot v3.0 per robot, EgoDex human video) and vision-language data."""
-    from cotrain.lab.sim.generate import CorpusConfig, convert_corpus, generate_corpus
+    from cotrain.lab.sim.generate import convert_corpus, generate_corpus
 
-    cfg = CorpusConfig(episodes=episodes, other_episodes=other_episodes, human_episodes=human_episodes,
-                       vl_images=vl_images, questions_per_image=questions, image_size=image_size, target=target,
-                       seed=seed, verbs=_split_list(verbs))
-    report = generate_corpus(out, cfg, overwrite=overwrite)
+    report = generate_corpus(out, build_model(CorpusConfig, values), overwrite=overwrite)
     if convert_to is not None:
         report["converted"] = convert_corpus(out, convert_to, workers=workers, overwrite=overwrite)
     if json_output:
@@ -49,6 +34,22 @@ def generate_cmd(
     rows = [(s["name"], f"{s['converter']} <- {out / s['path']} ({s['role']})") for s in report["sources"]]
     rows += [(f"converted {c['name']}", f"{c['samples']} samples -> {c['out']}") for c in report.get("converted", [])]
     print_table(f"sim corpus ({report['seconds']} s)", rows)
+
+
+def _option(name: str, annotation: Any, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+# The corpus options are CorpusConfig's fields (cotrain/lab/corpus_config.py, shared with `cotrain ablate`).
+sim_app.command("generate")(command_from_models(
+    _generate, [("out", Path, "Output folder for the raw corpus (source formats + corpus.json).")], [CorpusConfig],
+    flags={"questions_per_image": "--questions"},
+    extra=[_option("convert_to", Path | None, typer.Option(None, "--convert", help="Also convert every source "
+                                                                "into this folder.", show_default=False)),
+           _option("workers", int, typer.Option(1, "--workers", help="Conversion worker processes (with --convert).")),
+           _option("overwrite", bool, typer.Option(False, "--overwrite", help="Replace an existing corpus (and "
+                                                                             "conversions)."))],
+))
 
 
 @sim_app.command("eval")

@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeVar
 
-from cotrain.dataset.norm_stats import EpisodeLowdim
 from cotrain.registry import Registry
+
+if TYPE_CHECKING:  # only a type: importing it would load numpy for every `cotrain --help`
+    from cotrain.dataset.norm_stats import EpisodeLowdim
 
 
 class ConvertOptions(BaseModel):

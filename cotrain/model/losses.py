@@ -16,12 +16,26 @@ each modality contributes; DDP's gradient averaging then makes it the mean over 
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 from torch.nn import functional as F
 
-__all__ = ["TERMS", "combine_losses", "masked_flow_loss", "per_sample_ce", "per_sample_total"]
+__all__ = ["TERMS", "LossTerms", "combine_losses", "masked_flow_loss", "per_sample_ce", "per_sample_total"]
 
 TERMS = ("flow", "text", "action_tokens")
+
+
+class LossTerms(TypedDict):
+    """The model's per-sample terms for a batch, [B] each: a term's mean over the sample's own positions
+    and `<term>_count`, the number of positions it averaged (0: the sample has no such term)."""
+
+    flow: torch.Tensor
+    flow_count: torch.Tensor
+    text: torch.Tensor
+    text_count: torch.Tensor
+    action_tokens: torch.Tensor
+    action_tokens_count: torch.Tensor
 
 
 def masked_flow_loss(pred: torch.Tensor, target: torch.Tensor, actions_valid: torch.Tensor,
@@ -42,15 +56,14 @@ def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor, sample: torch.Ten
     return total / count.clamp(min=1.0), count
 
 
-def per_sample_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+def per_sample_total(terms: LossTerms, weights: dict[str, float]) -> torch.Tensor:
     """[B] weighted sum of the per-sample terms (a missing term is 0 for that sample already)."""
-    out = torch.zeros_like(terms["flow"])
-    for name in TERMS:
-        out = out + weights[name] * terms[name]
-    return out
+    # Summed from zero in TERMS order, as the metrics' sum does, so both give the same floats.
+    return (torch.zeros_like(terms["flow"]) + weights["flow"] * terms["flow"] + weights["text"] * terms["text"]
+            + weights["action_tokens"] * terms["action_tokens"])
 
 
-def combine_losses(terms: dict[str, torch.Tensor], loss_weight: torch.Tensor, weights: dict[str, float],
+def combine_losses(terms: LossTerms, loss_weight: torch.Tensor, weights: dict[str, float],
                    samples_per_step: int) -> torch.Tensor:
     """The scalar to backpropagate for this micro-batch (see module docstring)."""
     return (loss_weight.to(terms["flow"].dtype) * per_sample_total(terms, weights)).sum() / samples_per_step

@@ -29,7 +29,7 @@ from cotrain.model.attention import attention_mask, positions
 from cotrain.model.config import ModelConfig
 from cotrain.model.flow_matching import euler_sample, interpolate, sinusoidal_embedding, velocity_target
 from cotrain.model.inputs import ModelInputs
-from cotrain.model.losses import masked_flow_loss, per_sample_ce
+from cotrain.model.losses import LossTerms, masked_flow_loss, per_sample_ce
 from cotrain.model.mot import KV, Masks, MoTBlock, Rope
 from cotrain.model.text import KIND_ACTION, KIND_TEXT
 
@@ -188,14 +188,16 @@ class VLA(nn.Module):
             out[name], out[f"{name}_count"] = per_sample_ce(logits[sel], targets[sel], rows[sel], b)
         return out
 
-    def forward(self, inputs: ModelInputs, noise: torch.Tensor, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: ModelInputs, noise: torch.Tensor, t: torch.Tensor) -> LossTerms:
         """Per-sample loss terms ([B] each, with `<term>_count`) for a training batch."""
         x_t = interpolate(inputs.actions, noise, t)
         hp, hs = self._joint(inputs, x_t, t, self.cfg.knowledge_insulation)
         v = self.velocity(hs)
         flow, count = masked_flow_loss(v, velocity_target(inputs.actions, noise), inputs.actions_valid,
                                        inputs.action_mask)
-        return {"flow": flow, "flow_count": count, **self.token_losses(hp, inputs)}
+        tok = self.token_losses(hp, inputs)
+        return LossTerms(flow=flow, flow_count=count, text=tok["text"], text_count=tok["text_count"],
+                         action_tokens=tok["action_tokens"], action_tokens_count=tok["action_tokens_count"])
 
     # ---- inference --------------------------------------------------------------------------------
     @torch.no_grad()

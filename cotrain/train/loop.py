@@ -26,12 +26,13 @@ from cotrain.dataset import keys
 from cotrain.errors import CotrainError
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
-from cotrain.model.losses import TERMS, combine_losses
+from cotrain.model.losses import LossTerms, combine_losses
 from cotrain.train.bad_samples import BadSampleMonitor
 from cotrain.train.checkpoint import save_checkpoint
 from cotrain.train.config import TrainConfig
 from cotrain.train.metrics import (
     MetricsLogger,
+    SampleMetrics,
     ScalarSink,
     TensorBoardSink,
     flops_per_step,
@@ -97,29 +98,34 @@ def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
     return run.wrapped.no_sync()  # type: ignore[operator]  # run.wrapped is the DDP module here (typed nn.Module)
 
 
-def _sample_rows(terms: dict[str, torch.Tensor], batch: dict[str, Any], rows: slice, inputs: ModelInputs,
-                 image_tokens: int) -> torch.Tensor:
-    """[b, 10] per-sample facts for metrics (see metrics.summarise_step) plus the sample's valid tokens."""
+def _sample_metrics(terms: LossTerms, batch: dict[str, Any], rows: slice, inputs: ModelInputs,
+                    image_tokens: int) -> SampleMetrics:
+    """The micro-batch's per-sample facts for the metrics (see metrics.summarise_step)."""
     modality = torch.tensor([keys.MODALITIES.index(m) if m in keys.MODALITIES else -1
                              for m in batch["modality"][rows]], dtype=torch.float32)
-    cols = [batch["source"][rows].float(), modality]
-    for name in TERMS:
-        cols += [terms[name].detach().float().cpu(), terms[f"{name}_count"].detach().float().cpu()]
-    cols.append(batch["loss_weight"][rows].float())
     suffix = inputs.actions.shape[1] + inputs.state_valid.float()
-    cols.append(inputs.text_valid.sum(1).float() + inputs.camera_mask.sum(1).float() * image_tokens + suffix)
-    return torch.stack(cols, dim=1)
+    tokens = inputs.text_valid.sum(1).float() + inputs.camera_mask.sum(1).float() * image_tokens + suffix
+
+    def cpu(value: torch.Tensor) -> torch.Tensor:
+        return value.detach().float().cpu()
+
+    return SampleMetrics(
+        source=batch["source"][rows].float(), modality=modality,
+        flow=cpu(terms["flow"]), flow_count=cpu(terms["flow_count"]), text=cpu(terms["text"]),
+        text_count=cpu(terms["text_count"]), action_tokens=cpu(terms["action_tokens"]),
+        action_tokens_count=cpu(terms["action_tokens_count"]), loss_weight=batch["loss_weight"][rows].float(),
+        tokens=tokens)
 
 
 def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
-          weights: dict[str, float]) -> tuple[torch.Tensor, float, float]:
+          weights: dict[str, float]) -> tuple[SampleMetrics, float, float]:
     cfg, k_total = run.cfg, run.cfg.grad_accum
     b = inputs.batch_size
     micro = b // k_total
     lr = run.schedule.apply(run.optimizer, step)
     noise, t = _noise(run, step, tuple(inputs.actions.shape))
     amp = torch.autocast("cuda", dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
-    rows = []
+    parts = []
     for k in range(k_total):
         sl = slice(k * micro, (k + 1) * micro)
         sub = inputs.select(sl).to(run.device)
@@ -129,33 +135,34 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
             terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
             loss = combine_losses(terms, batch["loss_weight"][sl].to(run.device), weights, b)
         loss.backward()
-        rows.append(_sample_rows(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
+        parts.append(_sample_metrics(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
     params = [p for p in run.model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return torch.cat(rows), float(norm), lr
+    return SampleMetrics.cat(parts), float(norm), lr
 
 
-def _gather(run: Run, rows: torch.Tensor) -> torch.Tensor:
+def _gather(run: Run, samples: SampleMetrics) -> SampleMetrics:
+    """Every rank's samples, in rank order: one all_gather of the packed [b, 10] tensor."""
     if not run.info.is_distributed:
-        return rows
+        return samples
     import torch.distributed as dist
 
-    local = rows.to(run.device)
+    local = samples.pack().to(run.device)
     out = [torch.empty_like(local) for _ in range(run.info.world_size)]
     dist.all_gather(out, local)
-    return torch.cat(out).cpu()
+    return SampleMetrics.unpack(torch.cat(out).cpu())
 
 
-def _row(run: Run, step: int, rows: torch.Tensor, weights: dict[str, float], timing: dict[str, float],
+def _row(run: Run, step: int, samples: SampleMetrics, weights: dict[str, float], timing: dict[str, float],
          inputs: ModelInputs) -> dict[str, Any]:
-    summary = summarise_step(rows[:, :9], weights, run.mixture.names, list(keys.MODALITIES))
+    summary = summarise_step(samples, weights, run.mixture.names, list(keys.MODALITIES))
     dt = timing["step"]
     global_b = run.mixture.spec.batch_size
     cams = int(inputs.camera_mask.sum()) * run.info.world_size
-    tokens = float(rows[:, 9].sum())
+    tokens = float(samples.tokens.sum())
     row = {"step": step, **summary, "lr": timing["lr"], "grad_norm": timing["grad_norm"], "step_time_s": dt,
            "samples_per_s": global_b / dt, "tokens_per_s": tokens / dt, "data_wait": timing["data"] / dt,
            "truncated": int(timing["truncated"])}
@@ -221,14 +228,14 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
             inputs, truncated = build_inputs(batch, run.layout)
             _warn_truncated(run, text_cut, truncated, inputs.batch_size, step)
             t_data = time.perf_counter() - t0
-            rows, grad_norm, lr = _step(run, inputs, batch, step, weights)
+            samples, grad_norm, lr = _step(run, inputs, batch, step, weights)
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
             timing = {"step": time.perf_counter() - t0, "data": t_data, "lr": lr, "grad_norm": grad_norm,
                       "truncated": truncated}
             validate = validator.due(step)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or validate:
-                row = _row(run, step, _gather(run, rows), weights, timing, inputs)
+                row = _row(run, step, _gather(run, samples), weights, timing, inputs)
                 if not math.isfinite(row["loss"]):
                     raise CotrainError(f"loss is {row['loss']} at step {step} (flow {row['flow']}, text "
                                        f"{row['text']}, action tokens {row['action_tokens']}); lower --lr?")

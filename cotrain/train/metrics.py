@@ -21,13 +21,13 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from cotrain.model.losses import TERMS
 
-__all__ = ["MetricsLogger", "PEAK_TFLOPS", "ScalarSink", "TensorBoardSink", "flops_per_step", "peak_tflops",
+__all__ = ["MetricsLogger", "PEAK_TFLOPS", "SampleMetrics", "ScalarSink", "TensorBoardSink", "flops_per_step", "peak_tflops",
            "summarise_step"]
 
 METRICS_FILE = "metrics.jsonl"
@@ -46,17 +46,52 @@ def peak_tflops(override: float | None) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
-def summarise_step(rows: torch.Tensor, weights: dict[str, float], source_names: list[str],
+class SampleMetrics(NamedTuple):
+    """What the metrics need of each sample of a step, one [N] float32 tensor per field: its source and
+    modality index, each loss term with the number of positions it averaged (0: no such term), its
+    `loss_weight` and its valid tokens (text + image + action tokens, for `tokens_per_s`).
+
+    Ranks exchange it as one [N, 10] tensor (`pack`/`unpack`), so logging costs one all_gather."""
+
+    source: torch.Tensor
+    modality: torch.Tensor
+    flow: torch.Tensor
+    flow_count: torch.Tensor
+    text: torch.Tensor
+    text_count: torch.Tensor
+    action_tokens: torch.Tensor
+    action_tokens_count: torch.Tensor
+    loss_weight: torch.Tensor
+    tokens: torch.Tensor
+
+    def pack(self) -> torch.Tensor:
+        """[N, 10], columns in field order."""
+        return torch.stack(tuple(self), dim=1)
+
+    @classmethod
+    def unpack(cls, packed: torch.Tensor) -> SampleMetrics:
+        return cls(*packed.unbind(1))
+
+    @classmethod
+    def cat(cls, parts: Sequence[SampleMetrics]) -> SampleMetrics:
+        """The micro-batches of a step as one."""
+        return cls(*(torch.cat(column) for column in zip(*parts)))
+
+    def term(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-sample value, position count) of the loss term `name` (one of TERMS)."""
+        return getattr(self, name), getattr(self, f"{name}_count")
+
+
+def summarise_step(samples: SampleMetrics, weights: dict[str, float], source_names: list[str],
                    modality_names: list[str]) -> dict[str, Any]:
-    """Aggregate per-sample rows [N, 9] (source, modality, flow, n, text, n, action_tokens, n, loss_weight)."""
-    source, modality = rows[:, 0].long(), rows[:, 1].long()
-    terms = {name: rows[:, 2 + 2 * i] for i, name in enumerate(TERMS)}
-    counts = {name: rows[:, 3 + 2 * i] for i, name in enumerate(TERMS)}
-    per_sample = cast(torch.Tensor, sum(weights[name] * terms[name] for name in TERMS))
-    out: dict[str, Any] = {"loss": float((rows[:, 8] * per_sample).mean())}
+    """Aggregate a step's per-sample metrics (of all ranks) into the row's loss fields."""
+    source, modality = samples.source.long(), samples.modality.long()
+    per_sample = sum(weights[name] * samples.term(name)[0] for name in TERMS)
+    out: dict[str, Any] = {"loss": float((samples.loss_weight * per_sample).mean())}
     for name in TERMS:
-        has = counts[name] > 0
-        out[name] = float(terms[name][has].mean()) if bool(has.any()) else None
+        value, count = samples.term(name)
+        has = count > 0
+        out[name] = float(value[has].mean()) if bool(has.any()) else None
     out["loss_source"] = {n: float(per_sample[source == i].mean()) for i, n in enumerate(source_names)
                           if bool((source == i).any())}
     out["loss_modality"] = {n: float(per_sample[modality == i].mean()) for i, n in enumerate(modality_names)

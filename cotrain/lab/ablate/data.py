@@ -22,48 +22,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cotrain.atomic import write_text_atomic
 from cotrain.dataset.manifest import MANIFEST_NAME
 from cotrain.errors import ConfigError
+from cotrain.lab.ablate.config import HELDOUT_SEED_OFFSET, StudyDataConfig
+from cotrain.lab.corpus_config import CorpusConfig
 
 log = logging.getLogger(__name__)
 __all__ = ["HELDOUT_SEED_OFFSET", "STUDY_FILE", "StudyData", "StudyDataConfig", "load_study_data",
            "prepare_study_data", "study_dataset_names"]
 
 STUDY_FILE = "study.json"
-HELDOUT_SEED_OFFSET = 1000
 _OTHER = {"sim_arm": "sim_gripper", "sim_gripper": "sim_arm"}
-
-
-@dataclass(frozen=True)
-class StudyDataConfig:
-    """Sizes of the study corpus (the training corpus; the held-out one is set by the `heldout_*` fields).
-
-    Args:
-        episodes, other_episodes, human_episodes, vl_images: as `cotrain sim generate`.
-        image_size: camera image side; the mixtures' `image_size` should match it.
-        seed: generation seed of the training corpus.
-        target: the evaluated robot.
-        verbs: demonstrated (and evaluated) verbs.
-        heldout_episodes, heldout_vl_images: size of the held-out corpus.
-        tokenizer_vocab: FAST vocabulary size of the action tokens.
-    """
-
-    episodes: int = 64
-    other_episodes: int = 64
-    human_episodes: int = 32
-    vl_images: int = 256
-    image_size: int = 64
-    seed: int = 0
-    target: str = "sim_arm"
-    verbs: tuple[str, ...] = ("pick", "push", "place")
-    heldout_episodes: int = 16
-    heldout_vl_images: int = 32
-    tokenizer_vocab: int = 1024
 
 
 @dataclass(frozen=True)
@@ -90,7 +63,7 @@ def _complete(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file()
 
 
-def _corpus(raw: Path, converted: Path, cfg: Any) -> None:
+def _corpus(raw: Path, converted: Path, cfg: CorpusConfig) -> None:
     """Generate (unless raw/corpus.json exists) and convert (every source without a manifest)."""
     from cotrain.lab.sim.generate import CORPUS_FILE, convert_corpus, generate_corpus, load_corpus
 
@@ -120,22 +93,15 @@ def _tokens(root: Path, target: str, vocab: int) -> None:
 
 def prepare_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig()) -> StudyData:
     """Make every dataset of the study folder that is missing (see module docstring)."""
-    from cotrain.lab.sim.generate import CorpusConfig
-
     root = Path(root)
     if cfg.target not in _OTHER:
         raise ConfigError(f"study target {cfg.target!r}: choose from {', '.join(_OTHER)}")
-    train = CorpusConfig(episodes=cfg.episodes, other_episodes=cfg.other_episodes, human_episodes=cfg.human_episodes,
-                         vl_images=cfg.vl_images, image_size=cfg.image_size, seed=cfg.seed, target=cfg.target,
-                         verbs=cfg.verbs)
-    heldout = replace(train, episodes=cfg.heldout_episodes, other_episodes=1, human_episodes=1,
-                      vl_images=cfg.heldout_vl_images, seed=cfg.seed + HELDOUT_SEED_OFFSET)
+    train, heldout = cfg.train_corpus(), cfg.heldout_corpus()
     _corpus(root / "raw", root, train)
     _tokens(root, cfg.target, cfg.tokenizer_vocab)
     _corpus(root / "heldout" / "raw", root / "heldout", heldout)
-    record = {"config": {**asdict(cfg), "verbs": list(cfg.verbs)},
-              "train_corpus": asdict(train) | {"verbs": list(train.verbs)},
-              "heldout_corpus": asdict(heldout) | {"verbs": list(heldout.verbs)},
+    record = {"config": cfg.model_dump(mode="json"), "train_corpus": train.model_dump(mode="json"),
+              "heldout_corpus": heldout.model_dump(mode="json"),
               "heldout": [f"heldout/{n}" for n in (cfg.target, "sim_captions", "sim_qa")]}
     write_text_atomic(root / STUDY_FILE, json.dumps(record, indent=1) + "\n")
     return load_study_data(root)

@@ -1,4 +1,4 @@
-"""What an ablation study is: its configuration, its mixtures, and the per-run mixture files.
+"""What an ablation study trains: its mixtures and the per-run mixture files (settings: config.py).
 
 A study trains every mixture file with seeds 0..K-1. Each run gets its own copy of its mixture
 (`OUT/runs/<mixture>/seed<k>/mixture.yaml`) in which
@@ -15,94 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import yaml
 
 from cotrain.dataset.storage import is_url
 from cotrain.errors import ConfigError, suggest
-from cotrain.lab.ablate.data import StudyDataConfig
+from cotrain.lab.ablate.config import STUDY_TRAIN_DEFAULTS, AblationConfig
 from cotrain.mix.spec import MixtureSpec, parse_mixture, read_yaml
 
 __all__ = ["STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyMixture", "find_mixtures", "load_study_mixtures",
            "materialise", "rescale_phases"]
-
-# Trainer settings of every run unless `train_overrides` says otherwise. The tiny model is trained at a
-# higher LR than the trainer's default (1e-4, meant for pretrained backbones); 160 text tokens fit the
-# longest sim caption (135 bytes with the byte tokenizer) and the FAST tokens after an instruction.
-STUDY_TRAIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "lr": 1e-3, "warmup_steps": 50, "max_text_tokens": 160, "save_every": 200, "keep_checkpoints": 1,
-    "log_every": 10, "tensorboard": False, "progress": False,
-})
-
-
-@dataclass(frozen=True)
-class AblationConfig:
-    """An ablation study.
-
-    Args:
-        mixtures: mixture YAML files and/or folders (every *.yaml directly inside, sorted by name).
-        out: study folder (runs, results, plots).
-        seeds: seeds per mixture (0..seeds-1).
-        steps: optimiser steps per run (phases rescaled); None keeps each mixture's declared total.
-        model: model preset.
-        episodes: closed-loop simulator episodes per run (round-robin over the four splits).
-        train_episodes: further episodes on the layouts of the target robot's own training
-            demonstrations (the simulator's `train` split; at most their number; 0: none), which
-            tells memorising runs (they solve or reach these) from ones that cannot control at all.
-        eval_samples: held-out samples per offline evaluation dataset.
-        eval_seed: simulator evaluation seed (the same episodes for every run).
-        eval_data: held-out datasets for the offline evaluation (default: the study folder's).
-        baseline: the mixture the others are tested against (default: `baseline`, else the first).
-        target_source: the source name of the target robot in every mixture (the simulator drives it).
-        train_overrides: TrainConfig fields over STUDY_TRAIN_DEFAULTS (e.g. {"lr": 3e-4}).
-        prepare: make the study's simulated datasets when the mixtures' datasets are missing.
-        data: sizes of the simulated corpus when it is prepared.
-        jobs: runs trained and evaluated at the same time, each in its own process.
-        threads: torch intra-op threads per run (the tiny model gains nothing from a second thread,
-            so on 2 cores `jobs=2, threads=1` halves the study's wall time).
-    """
-
-    mixtures: tuple[str, ...]
-    out: str
-    seeds: int = 3
-    steps: int | None = None
-    model: str = "tiny"
-    episodes: int = 48
-    train_episodes: int = 24
-    eval_samples: int = 128
-    eval_seed: int = 0
-    eval_data: tuple[str, ...] = ()
-    baseline: str | None = None
-    target_source: str = "target"
-    train_overrides: Mapping[str, Any] = field(default_factory=dict)
-    prepare: bool = True
-    data: StudyDataConfig = StudyDataConfig()
-    jobs: int = 1
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        checks = {"--seeds": self.seeds, "--episodes": self.episodes, "--eval-samples": self.eval_samples,
-                  "--jobs": self.jobs, "--threads": self.threads}
-        for flag, value in checks.items():
-            if value < 1:
-                raise ConfigError(f"{flag} {value}: must be at least 1")
-        if self.train_episodes < 0:
-            raise ConfigError(f"--train-episodes {self.train_episodes}: must be 0 (none) or more")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps {self.steps}: must be at least 1")
-        if not self.mixtures:
-            raise ConfigError("give at least one mixture file or folder")
-        reserved = {"mixture", "out", "steps", "resume", "model", "seed"} & set(self.train_overrides)
-        if reserved:
-            raise ConfigError(f"--set {sorted(reserved)[0]}: the study sets this itself per run")
-
-    def train_fields(self) -> dict[str, Any]:
-        return {**STUDY_TRAIN_DEFAULTS, **self.train_overrides}
-
 
 @dataclass(frozen=True)
 class StudyMixture:

@@ -20,65 +20,26 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cotrain.errors import ConfigError
+from cotrain.lab.corpus_config import CorpusConfig
 from cotrain.lab.sim.egodex_writer import write_egodex_episode
-from cotrain.lab.sim.embodiments import DEFAULT_TARGET, ROBOTS, get_embodiment, other_robot
+from cotrain.lab.sim.embodiments import DEFAULT_TARGET, get_embodiment, other_robot
 from cotrain.lab.sim.env import CAMERA, episode_rng, sample_demo_episode
 from cotrain.lab.sim.lerobot_writer import LeRobotEpisode, write_lerobot_v30
 from cotrain.lab.sim.recording import Recording, record_demo
 from cotrain.lab.sim.render import Renderer, sample_condition
-from cotrain.lab.sim.scene import ROLES, VERBS, TaskSpec, check_verbs, demo_tasks, palette, sample_scene, sample_task
+from cotrain.lab.sim.scene import ROLES, VERBS, TaskSpec, demo_tasks, palette, sample_scene, sample_task
 from cotrain.lab.sim.vl_data import scene_captions, scene_questions, write_coco_captions, write_hf_conversations
 from cotrain.lab.sim.world import World
 
+__all__ = ["CORPUS_FILE", "CorpusConfig", "convert_corpus", "generate_corpus", "load_corpus", "record_role",
+           "split_summary"]
+
 CORPUS_FILE = "corpus.json"
 _VL_STREAM = 2000  # scene stream of the vision-language images (demo roles use 0..3)
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    """Sizes of a generated corpus.
-
-    Args:
-        episodes: demonstrations of the target robot.
-        other_episodes: demonstrations of the other robot (cross-embodiment).
-        human_episodes: human hand demonstrations.
-        vl_images: rendered scenes with captions and questions.
-        questions_per_image: question-answer rows per scene.
-        image_size: square image side in pixels.
-        seed: root of every generator.
-        target: the evaluated robot (`sim_arm` or `sim_gripper`).
-        verbs: the task verbs demonstrated (a subset of pick, push, place; pick alone is the easy variant).
-    """
-
-    episodes: int = 64
-    other_episodes: int = 64
-    human_episodes: int = 32
-    vl_images: int = 256
-    questions_per_image: int = 3
-    image_size: int = 64
-    seed: int = 0
-    target: str = DEFAULT_TARGET
-    verbs: tuple[str, ...] = VERBS
-
-    def __post_init__(self) -> None:
-        try:
-            check_verbs(self.verbs)
-        except ValueError as exc:
-            raise ConfigError(f"--verbs: {exc}") from None
-        if self.target not in ROBOTS:
-            raise ConfigError(f"--target {self.target!r}: must be one of {', '.join(ROBOTS)}")
-        counts = {"--episodes": self.episodes, "--other-episodes": self.other_episodes,
-                  "--human-episodes": self.human_episodes, "--vl-images": self.vl_images}
-        for flag, value in counts.items():
-            if value < 1:
-                raise ConfigError(f"{flag} {value}: must be at least 1")
-        if self.image_size < 32 or self.image_size % 2:
-            raise ConfigError(f"--image-size {self.image_size}: must be an even number >= 32")
 
 
 def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, renderer: Renderer) -> list[Recording]:
@@ -171,7 +132,7 @@ def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, over
     _write_robot(out, record_role("cross_embodiment", other, cfg.other_episodes, cfg, renderer), other)
     _write_human(out / "human", record_role("human", "human_hand", cfg.human_episodes, cfg, renderer))
     _write_vl(out / "vl", cfg, renderer)
-    corpus = {"config": asdict(cfg), "sources": _sources(cfg, other), "splits": split_summary(cfg.target, cfg.verbs)}
+    corpus = {"config": cfg.model_dump(mode="json"), "sources": _sources(cfg, other), "splits": split_summary(cfg.target, cfg.verbs)}
     (out / CORPUS_FILE).write_text(json.dumps(corpus, indent=1))
     return {**corpus, "out": str(out), "seconds": round(time.perf_counter() - start, 2)}
 

@@ -1,0 +1,100 @@
+"""The settings of an ablation study: `AblationConfig` (the `cotrain ablate` options) and `StudyDataConfig`.
+
+Frozen pydantic models with every default written once: `cotrain ablate` builds its options from
+`AblationConfig` (cotrain/cli/ablate_cmd.py), and the study data's corpus sizes are a `CorpusConfig`,
+the model `cotrain sim generate` uses. Only pydantic is imported here, so `cotrain --help` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cotrain.errors import ConfigError
+from cotrain.lab.corpus_config import CorpusConfig
+
+__all__ = ["HELDOUT_SEED_OFFSET", "STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyDataConfig"]
+
+HELDOUT_SEED_OFFSET = 1000
+
+# Trainer settings of every run unless `train_overrides` says otherwise. The tiny model is trained at a
+# higher LR than the trainer's default (1e-4, meant for pretrained backbones); 160 text tokens fit the
+# longest sim caption (135 bytes with the byte tokenizer) and the FAST tokens after an instruction.
+STUDY_TRAIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "lr": 1e-3, "warmup_steps": 50, "max_text_tokens": 160, "save_every": 200, "keep_checkpoints": 1,
+    "log_every": 10, "tensorboard": False, "progress": False,
+})
+
+
+class StudyDataConfig(CorpusConfig):
+    """The study corpus: the training corpus's `CorpusConfig` fields, plus the held-out corpus's size and
+    the FAST vocabulary of the target robot's action tokens. `image_size` should match the mixtures'."""
+
+    heldout_episodes: int = Field(16, description="Target-robot episodes of the held-out corpus.")
+    heldout_vl_images: int = Field(32, description="Vision-language scenes of the held-out corpus.")
+    tokenizer_vocab: int = Field(1024, description="FAST vocabulary size of the action tokens.")
+
+    def train_corpus(self) -> CorpusConfig:
+        return CorpusConfig(**{name: getattr(self, name) for name in CorpusConfig.model_fields})
+
+    def heldout_corpus(self) -> CorpusConfig:
+        """Another seed (new layouts, new scenes; no generator shared with training), one demo of the others."""
+        return CorpusConfig(**{**self.train_corpus().model_dump(), "episodes": self.heldout_episodes,
+                               "other_episodes": 1, "human_episodes": 1, "vl_images": self.heldout_vl_images,
+                               "seed": self.seed + HELDOUT_SEED_OFFSET})
+
+
+class AblationConfig(BaseModel):
+    """An ablation study. The fields with a description are `cotrain ablate`'s options (same names).
+
+    `mixtures` are YAML files and/or folders (every *.yaml directly inside, sorted by name);
+    `train_overrides` are TrainConfig fields over STUDY_TRAIN_DEFAULTS (`--set`, e.g. {"lr": 3e-4}).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mixtures: tuple[str, ...]
+    out: Path = Field(Path("ablation-out"), description="Study folder: runs, results.csv/.md, plots.")
+    seeds: int = Field(3, description="Seeds per mixture (0..K-1).")
+    steps: int | None = Field(None, description="Steps per run, phases rescaled (default: each mixture's own total).")
+    episodes: int = Field(48, description="Closed-loop simulator episodes per run (round-robin over the splits).")
+    train_episodes: int = Field(24, description="Further episodes on the layouts of the target robot's own training "
+                                                "demos (memorisation check; at most their number; 0: none).")
+    eval_samples: int = Field(128, description="Held-out samples per offline eval dataset.")
+    eval_data: tuple[Path, ...] = Field((), description="Held-out datasets for the offline eval (repeatable; default: "
+                                                       "the study data's held-out sets).")
+    baseline: str | None = Field(None, description="Mixture name the others are tested against (default: baseline, "
+                                                   "else the first).")
+    model: str = Field("tiny", description="Model preset.")
+    prepare: bool = Field(True, description="Make the simulated study data when the mixtures' datasets are missing.")
+    jobs: int = Field(1, description="Runs at the same time, one process each (2 on 2 cores).")
+    threads: int = Field(1, description="Torch threads per run (the tiny model gains nothing from a second one).")
+    eval_seed: int = 0  # simulator evaluation seed: the same episodes for every run
+    target_source: str = "target"  # the target robot's source name in every mixture (the simulator drives it)
+    train_overrides: Mapping[str, Any] = Field(default_factory=dict)
+    data: StudyDataConfig = Field(default_factory=StudyDataConfig)  # corpus sizes when the study data is prepared
+
+    @model_validator(mode="after")
+    def _check(self) -> AblationConfig:
+        checks = {"--seeds": self.seeds, "--episodes": self.episodes, "--eval-samples": self.eval_samples,
+                  "--jobs": self.jobs, "--threads": self.threads}
+        for flag, value in checks.items():
+            if value < 1:
+                raise ConfigError(f"{flag} {value}: must be at least 1")
+        if self.train_episodes < 0:
+            raise ConfigError(f"--train-episodes {self.train_episodes}: must be 0 (none) or more")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps {self.steps}: must be at least 1")
+        if not self.mixtures:
+            raise ConfigError("give at least one mixture file or folder")
+        reserved = {"mixture", "out", "steps", "resume", "model", "seed"} & set(self.train_overrides)
+        if reserved:
+            raise ConfigError(f"--set {sorted(reserved)[0]}: the study sets this itself per run")
+        return self
+
+    def train_fields(self) -> dict[str, Any]:
+        return {**STUDY_TRAIN_DEFAULTS, **self.train_overrides}
