@@ -75,7 +75,7 @@ def test_bad_fields_are_one_line_errors(fields: dict[str, Any], message: str) ->
 def test_configs_are_frozen() -> None:
     cfg = make_train_config(mixture="m", steps=1, out="o")
     with pytest.raises(Exception, match="frozen"):
-        cfg.optim.lr = 1.0  # type: ignore[misc]  (the point of the test)
+        cfg.optim.lr = 1.0  # type: ignore[misc]  # the point of the test
 
 
 def test_model_section_reuses_the_model_configs_fields() -> None:

@@ -10,7 +10,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -88,7 +88,7 @@ def command_from_models(
 PathArg = Path
 
 
-def _is_model(annotation: Any) -> bool:
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
@@ -137,10 +137,10 @@ def nested_values(model: type[BaseModel], kwargs: dict[str, Any]) -> dict[str, A
     take them (repeatable options become tuples or KEY=VALUE mappings; paths become strings)."""
     out: dict[str, Any] = {}
     for path, field in cli_fields(model):
-        value = kwargs[path.replace(".", "__")]
+        value, extra = kwargs[path.replace(".", "__")], field.json_schema_extra
         origin = typing.get_origin(field.annotation)
         if origin is dict:
-            value = parse_pairs(value, field.json_schema_extra["cli"], field.json_schema_extra.get("pairs", "KEY=VALUE"))
+            value = parse_pairs(value, extra["cli"], extra.get("pairs", "KEY=VALUE"))
         elif origin is tuple:
             value = tuple(str(v) for v in value)
         elif isinstance(value, Path):

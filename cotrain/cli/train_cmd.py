@@ -67,7 +67,7 @@ def build_train_cmd() -> Callable[..., None]:
     def train_cmd(**kwargs: Any) -> None:
         _train(**kwargs)
 
-    train_cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  (read by typer)
+    train_cmd.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads it
     train_cmd.__annotations__ = {p.name: p.annotation for p in params}
     train_cmd.__doc__ = _train.__doc__
     return train_cmd

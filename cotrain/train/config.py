@@ -58,7 +58,8 @@ class ModelSection(BaseModel):
     preset: str = Field("tiny", description="Preset: tiny, tiny-conv, small, paligemma, paligemma2, pi0, pi05.",
                         json_schema_extra=_cli("--model"))
     init_from: str | None = Field(None, description="Local checkpoint dir: Hugging Face PaliGemma (paligemma*), "
-                                  "LeRobot or openpi-PyTorch pi0/pi05 (pi0, pi05).", json_schema_extra=_cli("--init-from", path=True))
+                                  "LeRobot or openpi-PyTorch pi0/pi05 (pi0, pi05).",
+                                  json_schema_extra=_cli("--init-from", path=True))
     base_stats: dict[str, str] = Field(default_factory=dict, description="SOURCE=ASSET: normalise SOURCE with the "
                                        "--init-from checkpoint's stats (openpi asset id, or 'lerobot'; repeatable).",
                                        json_schema_extra=_cli("--base-stats", pairs="SOURCE=ASSET"))
@@ -181,14 +182,14 @@ class TrainConfig(BaseModel):
     resume: bool = Field(False, description="Continue from the run directory's latest checkpoint.",
                          json_schema_extra=_cli("--resume"))
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: the mixture's seed.")
-    model: ModelSection = ModelSection()
-    optim: OptimSection = OptimSection()
-    data: DataSection = DataSection()
-    parallel: ParallelSection = ParallelSection()
-    checkpoint: CheckpointSection = CheckpointSection()
-    logging: LoggingSection = LoggingSection()
-    wandb: WandbSection = WandbSection()
-    validation: ValidationSection = ValidationSection()
+    model: ModelSection = Field(default_factory=ModelSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    data: DataSection = Field(default_factory=DataSection)
+    parallel: ParallelSection = Field(default_factory=ParallelSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    wandb: WandbSection = Field(default_factory=WandbSection)
+    validation: ValidationSection = Field(default_factory=ValidationSection)
 
     @model_validator(mode="before")
     @classmethod

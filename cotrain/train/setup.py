@@ -242,7 +242,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
     if info.is_main and not resuming:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "model_config.json", model_cfg.model_dump(mode="json"))
-        write_json(run_dir / "norm_stats.json", {**norm_stats_record(mixture), "base_stats": dict(cfg.model.base_stats)})
+        base_stats = dict(cfg.model.base_stats)
+        write_json(run_dir / "norm_stats.json", {**norm_stats_record(mixture), "base_stats": base_stats})
         tokenizer.save(run_dir)
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
