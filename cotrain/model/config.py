@@ -90,8 +90,8 @@ class ModelConfig(BaseModel):
     text_loss_weight: float = Field(1.0, ge=0)
     action_token_loss_weight: float = Field(1.0, ge=0)
     knowledge_insulation: bool = Field(False, description="The expert sees detached backbone keys and values.")
-    freeze: Literal["none", "vision", "backbone"] = Field("none", description="Frozen parts: vision (SigLIP + "
-                                                          "projector) or backbone (also the language layers).")
+    freeze: Literal["none", "vision", "backbone"] = Field("none", description="Frozen: vision (SigLIP + projector) "
+                                                          "or backbone (+ the language layers).")
     lora_rank: int = Field(0, ge=0, description="LoRA rank on the backbone's language layers (0: off).")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: the rank).")
     activation_checkpointing: bool = Field(False, description="Recompute each layer in the backward pass.")
