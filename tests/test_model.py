@@ -233,7 +233,7 @@ def test_init_scheme_is_a_training_option_with_the_library_default() -> None:
 
     def scheme(**fields: object) -> str:
         train = make_train_config(mixture="m.yaml", steps=1, out="o", **fields)
-        return with_overrides(get_preset("tiny"), **train.model_overrides()).init_scheme
+        return with_overrides(get_preset("tiny"), **train.model.overrides()).init_scheme
 
     assert scheme() == "transformers" and scheme(init_scheme="fan_in") == "fan_in"
     with pytest.raises(ConfigError, match=r"init_scheme: Input should be 'transformers' or 'fan_in'"):
@@ -245,7 +245,7 @@ def test_time_beta_is_a_training_option_and_reaches_the_noise_draw() -> None:
 
     def model_cfg(**fields: object):
         train = make_train_config(mixture="m.yaml", steps=1, out="o", **fields)
-        return with_overrides(get_preset("tiny"), **train.model_overrides())
+        return with_overrides(get_preset("tiny"), **train.model.overrides())
 
     assert model_cfg().time_beta == (1.5, 1.0)
     cfg = model_cfg(time_beta=[4, 1])  # as `--set time_beta=[4,1]` parses

@@ -142,7 +142,7 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
     train(config(data, tmp_path / "done", steps=1))
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
         train(config(data, tmp_path / "done", steps=1))
-    with pytest.raises(ConfigError, match=r"--resume: lr was 0.001 in .*, now 0.002"):
+    with pytest.raises(ConfigError, match=r"--resume: optim.lr was 0.001 in .*, now 0.002"):
         train(config(data, tmp_path / "done", steps=1, resume=True, lr=2e-3))
     cli = run_cli("train", str(write_mix(data)), "--model", "pali", "--steps", "1", "--out", str(tmp_path / "x"))
     assert cli.returncode == 1
@@ -426,3 +426,28 @@ def test_text_budget_is_sized_from_the_data_and_never_cuts_silently(tmp_path: Pa
     assert "step 0: the text of 4 of 4 samples so far (100.0%)" in said[1]
     assert [r["truncated"] for r in short.history] == [4, 4]
     assert json.loads((tmp_path / "short" / "model_config.json").read_text())["max_text_tokens"] == 40
+
+
+def test_a_run_folder_with_an_old_flat_train_config_still_loads(data: Path, tmp_path: Path) -> None:
+    """Runs written before TrainConfig was nested: `--resume`, Policy.load and `cotrain eval` keep working."""
+    from cotrain.eval.offline import evaluate_run
+    from cotrain.eval.policy import Policy
+    from cotrain.train.config import load_train_config
+    from tests.test_train_config import OLD_FLAT
+
+    run, mix = tmp_path / "run", write_mix(data)
+    cfg = TrainConfig(mixture=str(mix), steps=2, out=str(run), optim={"lr": 1e-3, "warmup_steps": 2},
+                      checkpoint={"every": 2}, logging={"progress": False, "tensorboard": False})
+    train(cfg)
+    assert json.loads((run / "train_config.json").read_text())["optim"]["lr"] == 1e-3  # stored nested now
+    old = json.dumps({**OLD_FLAT, "mixture": str(mix), "out": str(run)})
+    for path in (run / "train_config.json", *run.glob("checkpoints/step_*/train_config.json")):
+        path.write_text(old)  # as an earlier version wrote it
+    assert load_train_config(run / "train_config.json") == cfg
+    resumed = train(cfg.model_copy(update={"resume": True, "data": cfg.data.model_copy(update={"num_workers": 1})}))
+    assert (resumed.start_step, resumed.end_step) == (2, 2)  # same run; a worker count may change on resume
+    with pytest.raises(ConfigError, match=r"--resume: optim.lr was 0.001 in .*train_config.json, now 0.002"):
+        train(cfg.model_copy(update={"resume": True, "optim": cfg.optim.model_copy(update={"lr": 2e-3})}))
+    policy = Policy.load(run)
+    assert policy.run.step == 2
+    assert evaluate_run(run, [data / "robot"], max_samples=2)["step"] == 2

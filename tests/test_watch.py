@@ -269,7 +269,7 @@ def test_wandb_offline_run_holds_every_metric_and_the_run_files(data: Path, tmp_
     assert "val/heldout/actions/normalized/mse" in logged[5] and "val/vl_heldout/text/ce" in logged[3]
     # The resolved configuration and the run's files are attached.
     config_items = {i.key: json.loads(i.value_json) for i in meta.config.update}
-    assert config_items["train"]["eval_every"] == 2
+    assert config_items["train"]["validation"]["every"] == 2  # nested as TrainConfig is
     assert config_items["mixture"]["val"] == {"heldout": {"path": "robot_heldout"}}
     assert config_items["model"]["horizon"] == 4
     saved = {f.path for r in records if r.WhichOneof("record_type") == "files" for f in r.files.files}

@@ -12,7 +12,7 @@ import inspect
 import typing
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -99,3 +99,75 @@ def command_from_models(
 
 
 PathArg = Path
+
+
+def _is_model(annotation: Any) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def cli_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted path, FieldInfo) of every field of a nested model that names its own option
+    (`json_schema_extra={"cli": "--flag"}`), in declaration order."""
+    out: list[tuple[str, Any]] = []
+    for name, field in model.model_fields.items():
+        if _is_model(field.annotation):
+            out += cli_fields(field.annotation, f"{prefix}{name}.")
+        elif isinstance(field.json_schema_extra, dict) and "cli" in field.json_schema_extra:
+            out.append((prefix + name, field))
+    return out
+
+
+def _option_type(field: Any) -> Any:
+    """The typer annotation: a mapping or tuple is a repeatable option, a path field shows as a path."""
+    path = bool(field.json_schema_extra.get("path"))
+    if typing.get_origin(field.annotation) in (dict, tuple):  # dict: KEY=VALUE items, parsed by nested_values
+        return list[Path] if path else list[str]
+    if path:
+        return typing.Optional[Path] if field.default is None else Path  # noqa: UP007
+    return _cli_type(field.annotation)
+
+
+def nested_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """Typer options of `cli_fields(model)`; each parameter is named by its dotted path ('.' -> '__')."""
+    params = []
+    for path, field in cli_fields(model):
+        required = field.is_required()
+        if required:
+            default: Any = ...
+        elif typing.get_origin(field.annotation) in (dict, tuple):
+            default = []
+        else:
+            default = field.get_default(call_default_factory=True)
+        option = typer.Option(default, field.json_schema_extra["cli"], help=_help(field, field.annotation),
+                              show_default=not required)
+        params.append(inspect.Parameter(path.replace(".", "__"), inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=_option_type(field)))
+    return params
+
+
+def nested_values(model: type[BaseModel], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Dotted path -> value of the options `nested_parameters(model)` made, as the model's field types
+    take them (repeatable options become tuples or KEY=VALUE mappings; paths become strings)."""
+    out: dict[str, Any] = {}
+    for path, field in cli_fields(model):
+        value, extra = kwargs[path.replace(".", "__")], field.json_schema_extra
+        origin = typing.get_origin(field.annotation)
+        if origin is dict:
+            value = parse_pairs(value, extra["cli"], extra.get("pairs", "KEY=VALUE"))
+        elif origin is tuple:
+            value = tuple(str(v) for v in value)
+        elif isinstance(value, Path):
+            value = str(value)
+        out[path] = value
+    return out
+
+
+def parse_pairs(items: list[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """`KEY=VALUE` items of a repeatable option; a malformed one is a ConfigError naming it."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{option} {item!r}: expected {shape}")
+        out[key] = value
+    return out

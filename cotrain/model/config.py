@@ -2,7 +2,9 @@
 
 A preset fixes the architecture; data-dependent sizes (`horizon`, `action_dim`, `state_dim`,
 `max_cameras`, `image_size`) may be left None and are filled from the mixture by the trainer
-(`resolve_for_data`), so the same preset serves any embodiment. The resolved config (including the
+(train/compat.py `resolve_model_config`), so the same preset serves any embodiment. What comes out
+of that step is a `ResolvedModelConfig`: the same fields, with the data sizes required ints, so the
+network, the collator and the policy read them without a None check. The resolved config (including the
 full transformers backbone config as a dict) is stored with every run, which is what lets
 `Policy.load` rebuild the network offline without the original checkpoint directory.
 
@@ -13,7 +15,7 @@ head_dim; actions zero-padded to `action_dim`; 10 Euler steps at inference.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -78,7 +80,8 @@ class ModelConfig(BaseModel):
     horizon: int | None = Field(None, ge=1, description="Action chunk length (None: the mixture's).")
     action_dim: int | None = Field(None, ge=1, description="Padded action dims (None: the mixture's).")
     state_dim: int | None = Field(None, ge=1, description="Padded state dims (None: the mixture's).")
-    max_text_tokens: int = Field(48, ge=4, description="Text tokens per sample (prompt + target + action tokens).")
+    max_text_tokens: int = Field(48, ge=4, le=65_536, description="Text tokens per sample (prompt + target + "
+                                 "action tokens).")
     action_vocab_size: int = Field(0, ge=0, description="Discrete action token ids accepted (0: none).")
     action_token_skip: int = Field(0, ge=0, description="Ids skipped at the vocab tail before action tokens.")
     flow_steps: int = Field(10, ge=1, description="Euler steps when sampling actions.")
@@ -87,10 +90,11 @@ class ModelConfig(BaseModel):
     text_loss_weight: float = Field(1.0, ge=0)
     action_token_loss_weight: float = Field(1.0, ge=0)
     knowledge_insulation: bool = Field(False, description="The expert sees detached backbone keys and values.")
-    freeze: Literal["none", "vision", "backbone"] = "none"
+    freeze: Literal["none", "vision", "backbone"] = Field("none", description="Frozen: vision (SigLIP + projector) "
+                                                          "or backbone (+ the language layers).")
     lora_rank: int = Field(0, ge=0, description="LoRA rank on the backbone's language layers (0: off).")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: the rank).")
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = Field(False, description="Recompute each layer in the backward pass.")
     init_scheme: Literal["transformers", "fan_in"] = Field(
         "transformers", description="Random init of a random-init preset: 'transformers' keeps the library's "
         "N(0, 0.02), calibrated for widths near 2048; 'fan_in' draws linear weights from N(0, 1/fan_in) and "
@@ -113,6 +117,31 @@ class ModelConfig(BaseModel):
     @property
     def data_resolved(self) -> bool:
         return None not in (self.image_size, self.max_cameras, self.horizon, self.action_dim, self.state_dim)
+
+    def resolved(self) -> ResolvedModelConfig:
+        """This config as a ResolvedModelConfig; a ConfigError names the data size still open."""
+        missing = [name for name in DATA_SIZES if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"model {self.preset!r}: {', '.join(missing)} not set (the trainer fills them from "
+                              f"the mixture)")
+        return ResolvedModelConfig.model_validate(self.model_dump())
+
+
+DATA_SIZES = ("image_size", "max_cameras", "horizon", "action_dim", "state_dim")
+
+
+class ResolvedModelConfig(ModelConfig):
+    """A ModelConfig whose data sizes are known: what the network, collator and Policy are built from.
+
+    Produced once per run (`ModelConfig.resolved()`, after the mixture fills the sizes) and stored as
+    the run's `model_config.json`; the constraints are the ModelConfig's own.
+    """
+
+    image_size: int = Field(..., ge=8, description="Square image side.")
+    max_cameras: int = Field(..., ge=1, description="Camera slots.")
+    horizon: int = Field(..., ge=1, description="Action chunk length.")
+    action_dim: int = Field(..., ge=1, description="Padded action dims.")
+    state_dim: int = Field(..., ge=1, description="Padded state dims.")
 
 
 _TINY = ModelConfig(
@@ -167,6 +196,9 @@ PRESETS: dict[str, ModelConfig] = {c.preset: c for c in (_TINY, _TINY_CONV, _SMA
                                                          _PALIGEMMA_RANDOM, _PI0, _PI05)}
 
 
+_M = TypeVar("_M", bound=ModelConfig)
+
+
 def get_preset(name: str) -> ModelConfig:
     """The preset called `name`; unknown names raise ConfigError with a suggestion."""
     if name not in PRESETS:
@@ -174,8 +206,9 @@ def get_preset(name: str) -> ModelConfig:
     return PRESETS[name]
 
 
-def with_overrides(cfg: ModelConfig, **updates: Any) -> ModelConfig:
-    """A validated copy with `updates` (None values are ignored); errors become one-line ConfigErrors."""
+def with_overrides(cfg: _M, **updates: Any) -> _M:
+    """A validated copy of the same type with `updates` (None values are ignored); errors become one-line
+    ConfigErrors."""
     clean = {k: v for k, v in updates.items() if v is not None}
     if not clean:
         return cfg
@@ -183,7 +216,7 @@ def with_overrides(cfg: ModelConfig, **updates: Any) -> ModelConfig:
     if unknown:
         raise unknown_name("model field", unknown[0], ModelConfig.model_fields)
     try:
-        return ModelConfig.model_validate({**cfg.model_dump(), **clean})
+        return type(cfg).model_validate({**cfg.model_dump(), **clean})
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "model"

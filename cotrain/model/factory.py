@@ -22,7 +22,7 @@ from torch import nn
 
 from cotrain.errors import ConfigError
 from cotrain.model.backbone import build_networks, random_backbone_config
-from cotrain.model.config import PI_PRESETS, ModelConfig
+from cotrain.model.config import PI_PRESETS, ModelConfig, ResolvedModelConfig
 from cotrain.model.pi_import import load_pi_weights, model_updates, read_pi_checkpoint
 from cotrain.model.text import TextTokenizer, build_byte_tokenizer
 from cotrain.model.vision_stem import init_sincos_positions
@@ -48,8 +48,10 @@ def load_tokenizer_for(cfg: ModelConfig, init_from: str | Path | None) -> TextTo
 
 
 def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
-              init_from: str | Path | None = None) -> tuple[VLA, ModelConfig]:
-    """(model, final config). `init_from` loads a checkpoint directory; otherwise random init from `cfg`."""
+              init_from: str | Path | None = None) -> tuple[VLA, ResolvedModelConfig]:
+    """(model, final config). `init_from` loads a checkpoint directory; otherwise random init from `cfg`.
+
+    `cfg` must have its data sizes set, except those a pi0 / pi0.5 checkpoint fixes."""
     pi_ckpt = None
     if cfg.preset in PI_PRESETS and cfg.backbone_config is None:
         if init_from is None:
@@ -58,6 +60,11 @@ def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
         fixed = ("backbone_config", "expert_width", "expert_mlp", "action_dim", "state_dim", "image_size")
         cfg = cfg.model_copy(update={k: v for k, v in model_updates(pi_ckpt, cfg.arch).items()
                                      if k in fixed or getattr(cfg, k) is None})
+    return _build(cfg.resolved(), seed, tokenizer, init_from, pi_ckpt)
+
+
+def _build(cfg: ResolvedModelConfig, seed: int, tokenizer: TextTokenizer, init_from: str | Path | None,
+           pi_ckpt: Any) -> tuple[VLA, ResolvedModelConfig]:
     if not cfg.pretrained and cfg.backbone_config is None:
         cfg = cfg.model_copy(update={"backbone_config": random_backbone_config(cfg, tokenizer.vocab_size).to_dict(),
                                      "text_vocab_size": tokenizer.vocab_size})
@@ -106,11 +113,11 @@ def _check_vocab(cfg: ModelConfig, lm_vocab: int, tokenizer: TextTokenizer) -> N
                           f"only {lm_vocab}")
 
 
-def _check_sequence(cfg: ModelConfig, config: Any) -> None:
+def _check_sequence(cfg: ResolvedModelConfig, config: Any) -> None:
     """Gemma 2 alternates sliding-window layers; our attention is global, so the sequence must fit the window."""
     window = getattr(config.text_config, "sliding_window", None)
     vc = config.vision_config
-    length = int(cfg.max_cameras) * (vc.image_size // vc.patch_size) ** 2 + cfg.max_text_tokens + 1 + int(cfg.horizon)  # type: ignore[arg-type]
+    length = cfg.max_cameras * (vc.image_size // vc.patch_size) ** 2 + cfg.max_text_tokens + 1 + cfg.horizon
     if window and length > window:
         raise ConfigError(f"model {cfg.preset!r}: sequences of up to {length} tokens exceed the backbone's "
                           f"{window}-token sliding window; use fewer cameras or text tokens")

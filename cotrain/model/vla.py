@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from cotrain.model.adarms import apply_norm, install_adaptive_norms
 from cotrain.model.attention import attention_mask, positions
-from cotrain.model.config import ModelConfig
+from cotrain.model.config import ResolvedModelConfig
 from cotrain.model.flow_matching import euler_sample, interpolate, sinusoidal_embedding, velocity_target
 from cotrain.model.inputs import ModelInputs
 from cotrain.model.losses import LossTerms, masked_flow_loss, per_sample_ce
@@ -50,15 +50,15 @@ class VLA(nn.Module):
     """Backbone + expert as MoT blocks, plus the action heads.
 
     Args:
-        cfg: a data-resolved model config.
+        cfg: the run's resolved model config (data sizes known).
         vlm: a `PaliGemmaForConditionalGeneration` (its modules are taken over, not copied).
         expert: the expert text model (`GemmaModel` / `Gemma2Model`), same depth as the backbone.
     """
 
-    def __init__(self, cfg: ModelConfig, vlm: Any, expert: Any) -> None:
+    def __init__(self, cfg: ResolvedModelConfig, vlm: Any, expert: Any) -> None:
         super().__init__()
-        if not cfg.data_resolved:
-            raise ValueError("VLA needs a config with data sizes resolved (horizon, action_dim, ...)")
+        if not isinstance(cfg, ResolvedModelConfig):  # a plain ModelConfig may still hold None sizes
+            raise TypeError("VLA needs a ResolvedModelConfig (ModelConfig.resolved())")
         inner, text_cfg = vlm.model, vlm.config.text_config
         self.cfg = cfg
         self.vision_tower = inner.vision_tower
@@ -80,11 +80,11 @@ class VLA(nn.Module):
         self.blocks = nn.ModuleList(MoTBlock(a, b) for a, b in zip(inner.language_model.layers, expert.layers))
         self.expert_norm = expert.norm
         if not self.pi05:
-            self.state_proj = nn.Linear(int(cfg.state_dim), width)  # type: ignore[arg-type]
-        self.action_in_proj = nn.Linear(int(cfg.action_dim), width)  # type: ignore[arg-type]
+            self.state_proj = nn.Linear(cfg.state_dim, width)
+        self.action_in_proj = nn.Linear(cfg.action_dim, width)
         self.time_mlp_in = nn.Linear(width if self.pi05 else 2 * width, width)
         self.time_mlp_out = nn.Linear(width, width)
-        self.action_out_proj = nn.Linear(width, int(cfg.action_dim))  # type: ignore[arg-type]
+        self.action_out_proj = nn.Linear(width, cfg.action_dim)
 
     # ---- embeddings -------------------------------------------------------------------------------
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -166,7 +166,7 @@ class VLA(nn.Module):
 
     def velocity(self, suffix_hidden: torch.Tensor) -> torch.Tensor:
         """The action tokens' velocity [B, H, Da] from the expert's final states (the state token dropped)."""
-        return self.action_out_proj(suffix_hidden[:, -int(self.cfg.horizon):]).float()  # type: ignore[arg-type]
+        return self.action_out_proj(suffix_hidden[:, -self.cfg.horizon:]).float()
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight

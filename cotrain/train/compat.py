@@ -20,7 +20,7 @@ from cotrain.dataset import keys
 from cotrain.errors import ConfigError
 from cotrain.mix.collate import Collator
 from cotrain.mix.resolve import Mixture
-from cotrain.model.config import PI_PRESETS, ModelConfig, get_preset, with_overrides
+from cotrain.model.config import PI_PRESETS, ModelConfig, ResolvedModelConfig, get_preset, with_overrides
 from cotrain.train.config import TrainConfig
 
 __all__ = ["collator_for", "norm_stats_record", "resolve_model_config"]
@@ -29,9 +29,9 @@ _ACTION_MODALITIES = (keys.ROBOT, keys.HUMAN_VIDEO, keys.ACTION_TOKENS_MODALITY)
 _TEXT_MODALITIES = (keys.VISION_LANGUAGE, keys.ANNOTATION)
 
 
-def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ModelConfig:
+def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ResolvedModelConfig:
     """The preset with the run's overrides and the mixture's sizes, checked against every source."""
-    model = with_overrides(_checkpoint_preset(cfg), **cfg.model_overrides())
+    model = with_overrides(_checkpoint_preset(cfg), **cfg.model.overrides())
     spec, ms = mixture.spec, [s.manifest for s in mixture.sources]
     image_size = _image_size(model, cfg, spec.image_size, mixture.path)
     sizes = {
@@ -41,61 +41,60 @@ def resolve_model_config(cfg: TrainConfig, mixture: Mixture) -> ModelConfig:
         "action_dim": model.action_dim or max(1, max(len(m.action_names) for m in ms)),
         "state_dim": model.state_dim or max(1, max(len(m.state_names) for m in ms)),
     }
-    model = with_overrides(model, **sizes)
+    resolved = with_overrides(model, **sizes).resolved()
     for src in mixture.sources:
-        _check_source(model, src.name, src.manifest)
-    return model
+        _check_source(resolved, src.name, src.manifest)
+    return resolved
 
 
 def _checkpoint_preset(cfg: TrainConfig) -> ModelConfig:
     """The preset; for pi0 / pi0.5 with the sizes of the --init-from checkpoint (pi_import.py)."""
-    model = get_preset(cfg.model)
+    model = get_preset(cfg.model.preset)
     if model.preset not in PI_PRESETS:
         return model
-    if cfg.init_from is None:
+    if cfg.model.init_from is None:
         raise ConfigError(f"preset {model.preset!r} loads pretrained weights: pass --init-from DIR (a LeRobot "
                           f"{model.preset} policy directory or openpi's PyTorch conversion)")
     from cotrain.model.pi_import import model_updates, read_pi_checkpoint
 
-    updates = model_updates(read_pi_checkpoint(cfg.init_from), model.arch)
+    updates = model_updates(read_pi_checkpoint(cfg.model.init_from), model.arch)
     updates.pop("backbone_config")  # set when the model is built, which also loads the weights
     return with_overrides(model, **updates)
 
 
 def _image_size(model: ModelConfig, cfg: TrainConfig, mixture_side: int, where: str) -> int:
+    init_from = cfg.model.init_from
     if model.preset in PI_PRESETS and model.image_size != mixture_side:
-        raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {cfg.init_from} takes "
+        raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {init_from} takes "
                           f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size} in the mixture")
     if not model.pretrained or model.preset in PI_PRESETS:
         if model.image_size is not None and model.image_size != mixture_side:
             raise ConfigError(f"{where}: image_size is {mixture_side} but preset {model.preset!r} takes "
                               f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size}")
         return model.image_size or mixture_side
-    if cfg.init_from is None:
+    if init_from is None:
         raise ConfigError(f"preset {model.preset!r} loads pretrained weights: pass --init-from DIR (a local "
                           f"Hugging Face PaliGemma checkpoint directory)")
     from cotrain.model.backbone import check_checkpoint_dir
 
-    raw = check_checkpoint_dir(cfg.init_from, model.backbone)
+    raw = check_checkpoint_dir(init_from, model.backbone)
     side = int((raw.get("vision_config") or {}).get("image_size", 224))
     if side != mixture_side:
-        raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {cfg.init_from} takes "
+        raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {init_from} takes "
                           f"{side}x{side} images; set image_size: {side} in the mixture")
     return side
 
 
-def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
+def _check_source(model: ResolvedModelConfig, name: str, manifest: Any) -> None:
     modality, where = manifest.modality, f"source {name!r} ({manifest.modality})"
     if modality not in keys.MODALITIES:
         raise ConfigError(f"{where}: unknown modality; the model takes {', '.join(keys.MODALITIES)}")
     na, ns = len(manifest.action_names), len(manifest.state_names)
-    if na > int(model.action_dim):  # type: ignore[arg-type]  # model config sizes are int | None until resolved; resolved here
+    if na > model.action_dim:
         raise ConfigError(f"{where}: {na} action dims do not fit the model's {model.action_dim} "
                           f"(raise it: --set action_dim={na})")
-    if ns > int(model.state_dim):  # type: ignore[arg-type]  # as above
-        raise ConfigError(
-            f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})"
-        )
+    if ns > model.state_dim:
+        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})")
     if modality in _ACTION_MODALITIES and modality != keys.ACTION_TOKENS_MODALITY and not na:
         raise ConfigError(f"{where}: has no actions, so the flow loss has nothing to learn from")
     if modality == keys.ACTION_TOKENS_MODALITY:
@@ -112,11 +111,10 @@ def _check_source(model: ModelConfig, name: str, manifest: Any) -> None:
         raise ConfigError(f"{where}: contributes no loss (text loss weight is 0)")
 
 
-def collator_for(model: ModelConfig) -> Collator:
+def collator_for(model: ResolvedModelConfig) -> Collator:
     """Pads every batch straight to the model's sizes."""
-    return Collator(max_cameras=int(model.max_cameras), image_size=int(model.image_size),  # type: ignore[arg-type]  # as above
-                    state_dim=int(model.state_dim), action_dim=int(model.action_dim),  # type: ignore[arg-type]  # as above
-                    horizon=int(model.horizon))  # type: ignore[arg-type]  # as above
+    return Collator(max_cameras=model.max_cameras, image_size=model.image_size, state_dim=model.state_dim,
+                    action_dim=model.action_dim, horizon=model.horizon)
 
 
 def norm_stats_record(mixture: Mixture) -> dict[str, Any]:

@@ -62,7 +62,7 @@ class TrainResult:
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) the run described by `cfg`; every rank calls this under torchrun."""
     deterministic = torch.are_deterministic_algorithms_enabled()
-    if cfg.wandb != "off":
+    if cfg.wandb.mode != "off":
         from cotrain.train.wandb_log import require_wandb
 
         require_wandb()  # before anything is built or written
@@ -93,7 +93,7 @@ def _noise(run: Run, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, t
 
 def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
     """Skip the gradient all-reduce on all but the last micro-batch."""
-    if last or not run.info.is_distributed or run.cfg.fsdp:  # FSDP2: set_requires_gradient_sync in _step
+    if last or not run.info.is_distributed or run.cfg.parallel.fsdp:  # FSDP2: set_requires_gradient_sync in _step
         return contextlib.nullcontext()
     return run.wrapped.no_sync()  # type: ignore[operator]  # run.wrapped is the DDP module here (typed nn.Module)
 
@@ -119,7 +119,7 @@ def _sample_metrics(terms: LossTerms, batch: dict[str, Any], rows: slice, inputs
 
 def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
           weights: dict[str, float]) -> tuple[SampleMetrics, float, float]:
-    cfg, k_total = run.cfg, run.cfg.grad_accum
+    cfg, k_total = run.cfg, run.cfg.optim.grad_accum
     b = inputs.batch_size
     micro = b // k_total
     lr = run.schedule.apply(run.optimizer, step)
@@ -129,7 +129,7 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
     for k in range(k_total):
         sl = slice(k * micro, (k + 1) * micro)
         sub = inputs.select(sl).to(run.device)
-        if cfg.fsdp and run.info.is_distributed:
+        if cfg.parallel.fsdp and run.info.is_distributed:
             run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]  # run.wrapped is the FSDP module here (typed nn.Module)
         with _sync(run, k == k_total - 1), amp:
             terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
@@ -137,7 +137,7 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
         loss.backward()
         parts.append(_sample_metrics(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
     params = [p for p in run.model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -166,7 +166,7 @@ def _row(run: Run, step: int, samples: SampleMetrics, weights: dict[str, float],
     row = {"step": step, **summary, "lr": timing["lr"], "grad_norm": timing["grad_norm"], "step_time_s": dt,
            "samples_per_s": global_b / dt, "tokens_per_s": tokens / dt, "data_wait": timing["data"] / dt,
            "truncated": int(timing["truncated"])}
-    peak = peak_tflops(run.cfg.peak_tflops) if run.device.type == "cuda" else None
+    peak = peak_tflops(run.cfg.logging.peak_tflops) if run.device.type == "cuda" else None
     if peak:
         prefix = run.model.image_tokens * inputs.camera_mask.shape[1] + inputs.text_ids.shape[1]
         flops = flops_per_step(run.model, cams, prefix, int(inputs.actions.shape[1]) + 1, global_b)
@@ -190,7 +190,7 @@ def _progress(run: Run) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                        TimeRemainingColumn(), disable=not (run.cfg.progress and run.info.is_main))
+                        TimeRemainingColumn(), disable=not (run.cfg.logging.progress and run.info.is_main))
     progress.start()
     return progress
 
@@ -198,9 +198,9 @@ def _progress(run: Run) -> Any:
 def _logger(run: Run) -> MetricsLogger:
     """JSONL on rank 0, fanned out to TensorBoard and W&B when they are on."""
     sinks: list[ScalarSink] = []
-    if run.info.is_main and run.cfg.tensorboard:
+    if run.info.is_main and run.cfg.logging.tensorboard:
         sinks.append(TensorBoardSink(run.run_dir, run.start_step))
-    if run.info.is_main and run.cfg.wandb != "off":
+    if run.info.is_main and run.cfg.wandb.mode != "off":
         from cotrain.train.wandb_log import open_wandb
 
         sinks.append(open_wandb(run))
@@ -210,7 +210,7 @@ def _logger(run: Run) -> MetricsLogger:
 def _loop(run: Run, validator: Validator) -> TrainResult:
     cfg, mc = run.cfg, run.model_cfg
     weights = {"flow": mc.flow_loss_weight, "text": mc.text_loss_weight, "action_tokens": mc.action_token_loss_weight}
-    bad = BadSampleMonitor(run.loader, run.info, run.device, cfg.max_bad_fraction)
+    bad = BadSampleMonitor(run.loader, run.info, run.device, cfg.data.max_bad_fraction)
     logger = _logger(run)
     result = TrainResult(run.run_dir, run.start_step, run.start_step,
                          parameters={"total": sum(p.numel() for p in run.model.parameters()),
@@ -234,7 +234,7 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
             timing = {"step": time.perf_counter() - t0, "data": t_data, "lr": lr, "grad_norm": grad_norm,
                       "truncated": truncated}
             validate = validator.due(step)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps or validate:
+            if (step + 1) % cfg.logging.every == 0 or step + 1 == cfg.steps or validate:
                 row = _row(run, step, _gather(run, samples), weights, timing, inputs)
                 if not math.isfinite(row["loss"]):
                     raise CotrainError(f"loss is {row['loss']} at step {step} (flow {row['flow']}, text "
@@ -247,9 +247,9 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
                 progress.update(task, description=f"loss {row['loss']:.4f}")
             step += 1
             progress.update(task, completed=step)
-            if cfg.checkpoints and (step % cfg.save_every == 0 or step == cfg.steps):
+            if cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.steps):
                 result.last_checkpoint = save_checkpoint(run.run_dir, step, run.model, run.optimizer,
-                                                         run.loader.state_dict(), run.info, cfg.keep_checkpoints,
+                                                         run.loader.state_dict(), run.info, cfg.checkpoint.keep,
                                                          {"global_batch": run.mixture.spec.batch_size})
             result.end_step = step
     finally:

@@ -21,14 +21,14 @@ from cotrain.dist import DistInfo, init_process_group
 from cotrain.errors import ConfigError, CotrainError, DataError
 from cotrain.mix.loader import MixtureLoader
 from cotrain.mix.resolve import Mixture, load_mixture
-from cotrain.model.config import ModelConfig
+from cotrain.model.config import ResolvedModelConfig
 from cotrain.model.factory import build_vla, load_tokenizer_for
 from cotrain.model.pi_stats import apply_base_stats
 from cotrain.model.text import TextLayout, TextTokenizer
 from cotrain.model.vla import VLA
 from cotrain.train.checkpoint import latest_checkpoint, load_checkpoint, read_json
 from cotrain.train.compat import collator_for, norm_stats_record, resolve_model_config, write_json
-from cotrain.train.config import RESUMABLE_CHANGES, TrainConfig
+from cotrain.train.config import RESUMABLE_CHANGES, TrainConfig, flat_fields, nest_fields
 from cotrain.train.optim import CosineSchedule, build_optimizer
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Run:
     amp_dtype: torch.dtype | None
     seed: int
     mixture: Mixture
-    model_cfg: ModelConfig
+    model_cfg: ResolvedModelConfig
     layout: TextLayout
     model: VLA
     wrapped: torch.nn.Module
@@ -59,24 +59,25 @@ class Run:
 
 def _device(cfg: TrainConfig, info: DistInfo) -> tuple[torch.device, torch.dtype | None]:
     cuda = torch.cuda.is_available()
-    if cfg.device == "cuda" and not cuda:
+    par = cfg.parallel
+    if par.device == "cuda" and not cuda:
         raise ConfigError("--device cuda: no CUDA device is visible")
-    device = torch.device(f"cuda:{info.local_rank}") if cfg.device != "cpu" and cuda else torch.device("cpu")
+    device = torch.device(f"cuda:{info.local_rank}") if par.device != "cpu" and cuda else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if cfg.precision == "bf16" and device.type != "cuda":
+    if par.precision == "bf16" and device.type != "cuda":
         raise ConfigError("--precision bf16 needs a GPU (bf16 autocast is GPU-only; CPU runs in fp32)")
-    amp = torch.bfloat16 if device.type == "cuda" and cfg.precision in ("auto", "bf16") else None
+    amp = torch.bfloat16 if device.type == "cuda" and par.precision in ("auto", "bf16") else None
     return device, amp
 
 
 def _check_packages(cfg: TrainConfig) -> None:
     import importlib.util
 
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+    if cfg.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("TensorBoard logging needs the tensorboard package (pip install tensorboard); "
                           "or pass --set tensorboard=false")
-    if cfg.lora_rank and importlib.util.find_spec("peft") is None:
+    if cfg.model.lora_rank and importlib.util.find_spec("peft") is None:
         raise ConfigError("--lora-rank needs the peft package (pip install peft)")
 
 
@@ -85,8 +86,8 @@ def _check_batch(cfg: TrainConfig, mixture: Mixture, info: DistInfo) -> None:
     if b % info.world_size:
         raise ConfigError(f"{mixture.path}: batch_size {b} does not divide over {info.world_size} ranks")
     per_rank = b // info.world_size
-    if per_rank % cfg.grad_accum:
-        raise ConfigError(f"--grad-accum {cfg.grad_accum} does not divide the per-rank batch of {per_rank} "
+    if per_rank % cfg.optim.grad_accum:
+        raise ConfigError(f"--grad-accum {cfg.optim.grad_accum} does not divide the per-rank batch of {per_rank} "
                           f"(batch_size {b} / {info.world_size} ranks)")
 
 
@@ -101,8 +102,11 @@ def _stored_run(cfg: TrainConfig, run_dir: Path) -> Path | None:
         return None
     if not cfg.resume:
         raise ConfigError(f"--out {run_dir} already holds a run; pass --resume to continue it or choose a new --out")
-    old = read_json(stored)
-    new = cfg.model_dump(mode="json")
+    try:  # a flat config of an earlier version is compared field by field after moving its keys
+        old = flat_fields(nest_fields(read_json(stored)))
+    except ValueError as exc:
+        raise DataError(stored, f"not a train configuration ({exc})") from None
+    new = flat_fields(cfg)
     for key in sorted(set(old) | set(new)):
         if key == "mixture" and _same_file(old.get(key), new.get(key)):
             continue
@@ -142,8 +146,8 @@ def _restore(cfg: TrainConfig, checkpoint: Path, model: VLA, optimizer: torch.op
     return start
 
 
-def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, tokenizer: TextTokenizer,
-               announce: bool) -> ModelConfig:
+def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ResolvedModelConfig, tokenizer: TextTokenizer,
+               announce: bool) -> ResolvedModelConfig:
     """The text budget from the data: every sample's text length is known from its shard index
     (member sizes; exact with the byte tokenizer, a bound otherwise), so the preset's budget grows to
     the longest text, up to MAX_TEXT_TOKENS. An explicit `max_text_tokens` is kept. Anything still
@@ -161,7 +165,7 @@ def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ModelConfig, token
         need.append(text_tokens_bound(sizes, len(tokenizer.newline)))
     lengths = np.concatenate(need) if need else np.zeros(0, np.int64)
     longest = int(lengths.max()) if len(lengths) else 0
-    budget = cfg.max_text_tokens or max(model_cfg.max_text_tokens, min(longest, MAX_TEXT_TOKENS))
+    budget = cfg.model.max_text_tokens or max(model_cfg.max_text_tokens, min(longest, MAX_TEXT_TOKENS))
     cut = int((lengths > budget).sum())
     if cut and announce:  # (every rank sizes the same budget; one says so)
         exact = "" if not model_cfg.pretrained else "up to "
@@ -182,10 +186,10 @@ def _barrier(info: DistInfo) -> None:
 
 def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, amp: torch.dtype | None) -> Any:
     if not info.is_distributed:
-        if cfg.fsdp:
+        if cfg.parallel.fsdp:
             raise ConfigError("--fsdp needs a distributed launch (torchrun --nproc-per-node K -m cotrain train ...)")
         return model
-    if cfg.fsdp:
+    if cfg.parallel.fsdp:
         from cotrain.train.parallel import apply_fsdp
 
         return apply_fsdp(model, amp)
@@ -196,18 +200,18 @@ def _wrap(model: VLA, cfg: TrainConfig, info: DistInfo, device: torch.device, am
 
 
 def _model_and_tokenizer(cfg: TrainConfig, mixture: Mixture, run_dir: Path,
-                         resuming: bool, info: DistInfo) -> tuple[ModelConfig, TextTokenizer]:
+                         resuming: bool, info: DistInfo) -> tuple[ResolvedModelConfig, TextTokenizer]:
     if resuming:
         stored = run_dir / "model_config.json"
         try:
-            model_cfg = ModelConfig.model_validate(read_json(stored))
+            model_cfg = ResolvedModelConfig.model_validate(read_json(stored))
         except ValidationError as exc:
             err = exc.errors()[0]
             raise DataError(stored, f"not a model configuration (field {'.'.join(map(str, err['loc']))!r}: "
                                     f"{err['msg']})") from None
         return model_cfg, TextTokenizer.load(run_dir / "tokenizer.json")
     model_cfg = resolve_model_config(cfg, mixture)
-    tokenizer = load_tokenizer_for(model_cfg, cfg.init_from)
+    tokenizer = load_tokenizer_for(model_cfg, cfg.model.init_from)
     return _size_text(cfg, mixture, model_cfg, tokenizer, info.is_main), tokenizer
 
 
@@ -216,7 +220,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
     _check_packages(cfg)
     info = init_process_group()
     device, amp = _device(cfg, info)
-    mixture = apply_base_stats(load_mixture(cfg.mixture), cfg.init_from, cfg.base_stats)
+    mixture = apply_base_stats(load_mixture(cfg.mixture), cfg.model.init_from, cfg.model.base_stats)
     _check_batch(cfg, mixture, info)
     run_dir = Path(cfg.out)
     resume_from = _stored_run(cfg, run_dir)
@@ -226,18 +230,20 @@ def prepare_run(cfg: TrainConfig) -> Run:
         resolve_model_config(cfg, mixture)  # the mixture must still fit the model
     model_cfg, tokenizer = _model_and_tokenizer(cfg, mixture, run_dir, resuming, info)
     seed = mixture.spec.seed if cfg.seed is None else cfg.seed
-    init = cfg.init_from if model_cfg.backbone_config is None else None
+    init = cfg.model.init_from if model_cfg.backbone_config is None else None
     model, model_cfg = build_vla(model_cfg, seed=seed, tokenizer=tokenizer, init_from=init)
     model.to(device)
     wrapped = _wrap(model, cfg, info, device, amp)
-    optimizer = build_optimizer(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                weight_decay=cfg.weight_decay)
-    loader = MixtureLoader(mixture, rank=info.rank, world_size=info.world_size, num_workers=cfg.num_workers,
+    opt = cfg.optim
+    optimizer = build_optimizer(model.parameters(), lr=opt.lr, betas=opt.betas, eps=opt.eps,
+                                weight_decay=opt.weight_decay)
+    loader = MixtureLoader(mixture, rank=info.rank, world_size=info.world_size, num_workers=cfg.data.num_workers,
                            end_step=cfg.steps, collator=collator_for(model_cfg))
     if info.is_main and not resuming:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "model_config.json", model_cfg.model_dump(mode="json"))
-        write_json(run_dir / "norm_stats.json", {**norm_stats_record(mixture), "base_stats": dict(cfg.base_stats)})
+        base_stats = dict(cfg.model.base_stats)
+        write_json(run_dir / "norm_stats.json", {**norm_stats_record(mixture), "base_stats": base_stats})
         tokenizer.save(run_dir)
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
@@ -245,6 +251,6 @@ def prepare_run(cfg: TrainConfig) -> Run:
     lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
                         model_cfg.max_text_tokens, model_cfg.arch == "pi05")
-    schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio)
+    schedule = CosineSchedule(opt.lr, opt.warmup_steps, cfg.steps, opt.min_lr_ratio)
     return Run(cfg, info, device, amp, seed, mixture, model_cfg, layout, model, wrapped, optimizer, schedule,
                loader, run_dir, start)

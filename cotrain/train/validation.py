@@ -47,13 +47,13 @@ _SEED_STREAM = 0x7A1  # the validation noise's SeedSequence stream id
 
 def plan_validation(cfg: TrainConfig) -> dict[str, Path]:
     """Name -> local path of every held-out dataset, each checked against the run (see module docstring)."""
-    if not cfg.eval_every:
+    if not cfg.validation.every:
         return {}
     mixture = load_mixture(cfg.mixture)
     named = {v.name: (v.url, f"{mixture.path}: val.{v.name}") for v in mixture.val}
-    named.update({n: (str(p), f"--val-data {p}") for n, p in dataset_names(cfg.val_data, list(named)).items()})
+    named.update({n: (str(p), f"--val-data {p}") for n, p in dataset_names(cfg.validation.data, list(named)).items()})
     if not named:
-        raise ConfigError(f"--eval-every {cfg.eval_every}: no held-out data; pass --val-data DIR or add a val: "
+        raise ConfigError(f"--eval-every {cfg.validation.every}: no held-out data; pass --val-data DIR or add a val: "
                           f"section to {mixture.path}")
     model, norm = resolve_model_config(cfg, mixture), norm_stats_record(mixture)
     out = {}
@@ -71,7 +71,7 @@ def plan_validation(cfg: TrainConfig) -> dict[str, Path]:
 @contextlib.contextmanager
 def _full_parameters(run: Run) -> Iterator[None]:
     """FSDP2 gathers the root's own parameters only inside its forward; validation calls other methods."""
-    if not (run.cfg.fsdp and run.info.is_distributed):
+    if not (run.cfg.parallel.fsdp and run.info.is_distributed):
         yield
         return
     run.model.unshard()  # type: ignore[operator]  # an FSDP module here (typed nn.Module)
@@ -91,10 +91,10 @@ class Validator:
 
     def __init__(self, run: Run, datasets: dict[str, Path]) -> None:
         self.run = run
-        self.every = run.cfg.eval_every
+        self.every = run.cfg.validation.every
         self.model_view = LoadedRun(run.run_dir, run.start_step, run.model, run.model_cfg, run.layout,
                                     norm_stats_record(run.mixture), run.device)
-        self.sets: dict[str, EvalSet] = {name: load_eval_set(self.model_view, path, run.cfg.val_max_samples)
+        self.sets: dict[str, EvalSet] = {name: load_eval_set(self.model_view, path, run.cfg.validation.max_samples)
                                          for name, path in datasets.items()}
         self.seed = self.seed_for(run.seed)
 
@@ -116,7 +116,7 @@ class Validator:
         run.wrapped.eval()
         try:
             with _full_parameters(run), amp:
-                reports = {name: evaluate_set(self.model_view, data, batch_size=run.cfg.val_batch_size,
+                reports = {name: evaluate_set(self.model_view, data, batch_size=run.cfg.validation.batch_size,
                                               flow_steps=int(run.model_cfg.flow_steps), seed=self.seed)
                            for name, data in self.sets.items()}
         finally:

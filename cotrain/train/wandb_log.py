@@ -76,9 +76,9 @@ def open_wandb(run: Run) -> WandbSink:
     config = {"train": cfg.model_dump(mode="json"), "model": run.model_cfg.model_dump(mode="json"),
               "mixture": run.mixture.spec.model_dump(mode="json")}
     wb = wandb.init(
-        project=cfg.wandb_project, entity=cfg.wandb_entity, name=cfg.wandb_run_name or run_dir.resolve().name,
-        group=cfg.wandb_group, tags=list(cfg.wandb_tags) or None, id=_run_id(run_dir), resume="allow",
-        mode=cfg.wandb, dir=str(run_dir), config=config, allow_val_change=True,
+        project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.run_name or run_dir.resolve().name,
+        group=cfg.wandb.group, tags=list(cfg.wandb.tags) or None, id=_run_id(run_dir), resume="allow",
+        mode=cfg.wandb.mode, dir=str(run_dir), config=config, allow_val_change=True,
         # console="off": W&B would otherwise wrap stdout/stderr (the progress bar, `--json` output).
         settings=wandb.Settings(console="off", init_timeout=120),
     )

@@ -194,10 +194,12 @@ def test_mixture_path_that_is_not_a_yaml_file(case: str, tmp_path: Path) -> None
 TRAIN_OPTION_CASES = {
     "steps_1e12": (["--steps", str(10**12)], "steps"),
     "seed_2_80": (["--set", f"seed={2**80}"], "seed"),
-    "lr_nan": (["--lr", "nan"], "lr"),
-    "lr_inf": (["--lr", "inf"], "lr"),
-    "workers_huge": (["--workers", "1000000"], "num_workers"),
-    "max_text_tokens_huge": (["--set", "max_text_tokens=10000000"], "max_text_tokens"),
+    "lr_nan": (["--lr", "nan"], "optim.lr"),
+    "lr_inf": (["--lr", "inf"], "optim.lr"),
+    "workers_huge": (["--workers", "1000000"], "data.num_workers"),
+    "max_text_tokens_huge": (["--set", "max_text_tokens=10000000"], "model.max_text_tokens"),
+    "dotted_max_text_tokens_huge": (["--set", "model.max_text_tokens=10000000"], "model.max_text_tokens"),
+    "unknown_dotted_key": (["--set", "optim.momentum=0.9"], "optim.momentum: Extra inputs"),
 }
 
 

@@ -91,7 +91,7 @@ class AblationConfig(BaseModel):
             raise ConfigError(f"--steps {self.steps}: must be at least 1")
         if not self.mixtures:
             raise ConfigError("give at least one mixture file or folder")
-        reserved = {"mixture", "out", "steps", "resume", "model", "seed"} & set(self.train_overrides)
+        reserved = {"mixture", "out", "steps", "resume", "model", "model.preset", "seed"} & set(self.train_overrides)
         if reserved:
             raise ConfigError(f"--set {sorted(reserved)[0]}: the study sets this itself per run")
         return self
