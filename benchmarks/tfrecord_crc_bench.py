@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="2 episodes x 10 steps, 2 rounds")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--baseline-rev", default=None, help="git revision whose cotrain_converters/rlds/tfrecord.py to compare")
+    p.add_argument("--baseline-rev", default=None,
+                   help="git revision whose cotrain_converters/rlds/tfrecord.py to compare")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     machine = machine_info()

@@ -147,7 +147,8 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
     cli = run_cli("train", str(write_mix(data)), "--model", "pali", "--steps", "1", "--out", str(tmp_path / "x"))
     assert cli.returncode == 1
     assert cli.stderr.strip().splitlines() == ["error: unknown model preset 'pali' (did you mean 'paligemma'?); "
-                                               "valid: paligemma, paligemma-random, paligemma2, pi0, pi05, small, tiny, tiny-conv"]
+                                               "valid: paligemma, paligemma-random, paligemma2, pi0, pi05, small, "
+                                               "tiny, tiny-conv"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`cotrain inspect`, `cotrain validate` and `cotrain preview`: look at a converted dataset.
 
-Thin commands over cotrain.dataset.summary, cotrain.dataset.validate and cotrain.dataset.preview; those are imported inside
-each command so `cotrain --help` stays fast.
+Thin commands over cotrain.dataset.summary, cotrain.dataset.validate and cotrain.dataset.preview;
+those are imported inside each command so `cotrain --help` stays fast.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def _option_type(field: Any) -> Any:
     if typing.get_origin(field.annotation) in (dict, tuple):  # dict: KEY=VALUE items, parsed by nested_values
         return list[Path] if path else list[str]
     if path:
-        return typing.Optional[Path] if field.default is None else Path  # noqa: UP007
+        return typing.Optional[Path] if field.default is None else Path  # noqa: UP045  (typer needs typing.Optional here)
     return _cli_type(field.annotation)
 
 

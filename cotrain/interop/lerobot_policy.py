@@ -49,6 +49,8 @@ _EXPERT_HEAD = "model.paligemma_with_expert.gemma_expert.lm_head.weight"
 
 @dataclass(frozen=True)
 class ExportedPolicy:
+    """What `export_lerobot_policy` wrote: the folder, the architecture, the source and the tensor count."""
+
     out: Path
     arch: str
     source: str
@@ -85,7 +87,8 @@ def _config(cfg: ModelConfig, src: dict[str, Any], mode: str) -> dict[str, Any]:
     inputs["observation.state"] = _feature("STATE", [len(src["state_names"])])
     h = int(cfg.horizon)  # type: ignore[arg-type]
     return {
-        "type": cfg.arch, "input_features": inputs, "output_features": {"action": _feature("ACTION", [len(src["action_names"])])},
+        "type": cfg.arch, "input_features": inputs,
+        "output_features": {"action": _feature("ACTION", [len(src["action_names"])])},
         "device": "cpu", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "dtype": "float32",
         "chunk_size": h, "n_action_steps": h, "max_state_dim": int(cfg.state_dim),  # type: ignore[arg-type]
         "max_action_dim": int(cfg.action_dim), "num_inference_steps": cfg.flow_steps,  # type: ignore[arg-type]
@@ -125,7 +128,8 @@ def _stats(norm: dict[str, Any], src: dict[str, Any]) -> dict[str, torch.Tensor]
 def _pipelines(cfg: ModelConfig, conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     features = {**conf["input_features"], **conf["output_features"]}
     mapping = conf["normalization_mapping"]
-    norm = {"registry_name": "normalizer_processor", "config": {"eps": 1e-08, "features": features, "norm_map": mapping}}
+    norm = {"registry_name": "normalizer_processor",
+            "config": {"eps": 1e-08, "features": features, "norm_map": mapping}}
     tok = {"registry_name": "tokenizer_processor", "config": {
         "max_length": cfg.max_text_tokens, "task_key": "task", "padding_side": "right", "padding": "max_length",
         "truncation": True, "tokenizer_name": _TOKENIZER}}

@@ -157,6 +157,7 @@ def apply_trainable(model: VLA, cfg: ModelConfig) -> None:
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts of `model`."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable}

@@ -51,7 +51,8 @@ def velocity_target(actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - actions
 
 
-def sinusoidal_embedding(t: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+def sinusoidal_embedding(t: torch.Tensor, width: int, min_period: float = 4e-3,
+                         max_period: float = 4.0) -> torch.Tensor:
     """[B] -> [B, width] sin-cos features with periods log-spaced in [min_period, max_period] (openpi)."""
     if width % 2:
         raise ValueError(f"sinusoidal embedding width must be even, got {width}")

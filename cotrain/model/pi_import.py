@@ -55,7 +55,8 @@ _PREFIXES = (  # (checkpoint prefix, cotrain prefix); layers are handled by _LAY
     ("time_mlp_in.", "time_mlp_in."),
     ("time_mlp_out.", "time_mlp_out."),
 )
-_LAYER = re.compile(r"paligemma_with_expert\.(paligemma\.model\.language_model|gemma_expert\.model)\.layers\.(\d+)\.(.+)")
+_LAYER = re.compile(r"paligemma_with_expert\.(paligemma\.model\.language_model|gemma_expert\.model)"
+                    r"\.layers\.(\d+)\.(.+)")
 _EMBED = _PG + "language_model.embed_tokens.weight"
 _LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
 _UNUSED = (_LM_HEAD, "paligemma_with_expert.gemma_expert.lm_head.weight")
@@ -126,7 +127,8 @@ def _text_config(ck: PiCheckpoint) -> dict[str, Any]:
     vocab, width = ck.shape(_EMBED)
     layer0 = _PG + "language_model.layers.0."
     head_dim = ck.shape(layer0 + "self_attn.q_proj.weight")[0] // PI_HEADS
-    return {"model_type": "gemma", "hidden_size": width, "intermediate_size": ck.shape(layer0 + "mlp.gate_proj.weight")[0],
+    return {"model_type": "gemma", "hidden_size": width,
+            "intermediate_size": ck.shape(layer0 + "mlp.gate_proj.weight")[0],
             "num_hidden_layers": ck.count(_PG + "language_model.layers."), "num_attention_heads": PI_HEADS,
             "num_key_value_heads": ck.shape(layer0 + "self_attn.k_proj.weight")[0] // head_dim,
             "head_dim": head_dim, "vocab_size": vocab, "hidden_activation": "gelu_pytorch_tanh"}
@@ -165,11 +167,13 @@ def model_updates(ck: PiCheckpoint, preset: str) -> dict[str, Any]:
                            "action_dim": ck.shape("action_in_proj.weight")[1], "backbone_config": backbone_config(ck)}
     if ck.layout == "lerobot":
         out.update(horizon=int(c["chunk_size"]), flow_steps=int(c.get("num_inference_steps", 10)),
-                   time_beta=(float(c.get("time_sampling_beta_alpha", 1.5)), float(c.get("time_sampling_beta_beta", 1.0))),
+                   time_beta=(float(c.get("time_sampling_beta_alpha", 1.5)),
+                              float(c.get("time_sampling_beta_beta", 1.0))),
                    max_text_tokens=int(c.get("tokenizer_max_length", 48)))
     else:
         out["horizon"] = int(c.get("action_horizon", 50))
-    out["state_dim"] = ck.shape("state_proj.weight")[1] if ck.arch == "pi0" else int(c.get("max_state_dim", out["action_dim"]))
+    out["state_dim"] = (ck.shape("state_proj.weight")[1] if ck.arch == "pi0"
+                        else int(c.get("max_state_dim", out["action_dim"])))
     out["image_size"] = int(out["backbone_config"]["vision_config"]["image_size"])
     return out
 

@@ -92,7 +92,8 @@ def apply_base_stats(mixture: Any, init_from: str | None, choice: dict[str, str]
                               f"{', '.join(sorted(assets)) or 'none'}")
         src = by_name[name]
         m, where = src.manifest, f"{init_from} asset {asset!r}"
-        state = DimStats.model_validate(_dim_stats(assets[asset].get("state", {}), len(m.state_names), f"{where} state"))
+        state = DimStats.model_validate(_dim_stats(assets[asset].get("state", {}), len(m.state_names),
+                                                   f"{where} state"))
         actions = ActionStats.model_validate({**_dim_stats(assets[asset].get("actions", {}), len(m.action_names),
                                                            f"{where} actions"), "per_timestep": {}})
         manifest = m.model_copy(update={"stats": m.stats.model_copy(update={"state": state, "actions": actions})})

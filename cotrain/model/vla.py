@@ -9,8 +9,8 @@ Suffix (pi0): one state token (`state_proj`), then H action tokens
 MLP(concat(action_in_proj(x_t), sincos(t))) with swish; `action_out_proj` maps the expert's output
 back to the padded action dims. Suffix (pi0.5, `arch="pi05"`): the H action tokens action_in_proj(x_t)
 alone; the state is in the prompt as discrete tokens (text.py) and the time enters every expert norm
-through c = swish(time_mlp_out(swish(time_mlp_in(sincos(t))))) (adarms.py). Missing cameras are skipped by the vision tower (only present
-camera slots are encoded) and masked out of attention.
+through c = swish(time_mlp_out(swish(time_mlp_in(sincos(t))))) (adarms.py). Missing cameras are
+skipped by the vision tower (only present camera slots are encoded) and masked out of attention.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def _image_size(model: ModelConfig, cfg: TrainConfig, mixture_side: int, where: 
     init_from = cfg.model.init_from
     if model.preset in PI_PRESETS and model.image_size != mixture_side:
         raise ConfigError(f"{where}: image_size is {mixture_side} but the checkpoint {init_from} takes "
-                          f"{model.image_size}x{model.image_size} images; set image_size: {model.image_size} in the mixture")
+                          f"{model.image_size}x{model.image_size} images; "
+                          f"set image_size: {model.image_size} in the mixture")
     if not model.pretrained or model.preset in PI_PRESETS:
         if model.image_size is not None and model.image_size != mixture_side:
             raise ConfigError(f"{where}: image_size is {mixture_side} but preset {model.preset!r} takes "
@@ -94,7 +95,8 @@ def _check_source(model: ResolvedModelConfig, name: str, manifest: Any) -> None:
         raise ConfigError(f"{where}: {na} action dims do not fit the model's {model.action_dim} "
                           f"(raise it: --set action_dim={na})")
     if ns > model.state_dim:
-        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} (raise it: --set state_dim={ns})")
+        raise ConfigError(f"{where}: {ns} state dims do not fit the model's {model.state_dim} "
+                          f"(raise it: --set state_dim={ns})")
     if modality in _ACTION_MODALITIES and modality != keys.ACTION_TOKENS_MODALITY and not na:
         raise ConfigError(f"{where}: has no actions, so the flow loss has nothing to learn from")
     if modality == keys.ACTION_TOKENS_MODALITY:

@@ -27,8 +27,8 @@ import torch
 
 from cotrain.model.losses import TERMS
 
-__all__ = ["MetricsLogger", "PEAK_TFLOPS", "SampleMetrics", "ScalarSink", "TensorBoardSink", "flops_per_step", "peak_tflops",
-           "summarise_step"]
+__all__ = ["MetricsLogger", "PEAK_TFLOPS", "SampleMetrics", "ScalarSink", "TensorBoardSink", "flops_per_step",
+           "peak_tflops", "summarise_step"]
 
 METRICS_FILE = "metrics.jsonl"
 # Dense bf16 peak (no sparsity) by device-name fragment, for the MFU estimate.

@@ -27,9 +27,9 @@ import openpi_shim
 
 openpi_shim.install()
 
-from lerobot.configs.types import FeatureType, PolicyFeature
-from lerobot.policies.pi0 import modeling_pi0
-from lerobot.policies.pi05 import modeling_pi05
+from lerobot.configs.types import FeatureType, PolicyFeature  # noqa: E402  (after the shim patches transformers)
+from lerobot.policies.pi0 import modeling_pi0  # noqa: E402  (after the shim patches transformers)
+from lerobot.policies.pi05 import modeling_pi05  # noqa: E402  (after the shim patches transformers)
 
 VOCAB, WIDTH, EXPERT, HEAD_DIM, DEPTH = 1024, 64, 32, 16, 2
 VISION = {"hidden_size": 144, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 8}

@@ -1,9 +1,10 @@
 """Ablation studies: train every mixture x seed, evaluate, and compare (the Lin et al. 2026 modality study).
 
 Modules: config.py (AblationConfig, StudyDataConfig: the settings), study.py (the mixtures and each
-run's mixture file), data.py (the simulated study data: corpus, action tokens, held-out sets), runner.py (`run_ablation`: resumable training and
-evaluation), metrics.py (a run's flat metrics), stats.py (Welch t-tests, Holm, compact letters;
-numpy and math only), report.py (runs.csv, results.csv, results.md), plots.py (PNG figures).
+run's mixture file), data.py (the simulated study data: corpus, action tokens, held-out sets),
+runner.py (`run_ablation`: resumable training and evaluation), metrics.py (a run's flat metrics),
+significance.py (Welch t-tests via scipy, Holm, compact letters), report.py (runs.csv, results.csv,
+results.md), plots.py (PNG figures).
 Nothing here imports torch at module level.
 """
 

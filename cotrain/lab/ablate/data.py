@@ -91,7 +91,7 @@ def _tokens(root: Path, target: str, vocab: int) -> None:
         convert("tokens", root / target, out, options, RunOptions(overwrite=True, progress=False))
 
 
-def prepare_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig()) -> StudyData:
+def prepare_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig()) -> StudyData:  # noqa: B008  (frozen config)
     """Make every dataset of the study folder that is missing (see module docstring)."""
     root = Path(root)
     if cfg.target not in _OTHER:

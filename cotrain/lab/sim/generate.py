@@ -117,7 +117,8 @@ def _sources(cfg: CorpusConfig, other: str) -> list[dict[str, Any]]:
     ]
 
 
-def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, overwrite: bool = False) -> dict[str, Any]:
+def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(),  # noqa: B008  (frozen config)
+                    *, overwrite: bool = False) -> dict[str, Any]:
     """Write the corpus under `out` and return the contents of its corpus.json (plus timing)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -132,7 +133,8 @@ def generate_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), *, over
     _write_robot(out, record_role("cross_embodiment", other, cfg.other_episodes, cfg, renderer), other)
     _write_human(out / "human", record_role("human", "human_hand", cfg.human_episodes, cfg, renderer))
     _write_vl(out / "vl", cfg, renderer)
-    corpus = {"config": cfg.model_dump(mode="json"), "sources": _sources(cfg, other), "splits": split_summary(cfg.target, cfg.verbs)}
+    corpus = {"config": cfg.model_dump(mode="json"), "sources": _sources(cfg, other),
+              "splits": split_summary(cfg.target, cfg.verbs)}
     (out / CORPUS_FILE).write_text(json.dumps(corpus, indent=1))
     return {**corpus, "out": str(out), "seconds": round(time.perf_counter() - start, 2)}
 
