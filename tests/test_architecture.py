@@ -5,8 +5,8 @@
 | foundations (errors, registry, atomic,    | any other cotrain module                                      |
 |   dist, progress)                         |                                                               |
 | cotrain.media, cotrain.dataset            | convert, annotate, mix, action_tokens, model, train, eval,    |
-|                                           |   lab, cli                                                    |
-| cotrain.model                             | mix, train, eval, lab, cli (the network only)                 |
+|                                           |   serve, interop, lab, cli                                    |
+| cotrain.model                             | mix, train, eval, serve, interop, lab, cli (the network only) |
 | everything but cotrain.lab and cli        | cotrain.lab (tests and benchmarks may; the CLI is the top)    |
 | everything outside cotrain.cli            | cotrain.cli (except `cotrain.__main__`)                       |
 | cotrain (the library)                     | cotrain_converters: converters are found through the          |
@@ -27,7 +27,7 @@ PACKAGES = ("cotrain", "cotrain_converters")
 FOUNDATIONS = ("cotrain.errors", "cotrain.registry", "cotrain.atomic", "cotrain.dist", "cotrain.progress")
 LOWER = ("cotrain.media", "cotrain.dataset")
 ABOVE_DATASET = ("cotrain.convert", "cotrain.annotate", "cotrain.mix", "cotrain.action_tokens", "cotrain.model",
-                 "cotrain.train", "cotrain.eval", "cotrain.lab", "cotrain.cli")
+                 "cotrain.train", "cotrain.eval", "cotrain.serve", "cotrain.interop", "cotrain.lab", "cotrain.cli")
 
 
 def module_name(path: Path) -> str:
@@ -65,7 +65,8 @@ def within(module: str, prefixes: tuple[str, ...]) -> bool:
 
 def violations(name: str, imported: set[str]) -> list[str]:
     above_foundations = tuple(m for m in MODULES if m.startswith("cotrain.") and not within(m, FOUNDATIONS))
-    model_may_not = ("cotrain.mix", "cotrain.train", "cotrain.eval", "cotrain.lab", "cotrain.cli")
+    model_may_not = ("cotrain.mix", "cotrain.train", "cotrain.eval", "cotrain.serve", "cotrain.interop", "cotrain.lab",
+                     "cotrain.cli")
     rules: list[tuple[bool, tuple[str, ...], str]] = [
         (within(name, FOUNDATIONS), above_foundations, "foundations import nothing above them"),
         (within(name, LOWER), ABOVE_DATASET, "media and the dataset contract sit below every other layer"),
