@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cotrain.dataset import keys
+from cotrain import seeds
 from cotrain.errors import CotrainError
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
@@ -76,7 +76,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _noise(run: Run, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's rows of the global batch's noise [B, H, Da] and times [B] for `step`."""
     global_b = run.mixture.spec.batch_size
-    seed = int(np.random.SeedSequence([run.seed, step, 0xF10]).generate_state(1, dtype=np.uint64)[0])
+    seed = seeds.stream_seed(run.seed, step, seeds.TRAIN_NOISE)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((global_b, *shape[1:]), generator=gen)
     t = sample_time(global_b, gen, *run.model_cfg.time_beta)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
+from cotrain import seeds
 from cotrain.errors import ConfigError
 from cotrain.lab.sim.egodex_writer import write_egodex_episode
 from cotrain.lab.sim.embodiments import DEFAULT_TARGET, ROBOTS, get_embodiment, other_robot
@@ -37,7 +38,7 @@ from cotrain.lab.sim.vl_data import scene_captions, scene_questions, write_coco_
 from cotrain.lab.sim.world import World
 
 CORPUS_FILE = "corpus.json"
-_VL_STREAM = 2000  # scene stream of the vision-language images (demo roles use 0..3)
+_VL_STREAM = seeds.SIM_VISION_LANGUAGE  # scene stream of the vision-language images (demo roles use 0..3)
 
 
 @dataclass(frozen=True)
