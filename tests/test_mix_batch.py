@@ -133,3 +133,26 @@ def test_dry_runs_do_not_import_the_data_loader(bad_mix: Path, tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     assert "loaded: []" in out.stdout
     assert (tmp_path / "p.png").exists()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_train_steps_are_those_recorded_before(tmp_path: Path) -> None:
+    """Three tiny-model steps on typed batches: the losses and gradient norms that commit 0795f40
+    printed for the same data (checked there bit for bit, old and new checkout in one session; here
+    to 1e-6, since another CPU's kernels may round differently)."""
+    from cotrain.train.config import TrainConfig
+    from cotrain.train.loop import train
+
+    write_dataset(tmp_path / "robot", samples=40, state_dim=4, action_dim=3, horizon=4, cameras=("front", "wrist"))
+    write_dataset(tmp_path / "vl", samples=24, modality="vision_language", cameras=("image",))
+    doc = {"name": "tt", "seed": 3, "batch_size": 8, "image_size": 32,
+           "sources": {"robot": {"path": "robot"}, "vl": {"path": "vl", "loss_weight": 0.5}},
+           "phases": [{"name": "a", "steps": 100, "weights": {"robot": 0.6, "vl": 0.4}}]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    cfg = TrainConfig(mixture=str(tmp_path / "m.yaml"), model="tiny", steps=3, out=str(tmp_path / "run"),
+                      save_every=3, progress=False, tensorboard=False, warmup_steps=2, lr=1e-3)
+    history = train(cfg).history
+    recorded = [(2.621058940887451, 5.118751049041748), (2.600590705871582, 4.143795013427734),
+                (2.630390167236328, 3.2426021099090576)]
+    assert [(r["loss"], r["grad_norm"]) for r in history] == [
+        (pytest.approx(loss, rel=1e-6), pytest.approx(norm, rel=1e-6)) for loss, norm in recorded]

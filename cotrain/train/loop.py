@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from cotrain.dataset import keys
 from cotrain import seeds
+from cotrain.dataset import keys
 from cotrain.errors import CotrainError
+from cotrain.mix.collate import Batch
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import TERMS, combine_losses
@@ -105,7 +106,7 @@ def _sample_rows(terms: dict[str, torch.Tensor], batch: dict[str, Any], rows: sl
     return torch.stack(cols, dim=1)
 
 
-def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
+def _step(run: Run, inputs: ModelInputs, batch: Batch, step: int,
           weights: dict[str, float]) -> tuple[torch.Tensor, float, float]:
     cfg, k_total = run.cfg, run.cfg.grad_accum
     b = inputs.batch_size
@@ -121,7 +122,7 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
             run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]
         with _sync(run, k == k_total - 1), amp:
             terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
-            loss = combine_losses(terms, batch["loss_weight"][sl].to(run.device), weights, b)
+            loss = combine_losses(terms, batch.loss_weight[sl].to(run.device), weights, b)
         loss.backward()
         rows.append(_sample_rows(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
     params = [p for p in run.model.parameters() if p.requires_grad]
