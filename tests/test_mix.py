@@ -148,7 +148,7 @@ def test_ranks_are_disjoint_and_cover_the_global_batch(data: Path) -> None:
     ranks = [MixtureLoader(mixture, rank=r, world_size=4) for r in range(4)]
     for step in range(24):
         per_rank = [ld.rank_keys(step) for ld in ranks]
-        flat = [(k[2], k[3]) for keys in per_rank for k in keys]
+        flat = [(k.source, k.sample) for keys in per_rank for k in keys]
         assert len(flat) == len(set(flat)) == 8
         assert sorted(flat) == sorted((s.source, s.index) for s in single.batch(step))
 

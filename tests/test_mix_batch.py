@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from cotrain.mix.collate import Batch
-from cotrain.mix.loader import MixtureLoader, SlotKey
+from cotrain.mix.loader import MixtureLoader, SlotKey, build_planner
 from cotrain.mix.resolve import load_mixture
 from tests.conftest import ROOT
 from tests.fixtures.cotrain_data import write_dataset
@@ -82,7 +82,8 @@ def test_batches_and_replacements_are_those_recorded_before(bad_mix: Path, worke
 def test_batch_is_typed_and_keeps_mapping_access(bad_mix: Path) -> None:
     loader = MixtureLoader(load_mixture(bad_mix), end_step=1)
     key = loader.rank_keys(0)[0]
-    assert isinstance(key, SlotKey) and key.step == 0 and key.position == 0
+    assert isinstance(key, SlotKey) and key.step == 0 and key.position == 0 and key.draw >= 0
+    assert key.sample == build_planner(loader.mixture).batch(0)[0].index
     batch = next(iter(loader))
     assert isinstance(batch, Batch) and batch.step == 0
     assert batch.images.shape == (8, 1, 3, 32, 32) and batch.state.shape == (8, 4)

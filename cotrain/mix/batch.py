@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cotrain import seeds
-from cotrain.dataset.reader import SourceReader
+from cotrain.dataset.reader import DecodedSample, SourceReader
 from cotrain.errors import CotrainError, DataError
 from cotrain.mix.collate import BatchArrays, BatchRows, Collator
 from cotrain.mix.resolve import Mixture
@@ -37,7 +37,7 @@ class SlotKey(NamedTuple):
     step: int
     position: int  # the slot's position in the global batch
     source: int
-    index: int  # the planned sample of the source
+    sample: int  # the planned sample's index in the source (`index` would shadow tuple.index)
     draw: int  # the source's draw counter (seeds the replacement of a bad sample)
 
 
@@ -45,7 +45,7 @@ class _Filled(NamedTuple):
     """How a row was filled: replacements made before a sample held, and that sample's index."""
 
     attempts: int
-    index: int
+    sample: int
 
 
 class BatchBuilder:
@@ -78,10 +78,10 @@ class BatchBuilder:
                 for data, out in jobs[i]:
                     letterbox_jpeg(data, out.shape[0], out=out)
             except BAD_SAMPLE as exc:  # replaced exactly as if it had failed in the first pass
-                attempts, index = filled[i]
-                index = self._replacement(key, index, attempts, exc)
+                attempts, sample = filled[i]
+                sample = self._replacement(key, sample, attempts, exc)
                 rows.clear_row(i)
-                filled[i] = self._fill(rows, i, key, None, attempts + 1, index)
+                filled[i] = self._fill(rows, i, key, None, attempts + 1, sample)
         rows.skipped[:] = [f.attempts for f in filled]
         return self.collator.finish(rows, self.normalizers)
 
@@ -90,7 +90,7 @@ class BatchBuilder:
         """Write the slot's sample (or `index`, replacement number `attempts`) into row i, replacing
         samples that fail. With `jobs`, its JPEGs are listed there for `build` to decode."""
         transform = self.transforms[key.source]
-        index = key.index if index is None else index
+        index = key.sample if index is None else index
         while True:
             try:
                 transform.into(self._read(key.source, index), rows, i, jobs)
@@ -105,7 +105,7 @@ class BatchBuilder:
     def sample(self, key: SlotKey) -> dict[str, Any]:
         """The slot's sample on its own, normalised (`SampleTransform.__call__`), with "skipped";
         the same sample `build` puts in the slot's row."""
-        transform, index, attempts = self.transforms[key.source], key.index, 0
+        transform, index, attempts = self.transforms[key.source], key.sample, 0
         while True:
             try:
                 out = transform(self._read(key.source, index))
@@ -115,7 +115,7 @@ class BatchBuilder:
                 index = self._replacement(key, index, attempts, exc)
                 attempts += 1
 
-    def _read(self, source: int, index: int) -> dict[str, Any]:
+    def _read(self, source: int, index: int) -> DecodedSample:
         return self._reader(source).read(index, self.members[source])
 
     def _replacement(self, key: SlotKey, index: int, attempt: int, exc: Exception) -> int:

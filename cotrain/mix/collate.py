@@ -165,7 +165,7 @@ class Collator:
         return BatchArrays(
             images=rows.images_t, camera_mask=rows.camera_mask, state=rows.state, state_mask=rows.state_mask,
             actions=rows.actions, action_mask=rows.action_mask, actions_valid=rows.actions_valid,
-            has_actions=rows.action_mask.any(axis=1), source=rows.source, loss_weight=rows.loss_weight,
+            has_actions=np.asarray(rows.action_mask.any(axis=1)), source=rows.source, loss_weight=rows.loss_weight,
             skipped=rows.skipped, action_tokens=tokens, action_tokens_mask=tokens_mask, **rows.text)
 
     def arrays(self, samples: Sequence[dict[str, Any]]) -> BatchArrays:
@@ -211,7 +211,7 @@ def to_tensors(arrays: BatchArrays, step: int | None = None) -> Batch:
     values = {f.name: getattr(arrays, f.name) for f in fields(arrays)}
     out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in values.items()}
     out["images"] = out["images"].permute(0, 1, 4, 2, 3)
-    return Batch(**out, step=step)
+    return Batch(**out, step=step)  # type: ignore[arg-type]  # (per name the right type; ** sees their union)
 
 
 def _tokens(tokens: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:

@@ -159,12 +159,12 @@ class MixtureLoader:
         c = self.collator
         shape = (self.mixture.spec.batch_size // self.world_size, c.max_cameras, c.image_size, c.image_size, 3)
         ring = ImageRing(self.num_workers, self.prefetch_factor + 1, shape, context)
-        loader = DataLoader(
+        loader: DataLoader[BatchArrays | _WorkerFailure] = DataLoader(
             _SlotDataset(self.builder, ring),  # type: ignore[arg-type]  # (map-style by __getitems__ alone)
             batch_sampler=_RankBatches(self, start, self.end_step),
             num_workers=self.num_workers,
             # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
-            collate_fn=_collated,
+            collate_fn=_collated,  # type: ignore[arg-type]  # (called on __getitems__'s batch, not a list)
             prefetch_factor=self.prefetch_factor,
             multiprocessing_context=context,
         )
@@ -177,7 +177,7 @@ class MixtureLoader:
                 yield arrays
         finally:
             try:  # stop workers now, not at interpreter exit
-                it._shutdown_workers()
+                it._shutdown_workers()  # type: ignore[attr-defined]  # (private: no public way to stop them)
             except RuntimeError as exc:
                 # A worker stopped while its queue thread still sends a batch nobody will read can
                 # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");
