@@ -15,7 +15,7 @@ from cotrain.mix.resolve import load_mixture
 def main(mixture_path: str, out_path: str, steps: int) -> None:
     info = init_process_group("gloo")
     loader = MixtureLoader(load_mixture(mixture_path), rank=info.rank, world_size=info.world_size, end_step=steps)
-    mine = [[f"{s}:{k}" for s, k in zip(b["source"].tolist(), b["key"])] for b in loader]
+    mine = [[f"{s}:{k}" for s, k in zip(b.source.tolist(), b.key)] for b in loader]
     gathered: list[object] = [None] * info.world_size
     dist.all_gather_object(gathered, mine)
     if info.is_main:

@@ -3,7 +3,7 @@
 | importer                                  | may not import                                                |
 |-------------------------------------------|---------------------------------------------------------------|
 | foundations (errors, registry, atomic,    | any other cotrain module                                      |
-|   dist, progress)                         |                                                               |
+|   dist, progress, seeds)                  |                                                               |
 | cotrain.media, cotrain.dataset            | convert, annotate, mix, action_tokens, model, train, eval,    |
 |                                           |   serve, interop, lab, cli                                    |
 | cotrain.model                             | mix, train, eval, serve, interop, lab, cli (the network only) |
@@ -24,7 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cotrain", "cotrain_converters")
-FOUNDATIONS = ("cotrain.errors", "cotrain.registry", "cotrain.atomic", "cotrain.dist", "cotrain.progress")
+FOUNDATIONS = ("cotrain.errors", "cotrain.registry", "cotrain.atomic", "cotrain.dist", "cotrain.progress",
+               "cotrain.seeds")
 LOWER = ("cotrain.media", "cotrain.dataset")
 ABOVE_DATASET = ("cotrain.convert", "cotrain.annotate", "cotrain.mix", "cotrain.action_tokens", "cotrain.model",
                  "cotrain.train", "cotrain.eval", "cotrain.serve", "cotrain.interop", "cotrain.lab", "cotrain.cli")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from cotrain.errors import ConfigError, DataError
+from cotrain.mix.collate import Batch
 from cotrain.mix.loader import MixtureLoader, build_planner
 from cotrain.mix.report import simulate_mixture
 from cotrain.mix.resolve import load_mixture
@@ -147,7 +148,7 @@ def test_ranks_are_disjoint_and_cover_the_global_batch(data: Path) -> None:
     ranks = [MixtureLoader(mixture, rank=r, world_size=4) for r in range(4)]
     for step in range(24):
         per_rank = [ld.rank_keys(step) for ld in ranks]
-        flat = [(k[2], k[3]) for keys in per_rank for k in keys]
+        flat = [(k.source, k.sample) for keys in per_rank for k in keys]
         assert len(flat) == len(set(flat)) == 8
         assert sorted(flat) == sorted((s.source, s.index) for s in single.batch(step))
 
@@ -202,14 +203,11 @@ def test_collation_pads_and_normalises(data: Path) -> None:
 def test_batch_normalisation_equals_the_per_sample_transform(data: Path, workers: int) -> None:
     """The loader normalises state and actions per source over the whole batch (collate.py); the
     values must be exactly those of `SampleTransform` on each sample alone, padding left at 0."""
-    from cotrain.mix.loader import _SlotDataset
-
     mixture = load_mixture(write_mix(data))
     loader = MixtureLoader(mixture, num_workers=workers)
-    single = _SlotDataset(mixture, loader.transforms, loader.collator)
     for step, batch in enumerate(itertools.islice(iter(loader), 3)):
         for i, key in enumerate(loader.rank_keys(step)):
-            ref = single.fetch(key)  # normalised on its own
+            ref = loader.builder.sample(key)  # normalised on its own
             ds, da = len(ref["state"]), ref["actions"].shape[1]
             np.testing.assert_array_equal(batch["state"][i, :ds].numpy(), ref["state"])
             np.testing.assert_array_equal(batch["actions"][i, :, :da].numpy(), ref["actions"])
@@ -250,12 +248,9 @@ def test_bad_sample_raise_and_skip(data: Path, tmp_path: Path) -> None:
     again = MixtureLoader(load_mixture(write_mix(tmp_path / "d", "skip.yaml", phases=phases, bad_samples="skip")))
     assert [keys_of(b) for b in again] == [keys_of(b) for b in batches]  # replacement is deterministic
     # A replaced row holds exactly its replacement (written over whatever the failed sample left).
-    from cotrain.mix.loader import _SlotDataset
-
-    dataset = _SlotDataset(loader.mixture, loader.transforms, loader.collator)
     for step, batch in enumerate(batches):
-        plain = loader.collator([dataset.fetch(key) for key in loader.rank_keys(step)])
-        assert_same_batch(batch, {**plain, "step": step})
+        plain = loader.collator([loader.builder.sample(key) for key in loader.rank_keys(step)])
+        assert_same_batch(batch, plain)
 
 
 def test_nested_mixture_and_balance(data: Path) -> None:
@@ -373,18 +368,17 @@ def test_image_text_samples_with_fewer_images_are_masked(tmp_path: Path) -> None
 def test_loader_batches_match_per_sample_collation(data: Path) -> None:
     """The loader decodes each sample straight into its batch row; the batch equals collating the
     per-sample transforms (the plain path) value for value."""
-    from cotrain.mix.loader import _SlotDataset
-
     loader = MixtureLoader(load_mixture(write_mix(data)))
     batch = next(iter(loader))
-    dataset = _SlotDataset(loader.mixture, loader.transforms, loader.collator)
-    plain = loader.collator([dataset[key] for key in loader.rank_keys(0)])
+    plain = loader.collator([loader.builder.sample(key) for key in loader.rank_keys(0)])
     assert_same_batch(batch, plain)
 
 
-def assert_same_batch(batch: dict, expected: dict) -> None:
-    assert set(batch) - {"step"} == set(expected) - {"step"}
-    for name, value in expected.items():
+def assert_same_batch(batch: Batch, expected: Batch) -> None:
+    for name in expected.keys():
+        if name == "step":
+            continue
+        value = expected[name]
         if hasattr(value, "shape"):
             assert value.shape == batch[name].shape and bool((batch[name] == value).all()), name
         else:

@@ -121,9 +121,9 @@ def test_mixture_loader_from_yaml_storage_options(local_ds: Path, server: S3Serv
     got, want = list(MixtureLoader(remote)), list(MixtureLoader(here))
     assert len(got) == len(want) == 3
     for a, b in zip(got, want):
-        assert a["key"] == b["key"]
-        assert np.array_equal(a["images"].numpy(), b["images"].numpy())
-        assert np.array_equal(a["state"].numpy(), b["state"].numpy())
+        assert a.key == b.key
+        assert np.array_equal(a.images.numpy(), b.images.numpy())
+        assert np.array_equal(a.state.numpy(), b.state.numpy())
 
 
 @pytest.mark.slow
@@ -131,8 +131,8 @@ def test_mixture_loader_workers_on_s3(local_ds: Path, server: S3Server, tmp_path
     """DataLoader workers open their own connections after the fork."""
     remote = load_mixture(_mixture(tmp_path, URL, {"endpoint_url": server.endpoint}))
     here = load_mixture(_mixture(tmp_path, str(local_ds), None))
-    got = [b["key"] for b in MixtureLoader(remote, num_workers=1)]
-    assert got == [b["key"] for b in MixtureLoader(here)]
+    got = [b.key for b in MixtureLoader(remote, num_workers=1)]
+    assert got == [b.key for b in MixtureLoader(here)]
 
 
 # ----------------------------------------------------------------------------- options and errors

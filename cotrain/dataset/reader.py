@@ -32,6 +32,11 @@ from cotrain.errors import DataError
 
 log = logging.getLogger(__name__)
 BLOCK = 512
+DecodedSample = dict[str, Any]
+"""What `SourceReader.read` hands the loader: member name (e.g. "state.npy", "front.jpg") -> its value
+(npy members as arrays, JSON decoded, text as str, images still JPEG bytes), plus "__key__" (the
+sample key) and "__shard__" (the shard's name). Keyed by member name because a dataset's members are
+its manifest's (cameras, optional text), not a fixed set of fields."""
 
 
 def _check_headers(block: bytes, base: int, key: str, spans: list[tuple[str, int, int]], where: str) -> None:
@@ -192,7 +197,7 @@ class SourceReader:
             raw[ext] = block[offset - base: offset - base + size]
         return raw
 
-    def read(self, index: int, members: Collection[str] | None = None) -> dict[str, Any]:
+    def read(self, index: int, members: Collection[str] | None = None) -> DecodedSample:
         """Decoded sample: npy/json/txt members decoded, images still JPEG bytes. With `members`, only
         those are kept (and decoded): the loader skips what its transform never reads (e.g. meta.json)."""
         raw = self.read_raw(index)

@@ -31,7 +31,7 @@ environment can import this module from a cotrain checkout on `sys.path`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from cotrain.mix.collate import Batch
     from cotrain.mix.loader import MixtureLoader
     from cotrain.mix.normalize import StatsNormalizer
 
@@ -113,19 +114,19 @@ class LeRobotBatchAdapter:
         std = np.asarray(IMAGENET_STD, np.float32).reshape(3, 1, 1)
         return {OBS_IMAGES + cam: {"mean": mean.copy(), "std": std.copy()} for cam in self.cameras}
 
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, batch: Batch) -> dict[str, Any]:
         """The LeRobot batch of one `MixtureLoader` batch (tensors as the loader made them: images
         uint8 [B, C, 3, S, S], state [B, Ds], actions [B, H, Da], actions_valid [B, H], ...)."""
         import torch
 
-        images = batch["images"]
+        images = batch.images
         out: dict[str, Any] = {OBS_IMAGES + cam: images[:, i].to(torch.float32).div_(255.0)
                                for i, cam in enumerate(self.cameras)}
-        out[OBS_STATE] = batch["state"].to(torch.float32)
-        out[ACTION] = batch["actions"].to(torch.float32)
-        out[ACTION_IS_PAD] = ~batch["actions_valid"].to(torch.bool)  # all True on rows without actions
-        out[TASK] = [text or "" for text in batch["instruction"]]
-        out[SOURCE] = batch["source"].to(torch.int64)
+        out[OBS_STATE] = batch.state.to(torch.float32)
+        out[ACTION] = batch.actions.to(torch.float32)
+        out[ACTION_IS_PAD] = ~batch.actions_valid.to(torch.bool)  # all True on rows without actions
+        out[TASK] = [text or "" for text in batch.instruction]
+        out[SOURCE] = batch.source.to(torch.int64)
         return out
 
     def to_robot_units(self, actions: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -9,15 +9,80 @@ text fields (instruction, prompt, target, conversation), modality, embodiment an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from cotrain.mix.normalize import StatsNormalizer
 
+if TYPE_CHECKING:
+    import torch
+
 TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "modality", "embodiment", "key")
+A = TypeVar("A")  # the array type of a batch's fields: numpy in `BatchArrays`, torch in `Batch`
+
+
+@dataclass
+class _BatchFields(Generic[A]):
+    """The fields every form of a collated batch has (shapes in the module docstring)."""
+
+    camera_mask: A  # bool [B, C]
+    state: A  # f32 [B, Ds], in model units
+    state_mask: A  # bool [B, Ds]
+    actions: A  # f32 [B, H, Da], in model units
+    action_mask: A  # bool [B, Da]
+    actions_valid: A  # bool [B, H]
+    has_actions: A  # bool [B]
+    source: A  # int64 [B]: the source id (`Mixture.sources` order)
+    loss_weight: A  # f32 [B]
+    skipped: A  # int64 [B]: bad samples replaced to fill the row
+    action_tokens: A  # int64 [B, L]
+    action_tokens_mask: A  # bool [B, L]
+    instruction: list[str | None]
+    prompt: list[str | None]
+    target: list[str | None]
+    conversation: list[Any]
+    modality: list[str]
+    embodiment: list[str]
+    key: list[str]
+
+
+@dataclass
+class BatchArrays(_BatchFields[np.ndarray]):
+    """A batch before `to_tensors`: numpy arrays, images a uint8 tensor [B, C, S, S, 3] in this
+    process, or in a DataLoader worker the `ring.RingSlot` its images were written to."""
+
+    images: Any = None
+
+
+@dataclass
+class Batch(_BatchFields["torch.Tensor"]):
+    """One per-rank batch of tensors, what `MixtureLoader` yields and `Collator(samples)` returns.
+
+    Read fields as attributes. `batch["state"]`, `"state" in batch`, `batch.get(...)` and `keys()`
+    still work for consumers written against the dict this replaced (`model.inputs.build_inputs`)."""
+
+    images: torch.Tensor | None = None  # uint8 [B, C, 3, S, S]
+    step: int | None = None  # the optimiser step it belongs to (None: not from a loader)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _BATCH_NAMES:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _BATCH_NAMES
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in _BATCH_NAMES else default
+
+    def keys(self) -> Iterator[str]:
+        return iter(_BATCH_NAMES)
+
+
+_BATCH_NAMES = tuple(f.name for f in fields(Batch))
 
 
 @dataclass
@@ -57,7 +122,7 @@ class Collator:
     action_dim: int
     horizon: int
 
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> Batch:
         """The padded batch as tensors (shapes in the module docstring)."""
         return to_tensors(self.arrays(samples))
 
@@ -84,7 +149,8 @@ class Collator:
             [None] * b, {field: [None] * b for field in TEXT_FIELDS})
 
     def finish(self, rows: BatchRows,
-               normalizers: Sequence[tuple[StatsNormalizer | None, StatsNormalizer | None]] | None = None) -> dict[str, Any]:
+               normalizers: Sequence[tuple[StatsNormalizer | None, StatsNormalizer | None]] | None = None,
+               ) -> BatchArrays:
         """The written rows as the `arrays` form (numpy arrays, images a tensor or a ring buffer's
         None); `normalizers` ((state, actions) per source id) maps raw state and actions to model
         units, one source at a time.
@@ -96,17 +162,14 @@ class Collator:
         where a worker stopped mid-send (loop left early) could die with SIGABRT."""
         if normalizers is not None:
             _normalize(rows.source, rows.state, rows.actions, normalizers)
-        batch: dict[str, Any] = {
-            "images": rows.images_t, "camera_mask": rows.camera_mask, "state": rows.state,
-            "state_mask": rows.state_mask, "actions": rows.actions, "action_mask": rows.action_mask,
-            "actions_valid": rows.actions_valid, "has_actions": rows.action_mask.any(axis=1),
-            "source": rows.source, "loss_weight": rows.loss_weight, "skipped": rows.skipped,
-        }
-        batch.update(_tokens(rows.action_tokens))
-        batch.update(rows.text)
-        return batch
+        tokens, tokens_mask = _tokens(rows.action_tokens)
+        return BatchArrays(
+            images=rows.images_t, camera_mask=rows.camera_mask, state=rows.state, state_mask=rows.state_mask,
+            actions=rows.actions, action_mask=rows.action_mask, actions_valid=rows.actions_valid,
+            has_actions=np.asarray(rows.action_mask.any(axis=1)), source=rows.source, loss_weight=rows.loss_weight,
+            skipped=rows.skipped, action_tokens=tokens, action_tokens_mask=tokens_mask, **rows.text)
 
-    def arrays(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def arrays(self, samples: Sequence[dict[str, Any]]) -> BatchArrays:
         """The batch before `to_tensors` (numpy arrays, images a tensor [B, C, S, S, 3]) from processed
         samples (`SampleTransform(sample)` dicts, already normalised)."""
         rows = self.rows(len(samples), self.image_buffer(len(samples)))  # zeroed: only present cameras are copied
@@ -145,21 +208,23 @@ def _normalize(source: np.ndarray, state: np.ndarray, actions: np.ndarray,
             actions[rows, :, :d] = action_norm(actions[rows, :, :d])
 
 
-def to_tensors(batch: dict[str, Any]) -> dict[str, Any]:
+def to_tensors(arrays: BatchArrays, step: int | None = None) -> Batch:
     """`Collator.arrays` output -> the batch of tensors: arrays wrapped without copying, images
     permuted to [B, C, 3, S, S] (a view)."""
     import torch
 
-    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+    values = {f.name: getattr(arrays, f.name) for f in fields(arrays)}
+    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in values.items()}
     out["images"] = out["images"].permute(0, 1, 4, 2, 3)
-    return out
+    return Batch(**out, step=step)  # type: ignore[arg-type]  # (per name the right type; ** sees their union)
 
 
-def _tokens(tokens: Sequence[np.ndarray | None]) -> dict[str, Any]:
+def _tokens(tokens: Sequence[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Action token ids int64 [B, L] and their mask [B, L], L the longest row's count."""
     length = max((len(t) for t in tokens if t is not None), default=0)
     ids = np.zeros((len(tokens), length), np.int64)
     mask = np.zeros((len(tokens), length), bool)
     for i, tok in enumerate(tokens):
         if tok is not None:
             ids[i, : len(tok)], mask[i, : len(tok)] = tok, True
-    return {"action_tokens": ids, "action_tokens_mask": mask}
+    return ids, mask

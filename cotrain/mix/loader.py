@@ -10,167 +10,55 @@ number of ranks and workers as long as the global batch size is unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cotrain.dataset.reader import SourceReader
 from cotrain.errors import ConfigError, CotrainError, DataError
-from cotrain.mix.collate import BatchRows, Collator, to_tensors
+from cotrain.mix.batch import BatchBuilder, SlotKey
+from cotrain.mix.collate import Batch, BatchArrays, Collator, to_tensors
+from cotrain.mix.plan import build_planner, check_layout
 from cotrain.mix.resolve import Mixture
 from cotrain.mix.ring import ImageRing
-from cotrain.mix.sampler import Allocator, Planner, source_seed
-from cotrain.mix.schedule import Schedule
-from cotrain.mix.transform import ImageJob, SampleTransform, letterbox_jpeg
+from cotrain.mix.transform import SampleTransform
 
+__all__ = ["Batch", "MixtureLoader", "SlotKey", "build_planner", "check_layout", "default_collator"]
 log = logging.getLogger(__name__)
-MAX_REPLACEMENTS = 8
-WORKER_ERROR = "_error"  # a worker's batch that failed with an expected error carries only it
-SlotKey = tuple[int, int, int, int, int]  # step, slot position, source, sample index, draw
-BAD_SAMPLE = (CotrainError, OSError, ValueError, KeyError)  # what `bad_samples: skip` replaces
 
 
-def build_planner(mixture: Mixture) -> Planner:
-    """The batch planner of a resolved mixture."""
-    alloc = Allocator(Schedule(mixture.phases), mixture.spec.batch_size, len(mixture.sources))
-    return Planner(mixture.spec.seed, mixture.names, [s.num_samples for s in mixture.sources], alloc)
+@dataclass(frozen=True)
+class _WorkerFailure:
+    """What a worker sends for a batch that failed with an expected error: torch would re-raise the
+    exception itself as a bare RuntimeError, so it travels as a value and is raised here."""
 
-
-def check_layout(mixture: Mixture, world_size: int, num_workers: int) -> None:
-    """Fail at start on layouts that cannot work, saying what would."""
-    b = mixture.spec.batch_size
-    if b % world_size:
-        raise ConfigError(f"{mixture.path}: batch_size {b} does not divide over {world_size} ranks; "
-                          f"use a multiple of {world_size}")
-    readers = world_size * max(1, num_workers)
-    used = {i for p in mixture.phases for i, w in enumerate(p.weights) if w > 0}
-    for i in sorted(used):
-        src = mixture.sources[i]
-        if src.num_samples < readers:
-            raise ConfigError(f"{mixture.path}: source {src.name!r} has {src.num_samples} samples, fewer than the "
-                              f"{readers} readers ({world_size} ranks x {max(1, num_workers)} workers)")
+    error: CotrainError
 
 
 class _SlotDataset:
-    """Map-style dataset keyed by slot: reads, replaces bad samples deterministically, transforms."""
+    """The DataLoader's map-style dataset, keyed by slot: a `BatchBuilder` whose images go to one of
+    the ring's shared buffers (ring.py), the batch carrying its `RingSlot` as `images`."""
 
-    def __init__(self, mixture: Mixture, transforms: list[SampleTransform], collator: Collator,
-                 ring: ImageRing | None = None) -> None:
-        self.mixture = mixture
-        self.transforms = transforms
-        self.collator = collator
-        self.ring = ring  # with DataLoader workers: where they decode images to (ring.py)
-        self.normalizers = [(t.state_norm, t.action_norm) for t in transforms]  # applied per batch (collate.py)
-        self.members = [t.members for t in transforms]  # decoded per sample; other members are skipped
-        self._readers: list[SourceReader] | None = None  # opened lazily, per worker process
+    def __init__(self, builder: BatchBuilder, ring: ImageRing) -> None:
+        self.builder, self.ring = builder, ring
 
-    def _reader(self, source: int) -> SourceReader:
-        if self._readers is None:
-            self._readers = [SourceReader(s.url, s.manifest, s.storage_options) for s in self.mixture.sources]
-        return self._readers[source]
-
-    def __getitems__(self, keys: list[SlotKey]) -> dict[str, Any]:
-        """One collated batch (`Collator.arrays` form), each sample written straight into its row of
-        the batch (`SampleTransform.into`): no per-sample canvas, dict or second copy (torch's fetcher
-        calls this). In a worker the images go to one of the ring's buffers and the batch carries its
-        `RingSlot` as "images"."""
-        if self.ring is None:
-            return self._batch(keys)
+    def __getitems__(self, keys: list[SlotKey]) -> BatchArrays | _WorkerFailure:
+        """One collated batch (torch's fetcher calls this with the batch sampler's keys)."""
         slot, images = self.ring.claim()
         try:
-            batch = self._batch(keys, (None, images))
-        except CotrainError as exc:  # sent as a value: torch re-raises worker errors as a bare RuntimeError
+            arrays = self.builder.build(keys, (None, images))
+        except CotrainError as exc:
             self.ring.cancel(slot)
-            return {WORKER_ERROR: exc}
+            return _WorkerFailure(exc)
         except BaseException:
             self.ring.cancel(slot)
             raise
-        batch["images"] = slot
-        return batch
-
-    def _batch(self, keys: list[SlotKey], images: tuple[None, np.ndarray] | None = None) -> dict[str, Any]:
-        """Two passes over the batch: first each sample's read, small-array decoding and row
-        bookkeeping, then all its JPEGs back to back into their rows. Per sample, each JPEG decode
-        evicts the Python side's working set from the caches; batched, the same work measured ~5%
-        faster (same process, alternating, so at the same machine speed)."""
-        rows = self.collator.rows(len(keys), images)
-        jobs: list[list[ImageJob]] = [[] for _ in keys]
-        tries = [self._read(key, self._writer(key, rows, i, jobs[i]), self._undo(rows, i, jobs[i]))
-                 for i, key in enumerate(keys)]
-        for i, key in enumerate(keys):
-            try:
-                for data, out in jobs[i]:
-                    letterbox_jpeg(data, out.shape[0], out=out)
-            except BAD_SAMPLE as exc:  # replaced exactly as if it had failed in the first pass
-                attempt, index = tries[i]
-                undo = self._undo(rows, i, None)
-                replacement = self._replace(key, index, attempt, exc, undo)
-                tries[i] = self._read(key, self._writer(key, rows, i, None), undo, attempt + 1, replacement)
-        rows.skipped[:] = [attempt for attempt, _ in tries]
-        return self.collator.finish(rows, self.normalizers)
-
-    def _writer(self, key: SlotKey, rows: BatchRows, i: int,
-                jobs: list[ImageJob] | None) -> Callable[[dict[str, Any]], None]:
-        transform = self.transforms[key[2]]
-        return lambda sample: transform.into(sample, rows, i, jobs)
-
-    @staticmethod
-    def _undo(rows: BatchRows, i: int, jobs: list[ImageJob] | None) -> Callable[[], None]:
-        def undo() -> None:
-            rows.clear_row(i)
-            if jobs is not None:
-                jobs.clear()
-        return undo
-
-    def __getitem__(self, key: SlotKey) -> dict[str, Any]:
-        return self.fetch(key)
-
-    def fetch(self, key: SlotKey) -> dict[str, Any]:
-        """One sample on its own, normalised (`SampleTransform.__call__`); batches are built by `_batch`."""
-        out: dict[str, Any] = {}
-        out["skipped"], _ = self._read(key, lambda sample: out.update(self.transforms[key[2]](sample)))
-        return out
-
-    def _read(self, key: SlotKey, use: Callable[[dict[str, Any]], None], undo: Callable[[], None] | None = None,
-              attempt: int = 0, index: int | None = None) -> tuple[int, int]:
-        """Read the slot's sample (or `index`, replacement number `attempt`) and `use` it, replacing
-        samples that fail (`_replace`). Returns (replacements made, index of the sample used)."""
-        source = key[2]
-        index = key[3] if index is None else index
-        while True:
-            try:
-                use(self._reader(source).read(index, self.members[source]))
-                return attempt, index
-            except BAD_SAMPLE as exc:
-                index = self._replace(key, index, attempt, exc, undo)
-                attempt += 1
-
-    def _replace(self, key: SlotKey, index: int, attempt: int, exc: Exception, undo: Callable[[], None] | None) -> int:
-        """After sample `index` failed on replacement number `attempt`: raise (`bad_samples: raise`),
-        or `undo` its partial writes and return the next replacement, a deterministic draw from the
-        same source seeded by (mixture seed, source, draw, attempt)."""
-        step, _, source, _, draw = key
-        src = self.mixture.sources[source]
-        if self.mixture.spec.bad_samples == "raise":
-            where = self._reader(source).describe(index)
-            raise DataError(src.url, f"bad sample {index} ({where}) of source {src.name!r} at step {step}: {exc}; "
-                                     f"`bad_samples: skip` replaces such samples") from None
-        if attempt >= MAX_REPLACEMENTS:
-            raise DataError(src.url, f"{MAX_REPLACEMENTS} replacements in a row failed for source {src.name!r}; "
-                                     f"the last: {exc}")
-        log.warning(
-            "replacing bad sample %d (%s) of %s: %s", index, self._reader(source).describe(index), src.name, exc
-        )
-        if undo is not None:
-            undo()
-        rng = np.random.default_rng(
-            np.random.SeedSequence([source_seed(self.mixture.spec.seed, src.name), draw, attempt, 3])
-        )
-        return int(rng.integers(src.num_samples))
+        arrays.images = slot
+        return arrays
 
 
-def _collated(batch: dict[str, Any]) -> dict[str, Any]:
+def _collated(batch: BatchArrays | _WorkerFailure) -> BatchArrays | _WorkerFailure:
     """The DataLoader's collate_fn: `_SlotDataset.__getitems__` has already collated the batch."""
     return batch
 
@@ -214,6 +102,7 @@ class MixtureLoader:
                                   floor=spec.quantile_floor, clip=spec.clip)
             for i, s in enumerate(mixture.sources)
         ]
+        self.builder = BatchBuilder(mixture, self.transforms, self.collator)
         self.prefetch_factor = prefetch_factor
         self.step = 0
         self.skipped = [0] * len(mixture.sources)
@@ -225,7 +114,7 @@ class MixtureLoader:
         mine = slots[self.rank * per: (self.rank + 1) * per]
         for slot in mine:
             self._check_epochs(slot.source, slot.draw)
-        return [(step, self.rank * per + i, s.source, s.index, s.draw) for i, s in enumerate(mine)]
+        return [SlotKey(step, self.rank * per + i, s.source, s.index, s.draw) for i, s in enumerate(mine)]
 
     def _check_epochs(self, source: int, draw: int) -> None:
         src = self.mixture.sources[source]
@@ -241,29 +130,27 @@ class MixtureLoader:
     def __len__(self) -> int:
         return max(0, self.end_step - self.step)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         step = self.step
         for arrays in self._arrays(step):
-            batch = to_tensors(arrays)
-            batch["step"] = step
-            counts = np.bincount(arrays["source"], weights=arrays["skipped"], minlength=len(self.skipped))
+            batch = to_tensors(arrays, step)
+            counts = np.bincount(arrays.source, weights=arrays.skipped, minlength=len(self.skipped))
             self.skipped = [a + int(b) for a, b in zip(self.skipped, counts)]
             step += 1
             self.step = step
             yield batch
 
-    def _arrays(self, start: int) -> Iterator[dict[str, Any]]:
+    def _arrays(self, start: int) -> Iterator[BatchArrays]:
         """Collated batches (`Collator.arrays` form, images in this process) of steps [start, end)."""
         if not self.num_workers:
             # In one process the DataLoader would only call __getitems__ per batch; going direct saves
             # its per-batch machinery (fetcher, profiler hooks, collate hop): ~0.3 ms a batch of 32.
-            dataset = _SlotDataset(self.mixture, self.transforms, self.collator)
             for step in range(start, self.end_step):
-                yield dataset.__getitems__(self.rank_keys(step))
+                yield self.builder.build(self.rank_keys(step))
             return
         yield from self._worker_arrays(start)
 
-    def _worker_arrays(self, start: int) -> Iterator[dict[str, Any]]:
+    def _worker_arrays(self, start: int) -> Iterator[BatchArrays]:
         import multiprocessing
 
         from torch.utils.data import DataLoader
@@ -272,27 +159,25 @@ class MixtureLoader:
         c = self.collator
         shape = (self.mixture.spec.batch_size // self.world_size, c.max_cameras, c.image_size, c.image_size, 3)
         ring = ImageRing(self.num_workers, self.prefetch_factor + 1, shape, context)
-        # The ignores: _SlotDataset is a Dataset by duck typing (__getitem__/__getitems__), and its
-        # __getitems__ hands collate_fn one collated dict where torch's types expect a list of samples.
-        loader: DataLoader[dict[str, Any]] = DataLoader(
-            _SlotDataset(self.mixture, self.transforms, self.collator, ring),  # type: ignore[arg-type]
+        loader: DataLoader[BatchArrays | _WorkerFailure] = DataLoader(
+            _SlotDataset(self.builder, ring),  # type: ignore[arg-type]  # (map-style by __getitems__ alone)
             batch_sampler=_RankBatches(self, start, self.end_step),
             num_workers=self.num_workers,
             # The dataset collates (__getitems__); workers return arrays, tensors are made here (collate.py).
-            collate_fn=_collated,  # type: ignore[arg-type]
+            collate_fn=_collated,  # type: ignore[arg-type]  # (called on __getitems__'s batch, not a list)
             prefetch_factor=self.prefetch_factor,
             multiprocessing_context=context,
         )
         it = iter(loader)
         try:
             for arrays in it:
-                if WORKER_ERROR in arrays:
-                    raise arrays[WORKER_ERROR]
-                arrays["images"] = ring.take(arrays["images"])  # copied out before the next batch: see ring.py
+                if isinstance(arrays, _WorkerFailure):
+                    raise arrays.error
+                arrays.images = ring.take(arrays.images)  # copied out before the next batch: see ring.py
                 yield arrays
         finally:
             try:  # stop workers now, not at interpreter exit
-                it._shutdown_workers()  # type: ignore[attr-defined]  # private, the only way to stop workers now
+                it._shutdown_workers()  # type: ignore[attr-defined]  # (private: no public way to stop them)
             except RuntimeError as exc:
                 # A worker stopped while its queue thread still sends a batch nobody will read can
                 # die with SIGABRT as its interpreter exits (torch's "killed by signal: Aborted");

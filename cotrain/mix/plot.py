@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cotrain.atomic import write_bytes_atomic
-from cotrain.mix.loader import build_planner
+from cotrain.mix.plan import build_planner
 from cotrain.mix.resolve import Mixture
 from cotrain.mix.schedule import Schedule
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cotrain.mix.loader import build_planner, check_layout
+from cotrain.mix.plan import build_planner, check_layout
 from cotrain.mix.resolve import Mixture
 from cotrain.mix.schedule import Schedule
 

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cotrain import seeds
 from cotrain.mix.schedule import Schedule
 
 
@@ -120,7 +121,7 @@ def spread_order(counts: list[int], seed: int, step: int) -> list[int]:
     of the batch mixes sources in proportion. Ties in position go to the smaller u_s, then the lower
     source (this order is part of the plan: it must not change between versions, see the tests).
     """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, step, 2]))
+    rng = seeds.stream(seed, step, seeds.BATCH_SPREAD)
     offsets = rng.random(len(counts))
     c = np.asarray(counts, np.int64)
     source = np.repeat(np.arange(len(counts)), c)
@@ -139,7 +140,7 @@ def source_seed(seed: int, name: str) -> int:
 @lru_cache(maxsize=32)
 def epoch_permutation(seed: int, name: str, epoch: int, size: int) -> np.ndarray:
     """The sample order of one source in one epoch."""
-    rng = np.random.default_rng(np.random.SeedSequence([source_seed(seed, name), epoch, 1]))
+    rng = seeds.stream(source_seed(seed, name), epoch, seeds.EPOCH_PERMUTATION)
     return rng.permutation(size)
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from cotrain import seeds
 from cotrain.dataset import keys
 from cotrain.errors import CotrainError
+from cotrain.mix.collate import Batch
 from cotrain.model.flow_matching import sample_time
 from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.losses import LossTerms, combine_losses
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _noise(run: Run, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's rows of the global batch's noise [B, H, Da] and times [B] for `step`."""
     global_b = run.mixture.spec.batch_size
-    seed = int(np.random.SeedSequence([run.seed, step, 0xF10]).generate_state(1, dtype=np.uint64)[0])
+    seed = seeds.stream_seed(run.seed, step, seeds.TRAIN_NOISE)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((global_b, *shape[1:]), generator=gen)
     t = sample_time(global_b, gen, *run.model_cfg.time_beta)
@@ -117,7 +118,7 @@ def _sample_metrics(terms: LossTerms, batch: dict[str, Any], rows: slice, inputs
         tokens=tokens)
 
 
-def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
+def _step(run: Run, inputs: ModelInputs, batch: Batch, step: int,
           weights: dict[str, float]) -> tuple[SampleMetrics, float, float]:
     cfg, k_total = run.cfg, run.cfg.optim.grad_accum
     b = inputs.batch_size
@@ -133,7 +134,7 @@ def _step(run: Run, inputs: ModelInputs, batch: dict[str, Any], step: int,
             run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]  # run.wrapped is the FSDP module here (typed nn.Module)
         with _sync(run, k == k_total - 1), amp:
             terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
-            loss = combine_losses(terms, batch["loss_weight"][sl].to(run.device), weights, b)
+            loss = combine_losses(terms, batch.loss_weight[sl].to(run.device), weights, b)
         loss.backward()
         parts.append(_sample_metrics(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
     params = [p for p in run.model.parameters() if p.requires_grad]

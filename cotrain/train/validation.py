@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cotrain import seeds
 from cotrain.dataset.manifest import load_manifest
 from cotrain.dataset.storage import is_url
 from cotrain.errors import ConfigError, CotrainError
@@ -42,7 +43,6 @@ from cotrain.train.setup import Run
 
 __all__ = ["Validator", "plan_validation"]
 
-_SEED_STREAM = 0x7A1  # the validation noise's SeedSequence stream id
 
 
 def plan_validation(cfg: TrainConfig) -> dict[str, Path]:
@@ -101,7 +101,7 @@ class Validator:
     @staticmethod
     def seed_for(run_seed: int) -> int:
         """The seed of the validation noise (`cotrain eval --seed` with it reproduces a validation step)."""
-        return int(np.random.SeedSequence([run_seed, _SEED_STREAM]).generate_state(1)[0])
+        return int(np.random.SeedSequence([run_seed, seeds.VALIDATION_NOISE]).generate_state(1)[0])
 
     def due(self, step: int) -> bool:
         """Whether to validate after optimiser step `step` (0-based)."""

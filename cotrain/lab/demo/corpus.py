@@ -103,6 +103,7 @@ def _write_segments(path: Path, recordings: list[Recording]) -> None:
 
 
 def _write_captions(root: Path, count: int, seed: int, renderer: Any) -> None:
+    from cotrain import seeds
     from cotrain.lab.sim.embodiments import DEFAULT_TARGET, get_embodiment
     from cotrain.lab.sim.env import episode_rng
     from cotrain.lab.sim.render import sample_condition
@@ -114,7 +115,7 @@ def _write_captions(root: Path, count: int, seed: int, renderer: Any) -> None:
     tasks = [TaskSpec("pick", c, s) for c in pal.colours for s in pal.shapes]
     images, captions = [], []
     for i in range(count):
-        rng = episode_rng(seed, 2000, i)
+        rng = episode_rng(seed, seeds.SIM_VISION_LANGUAGE, i)
         scene = sample_scene(sample_task(tasks, rng), rng, pal)
         world = World.start(scene, get_embodiment(DEFAULT_TARGET))
         images.append(renderer.render(world, sample_condition("normal", rng), robot=False))

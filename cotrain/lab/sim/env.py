@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cotrain import seeds
 from cotrain.lab.sim.embodiments import Embodiment, get_embodiment
 from cotrain.lab.sim.expert import ExpertParams, expert_action
 from cotrain.lab.sim.render import SHIFTS, Condition, Renderer, sample_condition
@@ -41,7 +42,7 @@ from cotrain.lab.sim.world import World
 
 CAMERA = "top"
 EPISODE_SECONDS = 6.0
-_EVAL_STREAM = 1000  # eval streams never meet the demo streams (role index 0..3)
+_EVAL_STREAM = seeds.SIM_EVAL  # eval streams never meet the demo streams (role index 0..3)
 _MAX_ATTEMPTS = 50
 
 

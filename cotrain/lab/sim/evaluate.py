@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cotrain import seeds
 from cotrain.errors import ConfigError
 from cotrain.lab.sim.embodiments import DEFAULT_TARGET, ROBOTS
 from cotrain.lab.sim.env import TabletopEnv, episode_rng, sample_eval_episode
@@ -34,7 +35,7 @@ from cotrain.lab.sim.world import World
 Policy = Callable[[dict[str, Any]], np.ndarray]
 PolicyFactory = Callable[[TabletopEnv], Policy]
 BASELINES = ("expert", "random")
-_RANDOM_STREAM = 3000
+_RANDOM_STREAM = seeds.SIM_RANDOM_POLICY
 
 
 @dataclass(frozen=True)

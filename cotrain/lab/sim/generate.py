@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cotrain import seeds
 from cotrain.errors import ConfigError
 from cotrain.lab.corpus_config import CorpusConfig
 from cotrain.lab.sim.egodex_writer import write_egodex_episode
@@ -39,7 +40,7 @@ __all__ = ["CORPUS_FILE", "CorpusConfig", "convert_corpus", "generate_corpus", "
            "split_summary"]
 
 CORPUS_FILE = "corpus.json"
-_VL_STREAM = 2000  # scene stream of the vision-language images (demo roles use 0..3)
+_VL_STREAM = seeds.SIM_VISION_LANGUAGE  # scene stream of the vision-language images (demo roles use 0..3)
 
 
 def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, renderer: Renderer) -> list[Recording]:
