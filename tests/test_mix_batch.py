@@ -20,8 +20,8 @@ import yaml
 from cotrain.mix.collate import Batch
 from cotrain.mix.loader import MixtureLoader, SlotKey, build_planner
 from cotrain.mix.resolve import load_mixture
-from tests.conftest import ROOT
 from tests.fixtures.cotrain_data import write_dataset
+from tests.helpers import ROOT
 
 FIELDS = sorted("images camera_mask state state_mask actions action_mask actions_valid has_actions source "
                 "loss_weight skipped action_tokens action_tokens_mask instruction prompt target conversation "
