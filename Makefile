@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first: with 2.13.0 present pip keeps the local CPU wheel instead of fetching CUDA builds.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test,ray,wandb]"
-	# The real openpi client for tests/test_serve.py: its numpy<2 pin is stale (see docs/serving.md).
+	# The real openpi client for tests/integration/test_serve.py: its numpy<2 pin is stale (see docs/serving.md).
 	$(BIN)/pip install -q --no-deps openpi-client==0.1.2
 	touch $(STAMP)
 
@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_bench.py
 
 # LeRobot 0.4.4 (the newest for Python 3.11, with pi0 / pi05) in its own environment, for the
-# equivalence tests in tests/test_pi_compat.py (they find it here or through $$COTRAIN_LEROBOT_PYTHON).
+# equivalence tests in tests/integration/test_pi_compat.py (they find it here or through $$COTRAIN_LEROBOT_PYTHON).
 LEROBOT_VENV := .venv-lerobot
 PY311 ?= python3.11
 

@@ -1,6 +1,6 @@
 """Run a conversion: plan shards, convert units (in parallel), assemble shards, finalise the manifest.
 
-Guarantees (tested in tests/test_pipeline.py):
+Guarantees (tested in tests/unit/convert/test_pipeline.py):
 - deterministic: shard bytes and manifest depend only on the source and the recorded options;
 - atomic: shards and sidecars appear under their final names only when complete;
 - resumable: a killed run, run again, reuses finished shards and units and ends with the same bytes;

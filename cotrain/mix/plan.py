@@ -2,7 +2,7 @@
 
 `cotrain mix check | simulate | plot` and the loader share these; keeping them apart from
 loader.py means a dry run never imports the readers, the transforms or torch's DataLoader
-(tests/test_mix.py checks `sys.modules` after one).
+(tests/unit/mix/test_mix.py checks `sys.modules` after one).
 """
 
 from __future__ import annotations

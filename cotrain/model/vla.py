@@ -3,7 +3,7 @@
 Embeddings are computed here, not by transformers' forward, so they do not depend on its version
 (vla.md section 6): text = embedding row * sqrt(width) (the factor cast to the weight dtype, as
 Gemma does), images = projector(SigLIP(pixels in [-1, 1]).last_hidden_state) with no division.
-tests/test_model.py pins this against the installed transformers' own PaliGemma forward.
+tests/unit/model/test_model.py pins this against the installed transformers' own PaliGemma forward.
 
 Suffix (pi0): one state token (`state_proj`), then H action tokens
 MLP(concat(action_in_proj(x_t), sincos(t))) with swish; `action_out_proj` maps the expert's output

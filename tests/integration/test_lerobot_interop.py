@@ -1,6 +1,6 @@
 """cotrain <-> LeRobot: the batch adapter, `cotrain export lerobot-dataset`, and LeRobot itself on both.
 
-The tests that call `run_lerobot` run scripts from tests/lerobot_compat/ in a LeRobot 0.4.4
+The tests that call `run_lerobot` run scripts from tests/integration/lerobot_compat/ in a LeRobot 0.4.4
 environment (its python from $COTRAIN_LEROBOT_PYTHON, else <repo>/.venv-lerobot/bin/python; build it
 with `make lerobot-env`) and skip, saying so, when there is none. The others need only cotrain.
 """
@@ -33,7 +33,7 @@ from tests.fixtures.lerobot import write_lerobot_v30
 from tests.helpers import NO_LEROBOT, ROOT, find_lerobot_python, run_cli
 
 HORIZON = 8
-COMPAT = ROOT / "tests" / "lerobot_compat"
+COMPAT = ROOT / "tests" / "integration" / "lerobot_compat"
 MEMBERS = (keys.STATE, keys.ACTIONS, keys.ACTIONS_VALID, keys.INSTRUCTION)
 
 

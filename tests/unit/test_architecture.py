@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("cotrain", "cotrain_converters")
 FOUNDATIONS = ("cotrain.errors", "cotrain.registry", "cotrain.atomic", "cotrain.dist", "cotrain.progress",
                "cotrain.seeds")

@@ -318,7 +318,7 @@ def test_paligemma_from_a_local_checkpoint_frozen_and_lora(data: Path, tmp_path:
     from safetensors.torch import load_file
 
     import cotrain
-    from tests.test_model import write_paligemma
+    from tests.unit.model.test_model import write_paligemma
 
     pg = tmp_path / "pg"
     write_paligemma(pg)
@@ -434,7 +434,7 @@ def test_a_run_folder_with_an_old_flat_train_config_still_loads(data: Path, tmp_
     from cotrain.eval.offline import evaluate_run
     from cotrain.eval.policy import Policy
     from cotrain.train.config import load_train_config
-    from tests.test_train_config import OLD_FLAT
+    from tests.unit.model.test_train_config import OLD_FLAT
 
     run, mix = tmp_path / "run", write_mix(data)
     cfg = TrainConfig(mixture=str(mix), steps=2, out=str(run), optim={"lr": 1e-3, "warmup_steps": 2},

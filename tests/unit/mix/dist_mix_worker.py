@@ -1,4 +1,4 @@
-"""Run by torchrun in tests/test_mix.py: each rank loads its share and rank 0 writes all keys as JSON."""
+"""Run by torchrun in tests/unit/mix/test_mix.py: each rank loads its share and rank 0 writes all keys as JSON."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from cotrain.train.config import TrainConfig
 from cotrain.train.loop import train
 from tests.fixtures.cotrain_data import write_dataset
 from tests.helpers import ROOT
-from tests.test_train import FAST, write_mix
+from tests.unit.train.test_train import FAST, write_mix
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,6 +1,6 @@
 """pi0 / pi0.5 against LeRobot's own implementation (LeRobot 0.4.4 in a separate Python environment).
 
-tests/lerobot_compat/lerobot_reference.py builds tiny random-weight PI0 and PI05 policies with
+tests/integration/lerobot_compat/lerobot_reference.py builds tiny random-weight PI0 and PI05 policies with
 LeRobot's classes, saves them with `save_pretrained` and records their outputs on fixed inputs and
 noise; cotrain loads the saved directories (`--model pi0|pi05 --init-from DIR`) and must reproduce
 them (fp32, CPU). The LeRobot environment is found through $COTRAIN_LEROBOT_PYTHON or
@@ -25,8 +25,8 @@ from cotrain.model.inputs import ModelInputs
 from cotrain.model.text import build_byte_tokenizer
 from tests.helpers import NO_LEROBOT, find_lerobot_python
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "tests" / "lerobot_compat" / "lerobot_reference.py"
+ROOT = Path(__file__).resolve().parent.parent.parent
+SCRIPT = ROOT / "tests" / "integration" / "lerobot_compat" / "lerobot_reference.py"
 # fp32 on CPU; LeRobot runs eager attention with a -2.38e38 mask, cotrain SDPA with 0.7 * fp32 min.
 TOL = {"prefix_embs": 1e-6, "velocity": 5e-6, "chunk": 5e-6, "loss": 2e-5}
 
@@ -284,7 +284,7 @@ def test_base_stats_from_openpi_assets(tmp_path: Path) -> None:
 
 def tiny_pi05(**updates: object):
     from cotrain.model.text import TextLayout
-    from tests.test_model import SIZES
+    from tests.unit.model.test_model import SIZES
 
     tok = build_byte_tokenizer()
     cfg = with_overrides(get_preset("tiny"), **{**SIZES, "arch": "pi05", "max_text_tokens": 96, **updates})
@@ -298,7 +298,7 @@ def test_pi05_state_prompt_cache_and_knowledge_insulation() -> None:
     from cotrain.model.adarms import AdaRMSNorm
     from cotrain.model.flow_matching import sample_time
     from cotrain.model.inputs import build_inputs
-    from tests.test_model import batch
+    from tests.unit.model.test_model import batch
 
     model, layout = tiny_pi05()
     assert not hasattr(model, "state_proj") and isinstance(model.expert_norm, AdaRMSNorm)

@@ -35,7 +35,7 @@ from cotrain.errors import ConfigError, DataError
 from cotrain.media.image import encode_jpeg
 from tests.fixtures.aloha import scene, write_aloha
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 Members = dict[str, bytes]
 
 

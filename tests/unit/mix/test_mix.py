@@ -173,7 +173,7 @@ def test_torchrun_two_processes(data: Path, tmp_path: Path) -> None:
     mix = write_mix(data)
     out = tmp_path / "keys.json"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-                    str(ROOT / "tests" / "dist_mix_worker.py"), str(mix), str(out), "6"],
+                    str(ROOT / "tests" / "unit" / "mix" / "dist_mix_worker.py"), str(mix), str(out), "6"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     reference = [sorted(keys_of(b)) for b in itertools.islice(MixtureLoader(load_mixture(mix)), 6)]
