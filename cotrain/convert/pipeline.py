@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cotrain import __version__
 from cotrain.atomic import WriteError, atomic_open, write_text_atomic
@@ -139,8 +139,7 @@ def _convert_shards(conv: Converter, src: Path, out: Path, work: WorkDir, units:
         for s in [s for s in todo if not todo[s]]:  # all units finished before an interruption
             _count(report, _assemble(out, work, s, plan[s], results))
             bar.advance(sum(units[u].est_samples for u in plan[s]))
-        for done in run_tasks(tasks, workers=run.workers, backend=run.backend, decode_threads=run.decode_threads):
-            res = cast(UnitResult, done)  # a unit task returns its UnitResult (unit_task.py)
+        for res in run_tasks(tasks, workers=run.workers, backend=run.backend, decode_threads=run.decode_threads):
             results[res["index"]] = res
             s = owner[res["index"]]
             todo[s].discard(res["index"])

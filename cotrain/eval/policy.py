@@ -186,7 +186,7 @@ class Policy:
         noise = torch.cat([torch.randn((1, h, a), generator=torch.Generator().manual_seed(obs.seed))
                            for obs in observations])
         chunks = self.run.model.sample_actions(inputs, noise.to(self.run.device), steps).float().cpu().numpy()
-        return [norm.inverse(chunk[:, :da]) if norm else chunk[:, :da]  # type: ignore[misc]
+        return [norm.inverse(chunk[:, :da]) if norm else chunk[:, :da]
                 for chunk, (_, da, norm) in zip(chunks, prepared)]
 
     def _prepare(self, obs: Observation) -> tuple[dict[str, Any], int, StatsNormalizer | None]:

@@ -10,6 +10,8 @@ open-by-zero gate; its bias is a normal learned bias. The normalisation runs in 
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -47,7 +49,7 @@ def apply_norm(norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> t
 def install_adaptive_norms(expert: nn.Module, width: int) -> None:
     """Swap every norm of a Gemma expert model (layers and final) for an AdaRMSNorm conditioned at `width`."""
     eps = float(getattr(expert.config, "rms_norm_eps", 1e-6))
-    for layer in expert.layers:
+    for layer in cast(nn.ModuleList, expert.layers):  # Gemma's decoder layers (GemmaModel.layers)
         layer.input_layernorm = AdaRMSNorm(width, width, eps)
         layer.post_attention_layernorm = AdaRMSNorm(width, width, eps)
     expert.norm = AdaRMSNorm(width, width, eps)

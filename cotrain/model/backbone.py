@@ -55,7 +55,7 @@ def random_backbone_config(cfg: ModelConfig, text_vocab: int) -> Any:
                                 num_attention_heads=v.heads, image_size=cfg.image_size, patch_size=v.patch_size,
                                 vision_use_head=False)
     text_cls = Gemma2Config if cfg.backbone == "gemma2" else GemmaConfig
-    extra = {"query_pre_attn_scalar": t.head_dim} if cfg.backbone == "gemma2" else {}
+    extra: dict[str, Any] = {"query_pre_attn_scalar": t.head_dim} if cfg.backbone == "gemma2" else {}
     text = text_cls(hidden_size=t.width, intermediate_size=t.mlp, num_hidden_layers=t.depth,
                     num_attention_heads=t.heads, num_key_value_heads=t.kv_heads, head_dim=t.head_dim,
                     vocab_size=vocab, **extra)

@@ -15,7 +15,7 @@ The expert and the action/state heads always train.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from cotrain.errors import ConfigError
 from cotrain.model.backbone import build_networks, random_backbone_config
 from cotrain.model.config import PI_PRESETS, ModelConfig, ResolvedModelConfig
+from cotrain.model.mot import MoTBlock
 from cotrain.model.pi_import import load_pi_weights, model_updates, read_pi_checkpoint
 from cotrain.model.text import TextTokenizer, build_byte_tokenizer
 from cotrain.model.vision_stem import init_sincos_positions
@@ -128,8 +129,8 @@ def _add_lora(model: VLA, cfg: ModelConfig) -> None:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
         raise ConfigError("--lora-rank needs the peft package (pip install peft)") from None
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank, lora_dropout=0.0,
-                      target_modules=LORA_TARGETS, bias="none")
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank,  # type: ignore[arg-type]  # peft annotates int but only divides by it (scaling = alpha / r)
+                      lora_dropout=0.0, target_modules=LORA_TARGETS, bias="none")
     inject_adapter_in_model(lora, model)
 
 
@@ -138,7 +139,8 @@ def _frozen_modules(model: VLA, cfg: ModelConfig) -> list[nn.Module]:
     if cfg.freeze in ("vision", "backbone") or cfg.lora_rank:
         frozen += [model.vision_tower, model.projector]
     if cfg.freeze == "backbone" or cfg.lora_rank:
-        frozen += [model.embed_tokens, model.backbone_norm, *(b.backbone for b in model.blocks)]
+        # VLA.blocks holds only MoTBlocks (a ModuleList types its items as plain modules)
+        frozen += [model.embed_tokens, model.backbone_norm, *(cast(MoTBlock, b).backbone for b in model.blocks)]
         if model.lm_head is not None:
             frozen.append(model.lm_head)
     return frozen

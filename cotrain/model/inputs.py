@@ -52,13 +52,16 @@ class ModelInputs:
         return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
+# Text fields of a loader batch that the layout encodes (absent ones are skipped per batch).
+_TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "key")
+
+
 def build_inputs(batch: dict[str, Any], layout: TextLayout) -> tuple[ModelInputs, int]:
     """(inputs, number of samples whose text was truncated) for a collated loader batch."""
     b = len(batch["source"]) if "source" in batch else int(batch["images"].shape[0])
     encoded = []
     for i in range(b):
-        sample = {name: batch[name][i] for name in ("instruction", "prompt", "target", "conversation", "key")
-                  if name in batch}
+        sample: dict[str, Any] = {name: batch[name][i] for name in _TEXT_FIELDS if name in batch}
         if layout.discrete_state and bool(batch["state_mask"][i].any()):
             sample["state"] = batch["state"][i].tolist()
         tokens = batch.get("action_tokens")

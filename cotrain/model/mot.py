@@ -24,6 +24,7 @@ Modes of `MoTBlock.forward`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -31,6 +32,13 @@ from torch.nn import functional as F
 
 from cotrain.model.adarms import apply_norm
 from cotrain.model.attention import additive_mask
+
+if TYPE_CHECKING:  # typing only: the layers are built by transformers (factory.py / backbone.py)
+    from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2DecoderLayer
+
+    # Either stock decoder layer; the expert's norms may be swapped for AdaRMSNorm (install_adaptive_norms).
+    DecoderLayer = GemmaDecoderLayer | Gemma2DecoderLayer
 
 __all__ = ["Masks", "MoTBlock", "attend"]
 
@@ -90,7 +98,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _qkv(layer: nn.Module, x: torch.Tensor, rope: Rope,
+def _qkv(layer: DecoderLayer, x: torch.Tensor, rope: Rope,
          cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     attn = layer.self_attn
     b, n, _ = x.shape
@@ -107,13 +115,14 @@ def _gated(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch
     return x + y if gate is None else x + y * gate
 
 
-def _finish(layer: nn.Module, x: torch.Tensor, attn_out: torch.Tensor, gate: torch.Tensor | None,
+def _finish(layer: DecoderLayer, x: torch.Tensor, attn_out: torch.Tensor, gate: torch.Tensor | None,
             cond: torch.Tensor | None) -> torch.Tensor:
     b, _, n, _ = attn_out.shape
     out = layer.self_attn.o_proj(attn_out.transpose(1, 2).reshape(b, n, -1))
     if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2 ordering
-        h = x + layer.post_attention_layernorm(out)
-        return h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+        g2 = cast("Gemma2DecoderLayer", layer)  # only Gemma 2 layers have the feed-forward norms
+        h = x + g2.post_attention_layernorm(out)
+        return h + g2.post_feedforward_layernorm(g2.mlp(g2.pre_feedforward_layernorm(h)))
     h = _gated(x, out, gate)
     normed, gate2 = apply_norm(layer.post_attention_layernorm, h, cond)
     return _gated(h, layer.mlp(normed), gate2)
@@ -127,7 +136,10 @@ class MoTBlock(nn.Module):
         expert_layer: the action expert's layer i (stream 1); same heads, KV heads and head_dim.
     """
 
-    def __init__(self, backbone_layer: nn.Module, expert_layer: nn.Module) -> None:
+    backbone: DecoderLayer
+    expert: DecoderLayer
+
+    def __init__(self, backbone_layer: DecoderLayer, expert_layer: DecoderLayer) -> None:
         super().__init__()
         self.backbone = backbone_layer
         self.expert = expert_layer
@@ -143,24 +155,30 @@ class MoTBlock(nn.Module):
 
         `cond` [B, w_expert] is the pi0.5 time condition of the expert's adaptive norms (None for pi0).
         """
+        # mypy cannot tie the Optional locals below to the checks that set them: every ignore in this method
+        # is on a use guarded by the same `prefix` / `suffix` (or `past`) check as the assignment it needs.
         qp = kp = vp = qs = ks = vs = gp = gs = None
-        if prefix is not None:
-            qp, kp, vp, gp = _qkv(self.backbone, prefix, rope_prefix, None)  # type: ignore[arg-type]
+        if prefix is not None:  # callers pass a stream's RoPE with the stream
+            qp, kp, vp, gp = _qkv(self.backbone, prefix, rope_prefix, None)  # type: ignore[arg-type]  # see above
         if suffix is not None:
-            qs, ks, vs, gs = _qkv(self.expert, suffix, rope_suffix, cond)  # type: ignore[arg-type]
+            qs, ks, vs, gs = _qkv(self.expert, suffix, rope_suffix, cond)  # type: ignore[arg-type]  # see above
         out_p = out_s = None
         if prefix is not None and suffix is not None and not insulate:
-            q, k, v = torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)  # type: ignore[list-item]
+            q, k, v = torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)  # type: ignore[list-item]  # both set
             joint = attend(q, k, v, masks.additive("full", q.dtype), self.scaling, self.softcap)
             out_p, out_s = joint[:, :, : prefix.shape[1]], joint[:, :, prefix.shape[1]:]
         else:
             if prefix is not None:
-                out_p = attend(qp, kp, vp, masks.additive("prefix", qp.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
+                mask_p = masks.additive("prefix", qp.dtype)  # type: ignore[union-attr]  # prefix given
+                out_p = attend(qp, kp, vp, mask_p, self.scaling, self.softcap)  # type: ignore[arg-type]  # prefix given
             if suffix is not None:
+                # without a cache the prefix is given (prefix K/V set above)
                 ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]
-                k, v = torch.cat([ctx_k.to(ks.dtype), ks], 2), torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr]
-                out_s = attend(qs, k, v, masks.additive("suffix", qs.dtype), self.scaling, self.softcap)  # type: ignore[arg-type]
-        new_p = _finish(self.backbone, prefix, out_p, gp, None) if prefix is not None else None  # type: ignore[arg-type]
-        new_s = _finish(self.expert, suffix, out_s, gs, cond) if suffix is not None else None  # type: ignore[arg-type]
+                k = torch.cat([ctx_k.to(ks.dtype), ks], 2)  # type: ignore[union-attr, list-item]  # suffix given
+                v = torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr, list-item]  # suffix given
+                mask_s = masks.additive("suffix", qs.dtype)  # type: ignore[union-attr]  # suffix given
+                out_s = attend(qs, k, v, mask_s, self.scaling, self.softcap)  # type: ignore[arg-type]  # suffix given
+        new_p = _finish(self.backbone, prefix, out_p, gp, None) if prefix is not None else None  # type: ignore[arg-type]  # set with prefix
+        new_s = _finish(self.expert, suffix, out_s, gs, cond) if suffix is not None else None  # type: ignore[arg-type]  # set with suffix
         # K/V only in prefix-only mode: training outputs stay non-views (FSDP2 hooks the outputs' grads)
-        return new_p, new_s, ((kp, vp) if suffix is None else None)  # type: ignore[return-value]
+        return new_p, new_s, ((kp, vp) if suffix is None else None)  # type: ignore[return-value]  # prefix-only: both set

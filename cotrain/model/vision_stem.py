@@ -14,7 +14,7 @@ embedding, then the position table, then its layers) is unchanged and checkpoint
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,7 +45,8 @@ class ConvPatchStem(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The last convolution's weight: SigLIP reads `patch_embedding.weight.dtype` to cast pixels."""
-        return self.net[-1].weight
+        last = cast(nn.Conv2d, self.net[-1])  # built last in __init__: always the final convolution
+        return last.weight
 
     def forward(self, pixels_b3ss: torch.Tensor) -> torch.Tensor:
         return self.net(pixels_b3ss)

@@ -146,7 +146,7 @@ class VLA(nn.Module):
         cos, sin = self.rotary(like, pos)
         return cos, sin
 
-    def _block(self, block: MoTBlock, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+    def _block(self, block: nn.Module, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
         if self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, *args, use_reentrant=False, **kwargs)
         return block(*args, **kwargs)

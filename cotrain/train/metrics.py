@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 
@@ -86,7 +86,8 @@ def summarise_step(samples: SampleMetrics, weights: dict[str, float], source_nam
                    modality_names: list[str]) -> dict[str, Any]:
     """Aggregate a step's per-sample metrics (of all ranks) into the row's loss fields."""
     source, modality = samples.source.long(), samples.modality.long()
-    per_sample = sum(weights[name] * samples.term(name)[0] for name in TERMS)
+    # TERMS is non-empty, so the sum is a tensor (never the int start value 0)
+    per_sample = cast(torch.Tensor, sum(weights[name] * samples.term(name)[0] for name in TERMS))
     out: dict[str, Any] = {"loss": float((samples.loss_weight * per_sample).mean())}
     for name in TERMS:
         value, count = samples.term(name)
