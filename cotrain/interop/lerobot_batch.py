@@ -120,6 +120,8 @@ class LeRobotBatchAdapter:
         import torch
 
         images = batch.images
+        if images is None:  # only a worker's ring-buffer batch lacks images; the loader fills them in
+            raise ValueError("a batch without images: pass batches as MixtureLoader yields them")
         out: dict[str, Any] = {OBS_IMAGES + cam: images[:, i].to(torch.float32).div_(255.0)
                                for i, cam in enumerate(self.cameras)}
         out[OBS_STATE] = batch.state.to(torch.float32)

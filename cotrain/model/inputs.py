@@ -8,7 +8,7 @@ else, so training, evaluation and `Policy.predict` feed the network the same way
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -56,7 +56,18 @@ class ModelInputs:
 _TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "key")
 
 
-def build_inputs(batch: dict[str, Any], layout: TextLayout) -> tuple[ModelInputs, int]:
+class CollatedBatch(Protocol):
+    """What build_inputs reads of a collated batch: `cotrain.mix.collate.Batch` or a plain dict of the
+    same keys (the model may not import mix, so the loader's type is met structurally)."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+def build_inputs(batch: CollatedBatch, layout: TextLayout) -> tuple[ModelInputs, int]:
     """(inputs, number of samples whose text was truncated) for a collated loader batch."""
     b = len(batch["source"]) if "source" in batch else int(batch["images"].shape[0])
     encoded = []

@@ -99,7 +99,7 @@ def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
     return run.wrapped.no_sync()  # type: ignore[operator]  # run.wrapped is the DDP module here (typed nn.Module)
 
 
-def _sample_metrics(terms: LossTerms, batch: dict[str, Any], rows: slice, inputs: ModelInputs,
+def _sample_metrics(terms: LossTerms, batch: Batch, rows: slice, inputs: ModelInputs,
                     image_tokens: int) -> SampleMetrics:
     """The micro-batch's per-sample facts for the metrics (see metrics.summarise_step)."""
     modality = torch.tensor([keys.MODALITIES.index(m) if m in keys.MODALITIES else -1
