@@ -431,11 +431,10 @@ def test_text_budget_is_sized_from_the_data_and_never_cuts_silently(tmp_path: Pa
 
 def test_a_run_folder_with_an_old_flat_train_config_still_loads(data: Path, tmp_path: Path) -> None:
     """Runs written before TrainConfig was nested: `--resume`, Policy.load and `cotrain eval` keep working."""
-    from tests.unit.train.test_train_config import OLD_FLAT
-
     from cotrain.eval.offline import evaluate_run
     from cotrain.eval.policy import Policy
     from cotrain.train.config import load_train_config
+    from tests.unit.train.test_train_config import OLD_FLAT
 
     run, mix = tmp_path / "run", write_mix(data)
     cfg = TrainConfig(mixture=str(mix), steps=2, out=str(run), optim={"lr": 1e-3, "warmup_steps": 2},
