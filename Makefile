@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m cotrain.lab.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider --durations=5
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m "not slow and not ray"
