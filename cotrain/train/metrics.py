@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 
+from cotrain.atomic import writing
 from cotrain.model.losses import TERMS
 
 __all__ = ["MetricsLogger", "PEAK_TFLOPS", "SampleMetrics", "ScalarSink", "TensorBoardSink", "flops_per_step",
@@ -154,13 +155,15 @@ class MetricsLogger:
             from cotrain.atomic import write_text_atomic
 
             write_text_atomic(self.path, "".join(line + "\n" for line in _rows_before(self.path, start_step)))
-        self._fh = open(self.path, "a", encoding="utf-8")
+        with writing(self.path):  # a full disk is one line naming the file, as for checkpoints
+            self._fh = open(self.path, "a", encoding="utf-8")
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._fh.write(json.dumps(_clean(row), sort_keys=True, allow_nan=False) + "\n")
-        self._fh.flush()
+        with writing(self.path):  # a partial last line is dropped on --resume (_rows_before)
+            self._fh.write(json.dumps(_clean(row), sort_keys=True, allow_nan=False) + "\n")
+            self._fh.flush()
         scalars = _flatten(row)
         for sink in self.sinks:
             sink.write(scalars, row["step"])

@@ -95,3 +95,16 @@ def test_two_step_run_logs_what_the_positional_tensor_logged(tmp_path: Path) -> 
         for key, value in want.items():
             assert got[key] == (pytest.approx(value, rel=1e-6) if not isinstance(value, dict) else
                                 {k: pytest.approx(v, rel=1e-6) for k, v in value.items()}), key
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full for a real ENOSPC")
+def test_a_full_disk_while_logging_metrics_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    from cotrain.atomic import WriteError
+    from cotrain.train.metrics import METRICS_FILE, MetricsLogger
+
+    (tmp_path / METRICS_FILE).symlink_to("/dev/full")  # every write there fails with ENOSPC
+    logger = MetricsLogger(tmp_path, 0, enabled=True)
+    with pytest.raises(WriteError) as caught:
+        logger.log({"step": 0, "loss": 1.0})
+    message = str(caught.value)
+    assert "\n" not in message and str(tmp_path / METRICS_FILE) in message and "ENOSPC" in message
