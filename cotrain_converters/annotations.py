@@ -111,8 +111,7 @@ def _jsonl_segment(obj: Any, path: Path, n: int) -> Segment:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, end)):
         raise DataError(path, f"line {n}: needs 'start'/'end' (frames) or 'start_s'/'end_s' (seconds)",
                         episode=episode, key="start_s")
-    # The ignore: the all() above checked both are numbers; mypy does not narrow through it.
-    return Segment(episode, float(start), float(end), text, origin, seconds=True)  # type: ignore[arg-type]
+    return Segment(episode, float(start), float(end), text, origin, seconds=True)  # type: ignore[arg-type]  # all() above checked both are numbers
 
 
 def read_agibot(path: Path) -> list[Segment]:
@@ -344,8 +343,8 @@ def convert_unit(src: Path, opts: AnnotateOptions, unit: Unit[AnnotationsRef], s
     name = opts.name or src.resolve().name
     for k, raw in enumerate(iter_samples(path)):
         # The ignores: a sample's __key__ is a str, which iter_samples' dict[str, bytes] type does not say.
-        if raw["__key__"].encode() != small[k]["__key__"]:  # type: ignore[attr-defined]
-            raise DataError(path, "shard changed while being read", key=raw["__key__"])  # type: ignore[arg-type]
+        if raw["__key__"].encode() != small[k]["__key__"]:  # type: ignore[attr-defined]  # __key__ is a str
+            raise DataError(path, "shard changed while being read", key=raw["__key__"])  # type: ignore[arg-type]  # __key__ is a str
         if keep[k]:
             sink.add(_members(raw, flat[k], opts, name))
 

@@ -126,12 +126,12 @@ def _arrays(raw: dict[str, bytes], where: Path, shape: tuple[int, int]) -> tuple
     for member in (keys.META, keys.ACTIONS, keys.ACTIONS_VALID, keys.STATE):
         if member not in raw:
             # The ignores: a sample's __key__ is a str, which iter_samples' dict[str, bytes] type does not say.
-            raise DataError(where, f"sample has no {member}", key=raw["__key__"])  # type: ignore[arg-type]
+            raise DataError(where, f"sample has no {member}", key=raw["__key__"])  # type: ignore[arg-type]  # __key__ is a str
     chunk = decode_npy(raw[keys.ACTIONS]).astype(np.float32)
     valid = decode_npy(raw[keys.ACTIONS_VALID]).astype(bool)
     if chunk.shape != shape or valid.shape != shape[:1]:
         raise DataError(where, f"actions.npy {chunk.shape} / actions_valid.npy {valid.shape}; the manifest says "
-                               f"[{shape[0]}, {shape[1]}]", key=f"{raw['__key__']}.{keys.ACTIONS}")  # type: ignore[str-bytes-safe]
+                               f"[{shape[0]}, {shape[1]}]", key=f"{raw['__key__']}.{keys.ACTIONS}")  # type: ignore[str-bytes-safe]  # __key__ is a str
     return decode_npy(raw[keys.STATE]).astype(np.float32), chunk, valid
 
 

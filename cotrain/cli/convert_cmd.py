@@ -56,12 +56,12 @@ class _LazyConvertGroup(TyperGroup):
 
     # The ignores: typer 0.29 types TyperGroup against its vendored `typer._click`, a copy of click whose
     # classes are not the installed `click` package's.
-    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]  # typer's vendored click (above)
         from cotrain.convert.spec import CONVERTERS
 
         return CONVERTERS.names()
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]  # typer's vendored click (above)
         from cotrain.convert.spec import CONVERTERS
 
         if cmd_name not in CONVERTERS:
@@ -72,7 +72,7 @@ class _LazyConvertGroup(TyperGroup):
             return click.Command(cmd_name, help=f"(unavailable: {exc})", callback=_unavailable(cmd_name, exc))
         single = typer.Typer(add_completion=False)
         single.command(cmd_name, help=CONVERTERS.get(cmd_name).summary)(_make_command(cmd_name))
-        return typer.main.get_command(single)  # type: ignore[return-value]
+        return typer.main.get_command(single)  # type: ignore[return-value]  # typer's vendored click (above)
 
 
 def _unavailable(name: str, exc: Exception) -> Any:

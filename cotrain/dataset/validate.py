@@ -270,8 +270,7 @@ def _iter_tar_samples(fileobj: _HashingReader, res: _ShardResult) -> Iterator[tu
     key: str | None = None
     members: dict[str, bytes] = {}
     try:
-        # The reader is duck-typed (tar's stream mode only ever calls read()), hence the ignore.
-        with tarfile.open(fileobj=fileobj, mode="r|", bufsize=_READ_SIZE) as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=fileobj, mode="r|", bufsize=_READ_SIZE) as tar:  # type: ignore[call-overload]  # duck-typed reader: stream mode only calls read()
             for info in tar:
                 item = _member(info, tar, res)
                 if item is None:

@@ -193,7 +193,7 @@ def load_eval_set(run: LoadedRun, path: Path, max_samples: int) -> EvalSet:
     manifest = load_manifest(path)
     index, record = check_dataset(run.cfg, run.norm, path, manifest)
     state_norm, action_norm = run.normalizers(record) if record else (None, None)
-    transform = SampleTransform(index, path.name, manifest, int(run.cfg.image_size), int(run.cfg.horizon),  # type: ignore[arg-type]  # as at line 72
+    transform = SampleTransform(index, path.name, manifest, run.cfg.image_size, run.cfg.horizon,
                                 1.0, state_norm, action_norm)
     reader = SourceReader(str(path), manifest)
     picks = np.unique(np.linspace(0, manifest.num_samples - 1, min(max_samples, manifest.num_samples)).round())

@@ -28,7 +28,7 @@ from cotrain.dataset.manifest import DimStats
 from cotrain.errors import ConfigError
 from cotrain.mix.collate import Collator
 from cotrain.mix.transform import StatsNormalizer, build_normalizer, letterbox_jpeg
-from cotrain.model.config import ModelConfig
+from cotrain.model.config import ModelConfig, ResolvedModelConfig
 from cotrain.model.inputs import ModelInputs, build_inputs
 from cotrain.model.text import TextLayout, TextTokenizer
 from cotrain.model.vla import VLA
@@ -62,16 +62,15 @@ class LoadedRun:
     checkpoint: Path
     step: int
     model: VLA
-    cfg: ModelConfig
+    cfg: ResolvedModelConfig
     layout: TextLayout
     norm: dict[str, Any]
     device: torch.device
 
     def collator(self) -> Collator:
         c = self.cfg
-        return Collator(max_cameras=int(c.max_cameras), image_size=int(c.image_size),  # type: ignore[arg-type]
-                        state_dim=int(c.state_dim), action_dim=int(c.action_dim),  # type: ignore[arg-type]
-                        horizon=int(c.horizon))  # type: ignore[arg-type]
+        return Collator(max_cameras=c.max_cameras, image_size=c.image_size, state_dim=c.state_dim,
+                        action_dim=c.action_dim, horizon=c.horizon)
 
     def normalizers(self, source: dict[str, Any]) -> tuple[StatsNormalizer | None, StatsNormalizer | None]:
         """(state, action) normalizers of a stored source record, as the loader built them."""
@@ -97,16 +96,16 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
     ckpt = path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
     if ckpt is None:
         raise ConfigError(f"{path}: no checkpoint (expected a run directory with checkpoints/ or a step directory)")
-    cfg = ModelConfig.model_validate_json((ckpt / "model_config.json").read_text(encoding="utf-8"))
+    stored = ModelConfig.model_validate_json((ckpt / "model_config.json").read_text(encoding="utf-8"))
     tokenizer = TextTokenizer.load(ckpt / "tokenizer.json")
-    model, cfg = build_vla(cfg, seed=0, tokenizer=tokenizer)
+    model, cfg = build_vla(stored, seed=0, tokenizer=tokenizer)  # cfg: the stored config resolved (sizes set)
     load_model_weights(ckpt, model)
     inv_freq = model.rotary.inv_freq.clone()
     model.to(device=device, dtype=dtype).eval()
     model.rotary.inv_freq = inv_freq.to(device)  # keep RoPE frequencies fp32 whatever the weight dtype
     state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
     norm = json.loads((ckpt / "norm_stats.json").read_text(encoding="utf-8"))
-    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+    vocab = int(cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # build_vla always sets it
     layout = TextLayout(tokenizer, vocab, cfg.action_vocab_size, cfg.action_token_skip, cfg.max_text_tokens,
                         cfg.arch == "pi05")
     return LoadedRun(ckpt, int(state["step"]), model, cfg, layout, norm, torch.device(device))
@@ -149,7 +148,7 @@ class Policy:
             ordered = [images.get(c) for c in cameras]
         else:
             ordered = list(images) + [None] * max(0, len(cameras) - len(images))
-        side = int(self.run.cfg.image_size)  # type: ignore[arg-type]
+        side = self.run.cfg.image_size
         out = np.zeros((max(1, len(ordered)), side, side, 3), np.uint8)
         present = np.zeros(len(out), bool)
         for i, img in enumerate(ordered):
@@ -182,7 +181,7 @@ class Policy:
             return []
         prepared = [self._prepare(obs) for obs in observations]
         inputs = self.run.inputs([sample for sample, _, _ in prepared])
-        h, a = int(self.run.cfg.horizon), int(self.run.cfg.action_dim)  # type: ignore[arg-type]
+        h, a = self.run.cfg.horizon, self.run.cfg.action_dim
         noise = torch.cat([torch.randn((1, h, a), generator=torch.Generator().manual_seed(obs.seed))
                            for obs in observations])
         chunks = self.run.model.sample_actions(inputs, noise.to(self.run.device), steps).float().cpu().numpy()
@@ -199,7 +198,7 @@ class Policy:
         st = np.asarray(obs.state, np.float64).reshape(-1)
         if len(st) != len(source["state_names"]):
             raise ConfigError(f"state has {len(st)} values; {name!r} has {len(source['state_names'])}")
-        h = int(self.run.cfg.horizon)  # type: ignore[arg-type]
+        h = self.run.cfg.horizon
         sample = {"images": pixels, "camera_present": present, "source": source["index"], "loss_weight": 1.0,
                   "state": state_norm(st) if state_norm else np.zeros(0, np.float32),
                   "actions": np.zeros((h, 0), np.float32), "actions_valid": np.zeros(h, bool),

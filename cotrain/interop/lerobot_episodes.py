@@ -183,8 +183,7 @@ def _episode(source: ExportSource, index: int, layout: ExportLayout, samples: li
                                 f"{layout.cameras[cam]}; a LeRobot image feature has one shape", episode=where,
                                 frame=i, key=keys.camera_member(cam))
     tasks = [str(smp.get(keys.INSTRUCTION) or smp[keys.META].get("task") or "") for smp in samples]
-    # The ignore: every frame's image was checked to be bytes in the loop above.
-    return Episode(index, _pad(state, layout.state_dim), _pad(action, layout.action_dim), tasks, images)  # type: ignore[arg-type]
+    return Episode(index, _pad(state, layout.state_dim), _pad(action, layout.action_dim), tasks, images)  # type: ignore[arg-type]  # each image checked to be bytes above
 
 
 def _check_chunks(chunks: np.ndarray, action: np.ndarray, root: Path, episode: object) -> None:

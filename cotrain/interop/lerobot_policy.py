@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from cotrain.errors import ConfigError
-from cotrain.model.config import ModelConfig
+from cotrain.model.config import ModelConfig, ResolvedModelConfig
 from cotrain.model.pi_import import from_cotrain_name
 
 __all__ = ["ExportedPolicy", "export_lerobot_policy"]
@@ -81,17 +81,17 @@ def _feature(kind: str, shape: list[int]) -> dict[str, Any]:
     return {"type": kind, "shape": shape}
 
 
-def _config(cfg: ModelConfig, src: dict[str, Any], mode: str) -> dict[str, Any]:
-    side = int(cfg.image_size)  # type: ignore[arg-type]
+def _config(cfg: ResolvedModelConfig, src: dict[str, Any], mode: str) -> dict[str, Any]:
+    side = cfg.image_size
     inputs = {f"observation.images.{c}": _feature("VISUAL", [3, side, side]) for c in src["cameras"]}
     inputs["observation.state"] = _feature("STATE", [len(src["state_names"])])
-    h = int(cfg.horizon)  # type: ignore[arg-type]
+    h = cfg.horizon
     return {
         "type": cfg.arch, "input_features": inputs,
         "output_features": {"action": _feature("ACTION", [len(src["action_names"])])},
         "device": "cpu", "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m", "dtype": "float32",
-        "chunk_size": h, "n_action_steps": h, "max_state_dim": int(cfg.state_dim),  # type: ignore[arg-type]
-        "max_action_dim": int(cfg.action_dim), "num_inference_steps": cfg.flow_steps,  # type: ignore[arg-type]
+        "chunk_size": h, "n_action_steps": h, "max_state_dim": cfg.state_dim,
+        "max_action_dim": cfg.action_dim, "num_inference_steps": cfg.flow_steps,
         "time_sampling_beta_alpha": cfg.time_beta[0], "time_sampling_beta_beta": cfg.time_beta[1],
         "image_resolution": [side, side], "tokenizer_max_length": cfg.max_text_tokens,
         "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": mode, "ACTION": mode},
@@ -125,7 +125,7 @@ def _stats(norm: dict[str, Any], src: dict[str, Any]) -> dict[str, torch.Tensor]
     return out
 
 
-def _pipelines(cfg: ModelConfig, conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _pipelines(cfg: ResolvedModelConfig, conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     features = {**conf["input_features"], **conf["output_features"]}
     mapping = conf["normalization_mapping"]
     norm = {"registry_name": "normalizer_processor",
@@ -141,7 +141,7 @@ def _pipelines(cfg: ModelConfig, conf: dict[str, Any]) -> tuple[dict[str, Any], 
     else:  # the state is normalised before it is cut into prompt bins
         # LeRobot's own files leave this config empty, which means 32 dims; say the model's (equal for real bases)
         bins = {"registry_name": "pi05_prepare_state_tokenizer_processor_step",
-                "config": {"max_state_dim": int(cfg.state_dim), "task_key": "task"}}  # type: ignore[arg-type]
+                "config": {"max_state_dim": cfg.state_dim, "task_key": "task"}}
         steps = [*head, norm, bins, tok, device]
     pre_index = steps.index(norm)
     norm["state_file"] = f"policy_preprocessor_step_{pre_index}_normalizer_processor.safetensors"

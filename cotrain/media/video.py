@@ -131,8 +131,7 @@ def iter_video_frames(
         rate = fps or float(stream.average_rate or stream.guessed_rate or 30)
         half = 0.5 / rate
         if start_s > half:
-            # PyAV types time_base Optional; a demuxed video stream always has one.
-            container.seek(int(max(0.0, start_s - half) / stream.time_base), stream=stream, backward=True)  # type: ignore[operator]
+            container.seek(int(max(0.0, start_s - half) / stream.time_base), stream=stream, backward=True)  # type: ignore[operator]  # PyAV: Optional, but a demuxed video stream has one
         local, pos = 0, 0
         size: tuple[int, int] | None = None
         try:

@@ -41,8 +41,7 @@ class ImageRing:
             raise ValueError(f"an image ring needs at least one worker and one buffer, got {workers} x {depth}")
         self.depth = depth
         # Created before the workers start: each receives its file descriptor once, at spawn.
-        # torch leaves share_memory_ unannotated.
-        self.images = torch.zeros((workers, depth, *shape), dtype=torch.uint8).share_memory_()  # type: ignore[no-untyped-call]
+        self.images = torch.zeros((workers, depth, *shape), dtype=torch.uint8).share_memory_()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.permits = [context.Semaphore(depth) for _ in range(workers)]
         self._written = 0  # per process: counts the batches this worker has claimed buffers for
 

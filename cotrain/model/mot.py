@@ -172,8 +172,7 @@ class MoTBlock(nn.Module):
                 mask_p = masks.additive("prefix", qp.dtype)  # type: ignore[union-attr]  # prefix given
                 out_p = attend(qp, kp, vp, mask_p, self.scaling, self.softcap)  # type: ignore[arg-type]  # prefix given
             if suffix is not None:
-                # without a cache the prefix is given (prefix K/V set above)
-                ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]
+                ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]  # no cache: prefix given
                 k = torch.cat([ctx_k.to(ks.dtype), ks], 2)  # type: ignore[union-attr, list-item]  # suffix given
                 v = torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr, list-item]  # suffix given
                 mask_s = masks.additive("suffix", qs.dtype)  # type: ignore[union-attr]  # suffix given

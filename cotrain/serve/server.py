@@ -76,9 +76,9 @@ class PolicyServer:
         return {"server": "cotrain", "run": run.checkpoint.parent.parent.name, "checkpoint": run.checkpoint.name,
                 "step": run.step,
                 "source": self.obs_map.source, "embodiment": self.obs_map.embodiment,
-                "action_horizon": int(run.cfg.horizon),  # type: ignore[arg-type]  # model config sizes are int | None until resolved; a loaded run's are set
+                "action_horizon": run.cfg.horizon,
                 "action_dim": len(source["action_names"]), "action_names": list(source["action_names"]),
-                "state_names": list(source["state_names"]), "image_size": int(run.cfg.image_size),  # type: ignore[arg-type]  # as above
+                "state_names": list(source["state_names"]), "image_size": run.cfg.image_size,
                 "observation_keys": self.obs_map.describe(), "max_batch": self.cfg.batch.max_batch}
 
     def _predict_batch(self, observations: Sequence[Observation]) -> list[np.ndarray]:

@@ -219,8 +219,7 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     if not file.is_file():
         raise ConfigError(f"{path}: no model.safetensors (not a cotrain checkpoint?)")
     try:
-        # The ignore: dict is invariant, and DCP's value type is a union that includes Tensor.
-        result = set_model_state_dict(model, _load_tensors(file), options=_options(strict=False))  # type: ignore[arg-type]
+        result = set_model_state_dict(model, _load_tensors(file), options=_options(strict=False))  # type: ignore[arg-type]  # dict is invariant; DCP's value type is a union with Tensor
     except RuntimeError as exc:  # shape mismatches
         detail = next((line.strip() for line in str(exc).splitlines() if "mismatch" in line), str(exc))
         raise ConfigError(f"{file}: weights do not match the model ({detail}); was it trained with another "
@@ -260,8 +259,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         state.setdefault(name, {})[stat] = value
     try:
         groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-        # The ignore: dict is invariant, and DCP's value type is a union that includes Tensor.
-        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},  # type: ignore[dict-item]
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": groups},  # type: ignore[dict-item]  # dict is invariant; DCP's value type is a union with Tensor
                                  options=_options())
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise DataError(path / "optimizer.json", f"optimizer state does not fit the model ({exc!r})") from None

@@ -248,7 +248,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
     start = 0 if resume_from is None else _restore(cfg, resume_from, model, optimizer, loader, info)
-    lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]
+    lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # build_vla always sets it
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
                         model_cfg.max_text_tokens, model_cfg.arch == "pi05")
     schedule = CosineSchedule(opt.lr, opt.warmup_steps, cfg.steps, opt.min_lr_ratio)

@@ -43,8 +43,7 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 class RldsOptions(RobotOptions):
     """Options of the RLDS converter (all robot options, plus where and how to read)."""
 
-    # The ignore: RLDS may leave the embodiment unset and take it from the standardisation table.
-    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")  # type: ignore[assignment]
+    embodiment: str | None = Field(None, description="Embodiment name (default: from the standardisation table).")  # type: ignore[assignment]  # RLDS may leave it unset
     split: str = Field("train", description="TFDS split to convert, e.g. train, val, test.")
     table: str | None = Field(None, description="YAML/JSON file adding or overriding standardisation entries.")
     dataset: str | None = Field(None, description="Table entry to use (default: the name in dataset_info.json).")

@@ -86,8 +86,7 @@ def _tokens(root: Path, target: str, vocab: int) -> None:
         log.info("fitting a FAST tokenizer on %s", root / target)
         fit_tokenizer([root / target], tok_dir, kind="fast", vocab_size=vocab, overwrite=True)
     if not _complete(out):
-        # The ignore: the registry types options as ConvertOptions; the tokens converter's adds `tokenizer`.
-        options = CONVERTERS.get("tokens").options(tokenizer=str(tok_dir), name=out.name)  # type: ignore[call-arg]
+        options = CONVERTERS.get("tokens").options(tokenizer=str(tok_dir), name=out.name)  # type: ignore[call-arg]  # registry says ConvertOptions; tokens' adds `tokenizer`
         convert("tokens", root / target, out, options, RunOptions(overwrite=True, progress=False))
 
 

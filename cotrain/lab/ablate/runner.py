@@ -249,8 +249,7 @@ def _run_all(cfg: AblationConfig, tasks: list[tuple[StudyMixture, int, dict[str,
         records = []
         for n, (m, seed, doc) in enumerate(tasks):
             label = f"[{n + 1}/{total}]"
-            # The ignore: mypy cannot infer a lambda that binds `label` through a default argument.
-            record = _run_one(cfg, m, seed, doc, settings, lambda msg, label=label: say(f"{label} {msg}"))  # type: ignore[misc]
+            record = _run_one(cfg, m, seed, doc, settings, lambda msg, label=label: say(f"{label} {msg}"))  # type: ignore[misc]  # mypy cannot infer a lambda binding `label` by default argument
             if not (record.trained or record.evaluated):
                 say(f"{label} {m.name} seed {seed}: done before, kept")
             records.append(record)
