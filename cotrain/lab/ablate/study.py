@@ -29,6 +29,7 @@ from cotrain.mix.spec import MixtureSpec, parse_mixture, read_yaml
 __all__ = ["STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyMixture", "find_mixtures", "load_study_mixtures",
            "materialise", "rescale_phases"]
 
+
 @dataclass(frozen=True)
 class StudyMixture:
     """One mixture file of the study."""
