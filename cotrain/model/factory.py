@@ -22,6 +22,7 @@ from torch import nn
 
 from cotrain.errors import ConfigError
 from cotrain.model.backbone import build_networks, random_backbone_config
+from cotrain.model.backbone_ckpt import load_backbone
 from cotrain.model.config import PI_PRESETS, ModelConfig, ResolvedModelConfig
 from cotrain.model.mot import MoTBlock
 from cotrain.model.pi_import import load_pi_weights, model_updates, read_pi_checkpoint
@@ -50,7 +51,9 @@ def load_tokenizer_for(cfg: ModelConfig, init_from: str | Path | None) -> TextTo
 
 def build_vla(cfg: ModelConfig, *, seed: int, tokenizer: TextTokenizer,
               init_from: str | Path | None = None) -> tuple[VLA, ResolvedModelConfig]:
-    """(model, final config). `init_from` loads a checkpoint directory; otherwise random init from `cfg`.
+    """(model, final config). `init_from` loads a checkpoint directory (PaliGemma or pi0/pi0.5 for the
+    pretrained presets, a cotrain backbone checkpoint for the random-init ones, whose expert and heads
+    still start at random); otherwise random init from `cfg`.
 
     `cfg` must have its data sizes set, except those a pi0 / pi0.5 checkpoint fixes."""
     pi_ckpt = None
@@ -83,6 +86,8 @@ def _build(cfg: ResolvedModelConfig, seed: int, tokenizer: TextTokenizer, init_f
             fan_in_init(model)
         if cfg.vision is not None and cfg.vision.positions == "sincos":  # after fan_in_init, which redraws tables
             init_sincos_positions(model.vision_tower)
+        if not cfg.pretrained and init_from is not None:  # a cotrain backbone checkpoint (backbone_ckpt.py)
+            load_backbone(model, cfg, init_from)
     if cfg.lora_rank:
         _add_lora(model, cfg)
     apply_trainable(model, cfg)

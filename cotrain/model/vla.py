@@ -218,6 +218,10 @@ class VLA(nn.Module):
     @torch.no_grad()
     def prefix_hidden(self, inputs: ModelInputs) -> torch.Tensor:
         """Final normed backbone states [B, P, d] of the prefix alone (the suffix cannot change them)."""
+        return self.prefix_forward(inputs)
+
+    def prefix_forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """`prefix_hidden` with gradients: the backbone alone, as a vision-language model (pretraining)."""
         pre, pvalid, par, presp = self.embed_prefix(inputs)
         b = pre.shape[0]
         empty = torch.zeros(b, 0, dtype=torch.bool, device=pre.device)
