@@ -12,6 +12,7 @@ from cotrain.cli.options import build_model, command_from_models
 from cotrain.cli.output import print_json, print_table
 from cotrain.errors import ConfigError
 from cotrain.lab.corpus_config import CorpusConfig
+from cotrain.lab.sim.pretrain_config import SHIPPED_NAME, PretrainConfig
 
 if TYPE_CHECKING:
     from cotrain.lab.sim.evaluate import EvalConfig, PolicyFactory
@@ -119,6 +120,38 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows += [(f"  {split} / {g}", fmt(s)) for split, groups in result["groups"].items() for g, s in groups.items()]
     rows.append(("overall", fmt(result["overall"])))
     return rows
+
+
+def _pretrain(out: Path, json_output: bool = False, **values: Any) -> None:
+    """Pretrain the simulator backbone (sim PaliGemma) on rendered scenes; writes a cotrain backbone checkpoint."""
+    import sys
+
+    from cotrain.lab.sim.pretrain import pretrain_backbone
+
+    cfg = build_model(PretrainConfig, values)
+    command = "cotrain sim pretrain " + " ".join(sys.argv[3:]) if sys.argv[1:3] == ["sim", "pretrain"] else ""
+    report = pretrain_backbone(cfg, out, command=command, log=lambda m: typer.echo(m, err=True))
+    if json_output:
+        print_json({"out": str(report.out), "steps": report.steps, "seconds": round(report.seconds, 1),
+                    "loss": report.loss, "pointing_error": report.pointing_error})
+        return
+    rows = [("out", str(report.out)), ("steps", str(report.steps)), ("seconds", f"{report.seconds:.0f}"),
+            ("loss", f"{report.loss:.4f}"), *((f"pointing error ({k})", f"{v:.3f}")
+                                              for k, v in report.pointing_error.items())]
+    print_table("sim backbone", rows)
+
+
+sim_app.command("pretrain")(command_from_models(
+    _pretrain, [("out", Path, "Output folder of the backbone checkpoint (config.json + model.safetensors).")],
+    [PretrainConfig], exclude=("mix", "verbs", "patch_sigma", "warmup_steps", "min_lr_ratio", "image_size")))
+
+
+@sim_app.command("backbone")
+def backbone_cmd() -> None:
+    """Print the shipped simulator backbone's directory (for `cotrain train --init-from`)."""
+    from cotrain.lab.sim.pretrain_config import resolve_backbone
+
+    print(resolve_backbone(SHIPPED_NAME))
 
 
 @sim_app.command("splits")

@@ -41,6 +41,14 @@ def test_example_mixtures_parse(path: Path) -> None:
     assert spec.phases and spec.sources
 
 
+def test_shipped_backbone_ships() -> None:
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    sim = ROOT / "cotrain" / "lab" / "sim"
+    files = sorted(p.relative_to(sim).as_posix() for p in (sim / "assets").rglob("*") if p.is_file())
+    assert files == ["assets/sim-paligemma/config.json", "assets/sim-paligemma/model.safetensors"]
+    assert all(any(fnmatch(f, pat) for pat in patterns["cotrain.lab.sim"]) for f in files)
+
+
 def test_py_typed_marker_ships() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert (ROOT / "cotrain" / "py.typed").is_file()

@@ -34,6 +34,13 @@ class StudyDataConfig(CorpusConfig):
     """The study corpus: the training corpus's `CorpusConfig` fields, plus the held-out corpus's size and
     the FAST vocabulary of the target robot's action tokens. `image_size` should match the mixtures'."""
 
+    # Study sizes (docs/ablation.md, "The study data"): pick tasks only, so that a robot-only policy
+    # trained for the mixtures' steps succeeds on most seen layouts and unseen differences can show.
+    episodes: int = Field(1024, description="Demonstrations of the target robot.")
+    other_episodes: int = Field(512, description="Demonstrations of the other robot.")
+    human_episodes: int = Field(256, description="Human hand demonstrations.")
+    vl_images: int = Field(1024, description="Rendered scenes with captions and questions.")
+    verbs: tuple[str, ...] = Field(("pick",), description="Demonstrated task verbs, comma-separated.")
     heldout_episodes: int = Field(16, description="Target-robot episodes of the held-out corpus.")
     heldout_vl_images: int = Field(32, description="Vision-language scenes of the held-out corpus.")
     tokenizer_vocab: int = Field(1024, description="FAST vocabulary size of the action tokens.")
@@ -64,12 +71,16 @@ class AblationConfig(BaseModel):
     episodes: int = Field(48, description="Closed-loop simulator episodes per run (round-robin over the splits).")
     train_episodes: int = Field(24, description="Further episodes on the layouts of the target robot's own training "
                                                 "demos (memorisation check; at most their number; 0: none).")
+    replan_steps: int = Field(8, description="Actions executed from each predicted chunk before the policy is "
+                                             "asked again (closed-loop evaluation).")
     eval_samples: int = Field(128, description="Held-out samples per offline eval dataset.")
     eval_data: tuple[Path, ...] = Field((), description="Held-out datasets for the offline eval (repeatable; default: "
                                                        "the study data's held-out sets).")
     baseline: str | None = Field(None, description="Mixture name the others are tested against (default: baseline, "
                                                    "else the first).")
-    model: str = Field("tiny", description="Model preset.")
+    model: str = Field("tiny-conv", description="Model preset.")
+    init_from: str = Field("sim-paligemma", description="Backbone to start from: sim-paligemma (the shipped "
+                                                         "simulator backbone), none (random init) or a checkpoint dir.")
     prepare: bool = Field(True, description="Make the simulated study data when the mixtures' datasets are missing.")
     jobs: int = Field(1, description="Runs at the same time, one process each (2 on 2 cores).")
     threads: int = Field(1, description="Torch threads per run (the tiny model gains nothing from a second one).")
@@ -81,6 +92,7 @@ class AblationConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> AblationConfig:
         checks = {"--seeds": self.seeds, "--episodes": self.episodes, "--eval-samples": self.eval_samples,
+                  "--replan-steps": self.replan_steps,
                   "--jobs": self.jobs, "--threads": self.threads}
         for flag, value in checks.items():
             if value < 1:
@@ -91,10 +103,14 @@ class AblationConfig(BaseModel):
             raise ConfigError(f"--steps {self.steps}: must be at least 1")
         if not self.mixtures:
             raise ConfigError("give at least one mixture file or folder")
-        reserved = {"mixture", "out", "steps", "resume", "model", "model.preset", "seed"} & set(self.train_overrides)
+        reserved = {"mixture", "out", "steps", "resume", "model", "model.preset", "seed", "init_from",
+                    "model.init_from"} & set(self.train_overrides)
         if reserved:
             raise ConfigError(f"--set {sorted(reserved)[0]}: the study sets this itself per run")
         return self
 
     def train_fields(self) -> dict[str, Any]:
-        return {**STUDY_TRAIN_DEFAULTS, **self.train_overrides}
+        from cotrain.lab.sim.pretrain_config import resolve_backbone
+
+        init = resolve_backbone(self.init_from)  # absent for random init, as in studies made before it existed
+        return {**STUDY_TRAIN_DEFAULTS, **self.train_overrides, **({"init_from": init} if init else {})}

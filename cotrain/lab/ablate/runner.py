@@ -110,7 +110,9 @@ EVALUATION_VERSION = 2
 
 def _eval_settings(cfg: AblationConfig, data: StudyData | None, first: StudyMixture) -> dict[str, Any]:
     eval_data = [str(Path(p).resolve()) for p in cfg.eval_data] or [str(p) for p in (data.heldout if data else ())]
-    return {"evaluation_version": EVALUATION_VERSION, "episodes": cfg.episodes, "eval_seed": cfg.eval_seed,
+    # replan_steps only when not the evaluator's 8, so runs of studies made before it existed are kept
+    replan = {} if cfg.replan_steps == 8 else {"replan_steps": cfg.replan_steps}
+    return {"evaluation_version": EVALUATION_VERSION, "episodes": cfg.episodes, "eval_seed": cfg.eval_seed, **replan,
             "eval_samples": cfg.eval_samples, "eval_data": eval_data, "embodiment": data.target if data else None,
             "verbs": list(data.verbs) if data else None, "image_size": first.spec.image_size,
             "target_source": cfg.target_source,
@@ -174,7 +176,8 @@ def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
         write_text_atomic(run_dir / "offline.json", json.dumps(offline, indent=1) + "\n")
     if settings["embodiment"]:
         ecfg = EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
-                          image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]))
+                          image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]),
+                          replan_steps=settings.get("replan_steps", 8))
         factory = run_policy_factory(train_dir, settings["target_source"])
         sim = evaluate_policy(factory, ecfg, name=str(run_dir))
         write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
@@ -274,7 +277,8 @@ def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> Ablat
     steps = {m.name: sum(int(p["steps"]) for p in docs[m.name][0]["phases"]) for m in mixtures}
     result = AblationResult(Path(cfg.out), baseline.name, [m.name for m in mixtures],
                             {**settings, "seeds": cfg.seeds, "steps": steps, "model": cfg.model,
-                             "train": cfg.train_fields()})
+                             "init_from": cfg.init_from,
+                             "train": {k: v for k, v in cfg.train_fields().items() if k != "init_from"}})
     tasks = [(m, seed, docs[m.name][seed]) for m in mixtures for seed in range(cfg.seeds)]
     result.runs = _run_all(cfg, tasks, settings, say)
     result.files.update(write_report(result))

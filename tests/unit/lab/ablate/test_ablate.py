@@ -203,7 +203,9 @@ def _config(root: Path, mix: Path, **fields: object):
 
     data = StudyDataConfig(episodes=3, other_episodes=2, human_episodes=2, vl_images=4, image_size=32,
                            heldout_episodes=2, heldout_vl_images=2, verbs=("pick",))
+    # 32 px and the `tiny` preset keep it fast (the shipped backbone takes 64 px): the same path from random init
     base = dict(mixtures=(str(mix),), out=str(root / "out"), seeds=2, steps=4, episodes=4, eval_samples=6,
+                model="tiny", init_from="none",
                 train_overrides={"warmup_steps": 1, "save_every": 2, "log_every": 1, "keep_checkpoints": 2}, data=data)
     return AblationConfig(**{**base, **fields})  # type: ignore[arg-type]  # the test's field dict is typed loosely
 
@@ -388,6 +390,7 @@ def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: 
 
     cfg = AblationConfig(mixtures=("m.yaml",))
     assert cfg.out == Path("ablation-out") and cfg.seeds == 3 and cfg.data == StudyDataConfig()
+    assert cfg.model == "tiny-conv" and cfg.init_from == "sim-paligemma" and cfg.data.verbs == ("pick",)
     with pytest.raises(ValidationError):
         cfg.seeds = 4  # type: ignore[misc]
     with pytest.raises(ValidationError, match="seed_count"):
