@@ -76,3 +76,17 @@ def test_study_default_init(value: str) -> None:
 
     cfg = AblationConfig(mixtures=("m.yaml",), init_from=value)
     assert cfg.train_fields().get("init_from") == resolve_backbone(value)
+
+
+def test_cli_backbone_prints_the_shipped_directory() -> None:
+    result = CliRunner().invoke(app, ["sim", "backbone"])
+    assert result.exit_code == 0 and result.stdout.strip() == str(SHIPPED_BACKBONE)
+
+
+def test_missing_shipped_backbone_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cotrain.errors import ConfigError
+    from cotrain.lab.sim import pretrain_config
+
+    monkeypatch.setattr(pretrain_config, "SHIPPED_BACKBONE", tmp_path / "gone")
+    with pytest.raises(ConfigError, match="regenerate it with `cotrain sim pretrain"):
+        pretrain_config.resolve_backbone("sim-paligemma")
