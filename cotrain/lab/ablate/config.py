@@ -71,7 +71,9 @@ class AblationConfig(BaseModel):
     episodes: int = Field(48, description="Closed-loop simulator episodes per run (round-robin over the splits).")
     train_episodes: int = Field(24, description="Further episodes on the layouts of the target robot's own training "
                                                 "demos (memorisation check; at most their number; 0: none).")
-    replan_steps: int = Field(8, description="Actions executed from each predicted chunk before the policy is "
+    # 4, not the evaluator's 8: the same fine-tuned baseline solved 13/48 seen episodes replanning every
+    # 4 steps against 5/48 every 8 (docs/ablation.md, "Session 12").
+    replan_steps: int = Field(4, description="Actions executed from each predicted chunk before the policy is "
                                              "asked again (closed-loop evaluation).")
     eval_samples: int = Field(128, description="Held-out samples per offline eval dataset.")
     eval_data: tuple[Path, ...] = Field((), description="Held-out datasets for the offline eval (repeatable; default: "

@@ -237,6 +237,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert rows[0]["proportions"]["target"] == 0 and rows[3]["proportions"]["target"] == 0.5  # phase 2 mixes it in
     sim = json.loads((run / "sim.json").read_text())
     assert sim["config"]["episodes"] == 4 and sim["config"]["image_size"] == 32 and sim["config"]["verbs"] == ["pick"]
+    assert sim["config"]["replan_steps"] == 4  # the study's default reaches the evaluator
     # The memorisation check replays the corpus's 3 training demos (train_episodes 24, capped at 3).
     on_train = json.loads((run / "sim_train.json").read_text())
     assert on_train["config"]["splits"] == ["train"] and on_train["config"]["episodes"] == 3
@@ -375,7 +376,7 @@ def test_an_old_study_folder_gives_the_settings_its_runs_stored(tmp_path: Path) 
     data = tmp_path / "data"
     data.mkdir()
     (data / "study.json").write_text(json.dumps({"config": OLD_STUDY_CONFIG, "heldout": OLD_SETTINGS["eval_data"]}))
-    cfg = _config(tmp_path, mix)
+    cfg = _config(tmp_path, mix, replan_steps=8)  # the evaluator's default, which old studies used
     mixtures, _ = load_study_mixtures(cfg)
     settings = _eval_settings(cfg, load_study_data(data), mixtures[0])
     assert {**settings, "eval_data": [str(Path(p).relative_to(data)) for p in settings["eval_data"]]} == OLD_SETTINGS
@@ -391,6 +392,7 @@ def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: 
     cfg = AblationConfig(mixtures=("m.yaml",))
     assert cfg.out == Path("ablation-out") and cfg.seeds == 3 and cfg.data == StudyDataConfig()
     assert cfg.model == "tiny-conv" and cfg.init_from == "sim-paligemma" and cfg.data.verbs == ("pick",)
+    assert cfg.replan_steps == 4
     with pytest.raises(ValidationError):
         cfg.seeds = 4  # type: ignore[misc]
     with pytest.raises(ValidationError, match="seed_count"):
