@@ -25,6 +25,7 @@ SIM_DEMO_ROLES = 0  # demo roles take streams 0..3 (their index in lab.sim.env.R
 SIM_EVAL = 1000  # + the evaluation split's index: evaluation episodes
 SIM_VISION_LANGUAGE = 2000  # scenes of the vision-language images
 SIM_RANDOM_POLICY = 3000  # + the split's index: the random policy's actions during evaluation
+SIM_RECOVERY = 4000  # [seed, 4000 + role index, demo index]: where a recovery demo's grasp misses (recording.py)
 
 
 def stream(*entropy: int) -> np.random.Generator:

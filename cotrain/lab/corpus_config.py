@@ -36,6 +36,8 @@ class CorpusConfig(BaseModel):
     target: str = Field(_DEFAULT_TARGET, description="The evaluated robot: sim_arm or sim_gripper.")
     verbs: tuple[str, ...] = Field(_DEFAULT_VERBS, description="Demonstrated task verbs, comma-separated (pick "
                                                                "alone: easy variant).")
+    recovery: float = Field(0.0, ge=0.0, le=1.0, description="Share of robot demos with one missed grasp the "
+                                                             "expert recovers from (0: none).")
 
     @field_validator("verbs", mode="before")
     @classmethod

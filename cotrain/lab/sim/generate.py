@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cotrain import seeds
 from cotrain.errors import ConfigError
 from cotrain.lab.corpus_config import CorpusConfig
@@ -49,8 +51,20 @@ def record_role(role: str, embodiment: str, count: int, cfg: CorpusConfig, rende
     out = []
     for i in range(count):
         spec, params = sample_demo_episode(role, i, cfg.seed, emb, verbs=cfg.verbs)
-        out.append(record_demo(spec, params, emb, renderer))
+        out.append(record_demo(spec, params, emb, renderer, miss=_miss(role, i, cfg)))
     return out
+
+
+def _miss(role: str, index: int, cfg: CorpusConfig) -> np.ndarray | None:
+    """Where demo `index` of a robot role misses its first grasp (a step's length in a random
+    direction), for a `cfg.recovery` share of them; None for the rest and for human demos."""
+    if role == "human" or cfg.recovery <= 0:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, seeds.SIM_RECOVERY + ROLES.index(role), index]))
+    if rng.random() >= cfg.recovery:
+        return None
+    angle = rng.uniform(0.0, 2 * np.pi)
+    return 0.05 * np.array([np.cos(angle), np.sin(angle)])
 
 
 def _write_robot(out: Path, recordings: list[Recording], embodiment: str) -> None:

@@ -61,12 +61,19 @@ class Recording:
 
 
 def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment, renderer: Renderer,
-                max_steps: int | None = None) -> Recording:
+                max_steps: int | None = None, miss: np.ndarray | None = None) -> Recording:
     """Run the expert from the episode's start until success; a failure is a RuntimeError (the
-    samplers only hand out solvable episodes, so this means a bug)."""
+    samplers only hand out solvable episodes, so this means a bug).
+
+    `miss` [2] makes a recovery demonstration (DART-style: what is executed differs from what is
+    recorded): the first time the expert closes on the object, the executed action instead moves the
+    effector by `miss` (x, y) and closes there, on nothing. The recorded action of that frame is
+    still the expert's; the frames after it show the expert open the gripper, go back and grasp.
+    """
     world = World.start(spec.scene, embodiment)
     frames, states, actions, effector, closure, phases = [], [], [], [], [], []
-    for _ in range(max_steps or embodiment.steps_for(EPISODE_SECONDS)):
+    pending = miss is not None
+    for _ in range(max_steps or embodiment.steps_for(EPISODE_SECONDS) * (2 if pending else 1)):
         frames.append(renderer.render(world, spec.condition))
         states.append(world.state())
         effector.append(world.ee.copy())
@@ -74,8 +81,20 @@ def record_demo(spec: EpisodeSpec, params: ExpertParams, embodiment: Embodiment,
         action, phase = expert_step(world, params)
         actions.append(action)
         phases.append(phase)
-        world.step(action)
+        executed = action
+        if pending and phase.startswith("grasp") and world.held < 0:
+            executed, pending = _missed_grasp(world, action, miss), False  # type: ignore[arg-type]  # pending implies miss
+        world.step(executed)
         if world.success():
             return Recording(spec, {CAMERA: np.stack(frames)}, np.stack(states), np.stack(actions),
                              np.stack(effector), np.asarray(closure), tuple(phases))
     raise RuntimeError(f"the expert did not solve {spec.split} episode {spec.index} ({spec.scene.task.instruction})")
+
+
+def _missed_grasp(world: World, action: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """The expert's closing action moved by `miss` on the table plane (the embodiment's step limit
+    still applies in World.step, so a miss is at most one step long)."""
+    delta, grip = world.embodiment.split_action(action)
+    delta = np.array(delta, dtype=np.float64)
+    delta[:2] += miss
+    return world.embodiment.make_action(delta, max(grip, 1.0))
