@@ -36,7 +36,9 @@ class StudyDataConfig(CorpusConfig):
 
     # Study sizes (docs/ablation.md, "The study data"): pick tasks only, so that a robot-only policy
     # trained for the mixtures' steps succeeds on most seen layouts and unseen differences can show.
-    episodes: int = Field(1024, description="Demonstrations of the target robot.")
+    # 2,048 target demos: at the mixtures' 3,000 steps of batch 32 the baseline solved 40/96 seen
+    # episodes with them against 12/48 with 1,024 (docs/ablation.md, "Session 13").
+    episodes: int = Field(2048, description="Demonstrations of the target robot.")
     other_episodes: int = Field(512, description="Demonstrations of the other robot.")
     human_episodes: int = Field(256, description="Human hand demonstrations.")
     vl_images: int = Field(1024, description="Rendered scenes with captions and questions.")
