@@ -24,6 +24,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cotrain.atomic import write_text_atomic
 from cotrain.dataset.manifest import MANIFEST_NAME
@@ -70,10 +71,27 @@ def _corpus(raw: Path, converted: Path, cfg: CorpusConfig) -> None:
     if not (raw / CORPUS_FILE).is_file():
         log.info("generating the simulated corpus in %s", raw)
         generate_corpus(raw, cfg, overwrite=True)
-    names = [s["name"] for s in load_corpus(raw)["sources"]]
+    corpus = load_corpus(raw)
+    _check_same_corpus(raw / CORPUS_FILE, corpus.get("config", {}), cfg)
+    names = [s["name"] for s in corpus["sources"]]
     if not all(_complete(converted / n) for n in names):
         log.info("converting %s into %s", raw, converted)
         convert_corpus(raw, converted, overwrite=True)
+
+
+def _check_same_corpus(path: Path, stored: dict[str, Any], cfg: CorpusConfig) -> None:
+    """A corpus generated earlier with other settings is not silently reused (and recorded in
+    study.json as if it had the new ones); fields added since keep their defaults (the old data)."""
+    try:
+        old = CorpusConfig(**stored)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable corpus config ({exc})") from None
+    diff = [name for name in CorpusConfig.model_fields if getattr(old, name) != getattr(cfg, name)]
+    if diff:
+        name = diff[0]
+        raise ConfigError(f"{path}: this corpus was generated with {name}={getattr(old, name)!r}, the study asks "
+                          f"for {getattr(cfg, name)!r}; remove {path.parent.parent} to regenerate it, or "
+                          f"prepare the study in another folder")
 
 
 def _tokens(root: Path, target: str, vocab: int) -> None:

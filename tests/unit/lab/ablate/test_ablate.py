@@ -423,3 +423,23 @@ def test_cli_options_are_the_config_fields() -> None:
         assert params[name].default == (list(default) if isinstance(default, tuple) else default), name
     assert params["prepare"].secondary_opts == ["--no-prepare"] and params["sets"].opts == ["--set"]
     assert params["eval_data"].multiple and params["mixtures"].nargs == -1
+
+
+def test_a_corpus_made_with_other_settings_is_refused_not_reused(tmp_path: Path) -> None:
+    """Preparation resumes a study folder; a corpus generated with another size (say the old default
+    of 1,024 demos) must not be reused and recorded as the new one. Fields added since are defaults."""
+    from cotrain.errors import ConfigError
+    from cotrain.lab.ablate.data import _corpus
+    from cotrain.lab.corpus_config import CorpusConfig
+
+    cfg = CorpusConfig(episodes=2, other_episodes=1, human_episodes=1, vl_images=1, image_size=32, verbs=("pick",))
+    raw, out = tmp_path / "raw", tmp_path / "data"
+    _corpus(raw, out, cfg)
+    record = json.loads((raw / "corpus.json").read_text())
+    del record["config"]["recovery"]  # as corpora made before the field existed
+    (raw / "corpus.json").write_text(json.dumps(record))
+    _corpus(raw, out, cfg)  # the same settings: kept
+    with pytest.raises(ConfigError, match=r"corpus.json: this corpus was generated with episodes=2, the study asks "
+                                          r"for 3; remove .* to regenerate it"):
+        _corpus(raw, out, cfg.model_copy(update={"episodes": 3}))
+    assert json.loads((raw / "corpus.json").read_text())["config"]["episodes"] == 2
