@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from cotrain.atomic import write_text_atomic
 from cotrain.dataset.manifest import MANIFEST_NAME
 from cotrain.errors import ConfigError
@@ -72,20 +74,24 @@ def _corpus(raw: Path, converted: Path, cfg: CorpusConfig) -> None:
         log.info("generating the simulated corpus in %s", raw)
         generate_corpus(raw, cfg, overwrite=True)
     corpus = load_corpus(raw)
-    _check_same_corpus(raw / CORPUS_FILE, corpus.get("config", {}), cfg)
+    _check_same_corpus(raw / CORPUS_FILE, corpus.get("config"), cfg)
     names = [s["name"] for s in corpus["sources"]]
     if not all(_complete(converted / n) for n in names):
         log.info("converting %s into %s", raw, converted)
         convert_corpus(raw, converted, overwrite=True)
 
 
-def _check_same_corpus(path: Path, stored: dict[str, Any], cfg: CorpusConfig) -> None:
+def _check_same_corpus(path: Path, stored: Any, cfg: CorpusConfig) -> None:
     """A corpus generated earlier with other settings is not silently reused (and recorded in
     study.json as if it had the new ones); fields added since keep their defaults (the old data)."""
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{path}: no 'config' object (not a corpus written by `cotrain sim generate`)")
     try:
         old = CorpusConfig(**stored)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable corpus config ({exc})") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{path}: unreadable corpus config (config.{where}: {first['msg']})") from None
     diff = [name for name in CorpusConfig.model_fields if getattr(old, name) != getattr(cfg, name)]
     if diff:
         name = diff[0]

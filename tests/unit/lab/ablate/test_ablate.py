@@ -443,3 +443,13 @@ def test_a_corpus_made_with_other_settings_is_refused_not_reused(tmp_path: Path)
                                           r"for 3; remove .* to regenerate it"):
         _corpus(raw, out, cfg.model_copy(update={"episodes": 3}))
     assert json.loads((raw / "corpus.json").read_text())["config"]["episodes"] == 2
+    before = sorted(p.name for p in out.iterdir())
+    cases = ((dict(record["config"], episodes="many"),
+              r"corpus.json: unreadable corpus config \(config.episodes: Input should be a valid integer"),
+             ([1, 2], r"corpus.json: no 'config' object"))
+    for bad, message in cases:
+        (raw / "corpus.json").write_text(json.dumps({**record, "config": bad}))
+        with pytest.raises(ConfigError, match=message) as info:
+            _corpus(raw, out, cfg)
+        assert "\n" not in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing converted again or removed
