@@ -51,6 +51,15 @@ class ModelInputs:
         """Rows `index` of every tensor (micro-batches for gradient accumulation)."""
         return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def trim_text(self) -> ModelInputs:
+        """The same rows with text columns cut to the longest real text among them (text is right-padded)."""
+        full = int(self.text_ids.shape[1])
+        length = min(full, max(1, int(self.text_valid.sum(1).max()))) if self.batch_size else full
+        if length == full:
+            return self
+        return replace(self, text_ids=self.text_ids[:, :length], text_valid=self.text_valid[:, :length],
+                       text_kind=self.text_kind[:, :length])
+
 
 # Text fields of a loader batch that the layout encodes (absent ones are skipped per batch).
 _TEXT_FIELDS = ("instruction", "prompt", "target", "conversation", "key")

@@ -81,14 +81,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
            softcap: float | None) -> torch.Tensor:
     """[B, Hq, Q, D] x [B, Hkv, K, D] -> [B, Hq, Q, D]; `mask` is additive [B, 1, Q, K]."""
     n_rep = q.shape[1] // k.shape[1]
-    if softcap is None:
+    # CPU bf16: torch's fused CPU attention kernel is ~4x slower in bf16 than in fp32 at these sizes
+    # (benchmarks/sim_step_bench.py), while two bf16 matmuls and an fp32 softmax run on the matrix units.
+    cpu_bf16 = q.device.type == "cpu" and q.dtype == torch.bfloat16
+    if softcap is None and not cpu_bf16:
         if _GQA:  # grouped-query attention without materialising repeated K/V (torch >= 2.5)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=n_rep > 1)
         k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
     k, v = _repeat_kv(k, n_rep), _repeat_kv(v, n_rep)
-    scores = torch.matmul(q, k.transpose(2, 3)) * scaling
-    scores = torch.tanh(scores / softcap) * softcap + mask
+    if softcap is None:  # scale the queries, not the [Q, K] scores: fewer elements
+        scores = torch.matmul(q * scaling, k.transpose(2, 3)) + mask
+    else:
+        scores = torch.tanh(torch.matmul(q, k.transpose(2, 3)) * (scaling / softcap)) * softcap + mask
+    # bf16 probabilities on CPU as in fused attention kernels (the kernel accumulates in fp32); a round
+    # trip through an fp32 [B, H, Q, K] tensor would cost as much as the matmuls
+    if cpu_bf16:
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v)
 

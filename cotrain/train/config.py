@@ -103,6 +103,19 @@ class OptimSection(BaseModel):
     clip_grad: float = Field(1.0, gt=0, description="Gradient norm clip.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimiser step (splits the rank's batch).",
                             json_schema_extra=_cli("--grad-accum"))
+    length_split: bool = Field(False, description="One process, --grad-accum 1: run a batch of very unequal text "
+                               "lengths as two passes grouped by length (same gradient, less padding).",
+                               json_schema_extra=_cli("--length-split"))
+
+
+def cpu_bf16_pays() -> bool:
+    """Whether this CPU has bf16 matrix units (Intel AMX or AVX512-BF16), where `--precision bf16` is faster."""
+    import torch
+
+    try:  # private probes: a torch without them is treated as a CPU without the units
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
+        return False
 
 
 class DataSection(BaseModel):
@@ -120,8 +133,9 @@ class ParallelSection(BaseModel):
     model_config = _FROZEN
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU.",
-                                                       json_schema_extra=_cli("--precision"))
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU; bf16: autocast on either (CPU: pays with AMX).",
+        json_schema_extra=_cli("--precision"))
     fsdp: bool = Field(False, description="FSDP2 (per-layer sharding) instead of DDP when distributed (torchrun).",
                        json_schema_extra=_cli("--fsdp"))
 

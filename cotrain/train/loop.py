@@ -1,7 +1,8 @@
 """`train(cfg) -> TrainResult`: the training loop (single process, DDP or FSDP2 under torchrun).
 
 Each optimiser step takes one global batch from the mixture loader (this rank's slice), tokenises
-its text, splits it into `grad_accum` micro-batches and accumulates per-sample losses (losses.py).
+its text, splits it into micro-batches (microbatch.py: `grad_accum` equal ones, or two by text length
+with `length_split`) and accumulates per-sample losses (losses.py).
 Flow noise and times for step s are drawn for the whole global batch from a generator seeded by
 (seed, s) and each rank takes its rows, so a sample's noise does not depend on the number of
 ranks or micro-batches, and a resumed run draws exactly what the uninterrupted run drew. On CPU
@@ -40,6 +41,7 @@ from cotrain.train.metrics import (
     peak_tflops,
     summarise_step,
 )
+from cotrain.train.microbatch import micro_batches
 from cotrain.train.setup import Run, prepare_run
 from cotrain.train.validation import Validator, plan_validation
 
@@ -99,11 +101,11 @@ def _sync(run: Run, last: bool) -> contextlib.AbstractContextManager[Any]:
     return run.wrapped.no_sync()  # type: ignore[operator]  # run.wrapped is the DDP module here (typed nn.Module)
 
 
-def _sample_metrics(terms: LossTerms, batch: Batch, rows: slice, inputs: ModelInputs,
+def _sample_metrics(terms: LossTerms, batch: Batch, rows: torch.Tensor, inputs: ModelInputs,
                     image_tokens: int) -> SampleMetrics:
     """The micro-batch's per-sample facts for the metrics (see metrics.summarise_step)."""
     modality = torch.tensor([keys.MODALITIES.index(m) if m in keys.MODALITIES else -1
-                             for m in batch["modality"][rows]], dtype=torch.float32)
+                             for m in (batch["modality"][i] for i in rows.tolist())], dtype=torch.float32)
     suffix = inputs.actions.shape[1] + inputs.state_valid.float()
     tokens = inputs.text_valid.sum(1).float() + inputs.camera_mask.sum(1).float() * image_tokens + suffix
 
@@ -120,23 +122,25 @@ def _sample_metrics(terms: LossTerms, batch: Batch, rows: slice, inputs: ModelIn
 
 def _step(run: Run, inputs: ModelInputs, batch: Batch, step: int,
           weights: dict[str, float]) -> tuple[SampleMetrics, float, float]:
-    cfg, k_total = run.cfg, run.cfg.optim.grad_accum
+    cfg = run.cfg
     b = inputs.batch_size
-    micro = b // k_total
     lr = run.schedule.apply(run.optimizer, step)
     noise, t = _noise(run, step, tuple(inputs.actions.shape))
-    amp = torch.autocast("cuda", dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+    amp = torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+    fixed = run.model.image_tokens * inputs.camera_mask.shape[1] + inputs.actions.shape[1] + 1
+    groups = micro_batches(inputs.text_valid.sum(1), cfg.optim.grad_accum,
+                           cfg.optim.length_split and not run.info.is_distributed, fixed)
     parts = []
-    for k in range(k_total):
-        sl = slice(k * micro, (k + 1) * micro)
-        sub = inputs.select(sl).to(run.device)
+    for k, rows in enumerate(groups):
+        last = k == len(groups) - 1
+        local = inputs.select(rows).trim_text()
         if cfg.parallel.fsdp and run.info.is_distributed:
-            run.wrapped.set_requires_gradient_sync(k == k_total - 1)  # type: ignore[operator]  # run.wrapped is the FSDP module here (typed nn.Module)
-        with _sync(run, k == k_total - 1), amp:
-            terms = run.wrapped(sub, noise[sl].to(run.device), t[sl].to(run.device))
-            loss = combine_losses(terms, batch.loss_weight[sl].to(run.device), weights, b)
+            run.wrapped.set_requires_gradient_sync(last)  # type: ignore[operator]  # run.wrapped is the FSDP module here (typed nn.Module)
+        with _sync(run, last), amp:
+            terms = run.wrapped(local.to(run.device), noise[rows].to(run.device), t[rows].to(run.device))
+            loss = combine_losses(terms, batch.loss_weight[rows].to(run.device), weights, b)
         loss.backward()
-        parts.append(_sample_metrics(terms, batch, sl, inputs.select(sl), run.model.image_tokens))
+        parts.append(_sample_metrics(terms, batch, rows, local, run.model.image_tokens))
     params = [p for p in run.model.parameters() if p.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad)
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm

@@ -65,9 +65,9 @@ def _device(cfg: TrainConfig, info: DistInfo) -> tuple[torch.device, torch.dtype
     device = torch.device(f"cuda:{info.local_rank}") if par.device != "cpu" and cuda else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if par.precision == "bf16" and device.type != "cuda":
-        raise ConfigError("--precision bf16 needs a GPU (bf16 autocast is GPU-only; CPU runs in fp32)")
-    amp = torch.bfloat16 if device.type == "cuda" and par.precision in ("auto", "bf16") else None
+    # CPU bf16 autocast only on request: it pays where the CPU has bf16 matrix units (AMX, AVX512-BF16)
+    # and costs elsewhere (benchmarks/sim_step_bench.py measures it); auto keeps CPU runs in fp32.
+    amp = torch.bfloat16 if par.precision == "bf16" or (device.type == "cuda" and par.precision == "auto") else None
     return device, amp
 
 
@@ -107,6 +107,9 @@ def _stored_run(cfg: TrainConfig, run_dir: Path) -> Path | None:
     except ValueError as exc:
         raise DataError(stored, f"not a train configuration ({exc})") from None
     new = flat_fields(cfg)
+    # a field added after the run was stored had its default's behaviour there
+    defaults = flat_fields(TrainConfig.model_construct(mixture=cfg.mixture, steps=cfg.steps, out=cfg.out))
+    old.update({k: defaults[k] for k in set(new) - set(old) if k in defaults})
     for key in sorted(set(old) | set(new)):
         if key == "mixture" and _same_file(old.get(key), new.get(key)):
             continue

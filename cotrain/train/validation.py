@@ -112,7 +112,7 @@ class Validator:
         run, t0 = self.run, time.perf_counter()
         self.model_view.step = step + 1
         was_training = run.wrapped.training
-        amp = torch.autocast("cuda", dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
+        amp = torch.autocast(run.device.type, dtype=run.amp_dtype) if run.amp_dtype else contextlib.nullcontext()
         run.wrapped.eval()
         try:
             with _full_parameters(run), amp:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -126,6 +127,42 @@ def test_grad_accum_gives_the_same_steps(data: Path, tmp_path: Path) -> None:
         assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
 
 
+def test_length_split_runs_two_passes_with_the_same_losses(data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from cotrain.train import loop, microbatch
+
+    monkeypatch.setattr(microbatch, "SPLIT_GAIN", 0.999)  # these short test texts: split on any saving
+    passes: list[list[int]] = []
+    real = loop.micro_batches
+
+    def spy(*args: object, **kw: object) -> list[Any]:
+        groups = real(*args, **kw)  # type: ignore[arg-type]  # passed through unchanged
+        passes.append([len(g) for g in groups])
+        return groups
+
+    monkeypatch.setattr(loop, "micro_batches", spy)
+    one = train(config(data, tmp_path / "one", steps=4))
+    assert all(p == [8] for p in passes)
+    passes.clear()
+    cfg = config(data, tmp_path / "split", steps=4)
+    split = train(cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"length_split": True})}))
+    assert any(len(p) == 2 for p in passes) and all(sum(p) == 8 for p in passes)  # captions vs instructions
+    for r1, r2 in zip(one.history, split.history, strict=True):
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5)
+        assert r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)
+        assert r2["loss_source"] == pytest.approx(r1["loss_source"], rel=1e-5)
+
+
+def test_cpu_bf16_autocast_trains_close_to_fp32_and_is_stored(data: Path, tmp_path: Path) -> None:
+    fp32 = train(config(data, tmp_path / "fp32", steps=3))
+    bf16 = train(config(data, tmp_path / "bf16", steps=3, precision="bf16"))
+    for r1, r2 in zip(fp32.history, bf16.history):
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=0.05)
+        assert r2["loss"] != r1["loss"]  # it did run in bf16
+    stored = json.loads((tmp_path / "bf16" / "train_config.json").read_text())
+    assert stored["parallel"]["precision"] == "bf16"
+
+
 def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> None:
     def err(**fields: object) -> str:
         with pytest.raises(ConfigError) as info:
@@ -137,7 +174,6 @@ def test_bad_configurations_fail_before_training(data: Path, tmp_path: Path) -> 
     assert "source 'robot' (robot): 3 action dims do not fit the model's 2" in err(action_dim=2)
     assert "source 'vl' (vision_language): contributes no loss (text loss weight is 0)" in err(text_loss_weight=0)
     assert "--grad-accum 3 does not divide the per-rank batch of 8" in err(grad_accum=3)
-    assert "--precision bf16 needs a GPU" in err(precision="bf16")
     assert "preset 'paligemma' loads pretrained weights: pass --init-from DIR" in err(model="paligemma")
     train(config(data, tmp_path / "done", steps=1))
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
