@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cotrain.errors import ConfigError
 from cotrain.lab.corpus_config import CorpusConfig
 
-__all__ = ["HELDOUT_SEED_OFFSET", "STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyDataConfig"]
+__all__ = ["HELDOUT_SEED_OFFSET", "STUDY_TRAIN_DEFAULTS", "AblationConfig", "StudyDataConfig", "study_precision"]
 
 HELDOUT_SEED_OFFSET = 1000
 
@@ -27,6 +27,8 @@ HELDOUT_SEED_OFFSET = 1000
 STUDY_TRAIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "lr": 1e-3, "warmup_steps": 50, "max_text_tokens": 160, "save_every": 200, "keep_checkpoints": 1,
     "log_every": 10, "tensorboard": False, "progress": False,
+    # Captions beside instructions: two passes grouped by text length, same losses (docs/training.md).
+    "optim.length_split": True,
 })
 
 
@@ -70,6 +72,7 @@ class AblationConfig(BaseModel):
     out: Path = Field(Path("ablation-out"), description="Study folder: runs, results.csv/.md, plots.")
     seeds: int = Field(3, description="Seeds per mixture (0..K-1).")
     steps: int | None = Field(None, description="Steps per run, phases rescaled (default: each mixture's own total).")
+    batch_size: int | None = Field(None, description="Samples per step of every run (default: each mixture's own).")
     episodes: int = Field(48, description="Closed-loop simulator episodes per run (round-robin over the splits).")
     train_episodes: int = Field(24, description="Further episodes on the layouts of the target robot's own training "
                                                 "demos (memorisation check; at most their number; 0: none).")
@@ -103,8 +106,9 @@ class AblationConfig(BaseModel):
                 raise ConfigError(f"{flag} {value}: must be at least 1")
         if self.train_episodes < 0:
             raise ConfigError(f"--train-episodes {self.train_episodes}: must be 0 (none) or more")
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"--steps {self.steps}: must be at least 1")
+        for flag, opt in {"--steps": self.steps, "--batch-size": self.batch_size}.items():
+            if opt is not None and opt < 1:
+                raise ConfigError(f"{flag} {opt}: must be at least 1")
         if not self.mixtures:
             raise ConfigError("give at least one mixture file or folder")
         reserved = {"mixture", "out", "steps", "resume", "model", "model.preset", "seed", "init_from",
@@ -117,4 +121,16 @@ class AblationConfig(BaseModel):
         from cotrain.lab.sim.pretrain_config import resolve_backbone
 
         init = resolve_backbone(self.init_from)  # absent for random init, as in studies made before it existed
-        return {**STUDY_TRAIN_DEFAULTS, **self.train_overrides, **({"init_from": init} if init else {})}
+        return {**STUDY_TRAIN_DEFAULTS, **study_precision(), **self.train_overrides,
+                **({"init_from": init} if init else {})}
+
+
+def study_precision() -> dict[str, str]:
+    """bf16 autocast on a CPU with bf16 matrix units (0.71x the fp32 step, same success: docs/ablation.md),
+    else the trainer's own choice (bf16 on a GPU, fp32 on other CPUs). A run stores it, so a study folder
+    continued on a machine that chooses otherwise is refused rather than mixed."""
+    import torch
+
+    from cotrain.train.config import cpu_bf16_pays
+
+    return {"precision": "bf16"} if not torch.cuda.is_available() and cpu_bf16_pays() else {}

@@ -13,7 +13,7 @@ Resumable at every level: a run whose `result.json` matches the study's evaluati
 last checkpoint is at its final step is skipped; a run with a partial checkpoint continues from it
 (the trainer's exact resume); a trained run without results is only evaluated. A run directory made
 with other training settings is refused (its mixture.yaml or the trainer's stored config differs),
-so changing `--steps` or `--set` needs a new `--out`; more `--seeds` or more mixtures just add runs.
+so changing `--steps`, `--batch-size` or `--set` needs a new `--out`; more `--seeds` or more mixtures just add runs.
 A study evaluated by an older version of the evaluators (`EVALUATION_VERSION`) is re-evaluated the
 same way, its training kept.
 """
@@ -200,7 +200,7 @@ def _run_one(cfg: AblationConfig, mixture: StudyMixture, seed: int, doc: dict[st
     mix_file = run_dir / "mixture.yaml"
     if mix_file.is_file() and mix_file.read_text() != text:
         raise ConfigError(f"{mix_file} differs from the study's mixture for this run ({mixture.path}, --steps); "
-                          f"the mixture changed since it was trained: use a new --out")
+                          f"the mixture changed since it was trained (or --steps / --batch-size did): use a new --out")
     result = _load(run_dir / "result.json")
     if result is not None and result.get("settings") == settings and _final_step(run_dir / "train") >= steps:
         return RunRecord(mixture.name, seed, run_dir, result["metrics"], trained=False, evaluated=False)
@@ -268,7 +268,7 @@ def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> Ablat
 
     say = progress or (lambda msg: log.info("%s", msg))
     mixtures, baseline = load_study_mixtures(cfg)
-    docs = {m.name: [materialise(m, seed, cfg.steps) for seed in range(cfg.seeds)] for m in mixtures}
+    docs = {m.name: [materialise(m, seed, cfg.steps, cfg.batch_size) for seed in range(cfg.seeds)] for m in mixtures}
     data = _study_data(cfg, [d[0] for d in docs.values()])
     settings = _eval_settings(cfg, data, mixtures[0])
     if not settings["eval_data"] and not settings["embodiment"]:
@@ -276,7 +276,9 @@ def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> Ablat
                           "--eval-data with held-out datasets")
     steps = {m.name: sum(int(p["steps"]) for p in docs[m.name][0]["phases"]) for m in mixtures}
     result = AblationResult(Path(cfg.out), baseline.name, [m.name for m in mixtures],
-                            {**settings, "seeds": cfg.seeds, "steps": steps, "model": cfg.model,
+                            {**settings, "seeds": cfg.seeds, "steps": steps,
+                             "batch_size": {m.name: int(docs[m.name][0]["batch_size"]) for m in mixtures},
+                             "model": cfg.model,
                              "init_from": cfg.init_from,
                              "train": {k: v for k, v in cfg.train_fields().items() if k != "init_from"}})
     tasks = [(m, seed, docs[m.name][seed]) for m in mixtures for seed in range(cfg.seeds)]

@@ -7,7 +7,8 @@ A study trains every mixture file with seeds 0..K-1. Each run gets its own copy 
   too, since the trainer's seed defaults to the mixture's);
 - phases are rescaled to the study's `--steps N` in proportion to their declared lengths (ramps
   too), so a two-phase mixture keeps its split at any budget; without `--steps` each mixture keeps
-  its own declared total.
+  its own declared total;
+- `batch_size` is the study's `--batch-size B` when given (each mixture's own otherwise).
 The study's baseline is the mixture called `baseline` (or `--baseline NAME`), else the first file.
 """
 
@@ -108,9 +109,11 @@ def _absolute(base: Path, value: str) -> str:
     return value if is_url(value) or Path(value).is_absolute() else str((base / value).resolve())
 
 
-def materialise(mixture: StudyMixture, seed: int, steps: int | None) -> dict[str, Any]:
+def materialise(mixture: StudyMixture, seed: int, steps: int | None, batch_size: int | None = None) -> dict[str, Any]:
     """The run's own mixture document (see module docstring)."""
     doc = dict(mixture.raw)
+    if batch_size is not None:
+        doc["batch_size"] = batch_size
     base = mixture.path.parent
     sources = {}
     for name, src in doc["sources"].items():

@@ -154,6 +154,7 @@ def test_lin2026_mixtures_share_the_target_and_name_study_datasets() -> None:
     for m in mixtures:
         doc = materialise(m, 2, 100)
         assert doc["seed"] == 2 and sum(p["steps"] for p in doc["phases"]) == 100
+        assert doc["batch_size"] == 32 and materialise(m, 2, 100, 64)["batch_size"] == 64
         paths = [Path(s["path"]) for s in doc["sources"].values()]
         assert {p.name for p in paths} <= names and {p.parent for p in paths} == {ROOT / "data" / "lin2026"}
         assert doc["sources"]["target"]["path"].endswith("sim_arm")
@@ -323,6 +324,21 @@ def test_changed_steps_need_a_new_out(tmp_path: Path) -> None:
         _run_one(cfg, mixtures[0], 0, materialise(mixtures[0], 0, 6), {}, lambda m: None)
 
 
+def test_a_changed_batch_size_needs_a_new_out(tmp_path: Path) -> None:
+    from cotrain.lab.ablate.runner import _run_one
+    from cotrain.lab.ablate.study import dump_yaml, load_study_mixtures, materialise
+
+    cfg = _config(tmp_path, _study(tmp_path), steps=6)
+    mixtures, _ = load_study_mixtures(cfg)
+    run = tmp_path / "out" / "runs" / "baseline" / "seed0"
+    run.mkdir(parents=True)
+    (run / "mixture.yaml").write_text(dump_yaml(materialise(mixtures[0], 0, 6)))
+    with pytest.raises(ConfigError, match=r"--batch-size did\): use a new --out"):
+        _run_one(cfg, mixtures[0], 0, materialise(mixtures[0], 0, 6, 5), {}, lambda m: None)
+    with pytest.raises(ConfigError, match="--batch-size 0: must be at least 1"):
+        cfg.model_validate({**cfg.model_dump(), "batch_size": 0})
+
+
 def test_missing_datasets_outside_a_study_folder_are_an_error(tmp_path: Path) -> None:
     from cotrain.lab.ablate.runner import run_ablation
     from cotrain.lab.ablate.study import AblationConfig
@@ -380,11 +396,31 @@ def test_an_old_study_folder_gives_the_settings_its_runs_stored(tmp_path: Path) 
     mixtures, _ = load_study_mixtures(cfg)
     settings = _eval_settings(cfg, load_study_data(data), mixtures[0])
     assert {**settings, "eval_data": [str(Path(p).relative_to(data)) for p in settings["eval_data"]]} == OLD_SETTINGS
-    assert cfg.train_fields() == OLD_TRAIN
+    # Trainer fields added since (bf16 where the CPU has the units, the length split) change how an unfinished
+    # run would continue, so the trainer refuses to resume one (use a new --out); finished runs are kept.
+    added = {"precision", "optim.length_split"}
+    assert {k: v for k, v in cfg.train_fields().items() if k not in added} == OLD_TRAIN
     # Fields added since keep the old data at their defaults (questions_per_image=3, recovery=0.0: no
     # missed grasps, every demo bitwise as before; tests/unit/lab/sim/test_recovery.py).
     assert cfg.data.questions_per_image == 3 and cfg.data.recovery == 0.0
     assert cfg.data.model_dump(mode="json", exclude={"questions_per_image", "recovery"}) == OLD_STUDY_CONFIG
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_study_trains_in_bf16_only_where_the_cpu_has_bf16_units(units: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from cotrain.lab.ablate.config import AblationConfig
+    from cotrain.train import config as train_config
+    from cotrain.train.config import make_train_config
+
+    monkeypatch.setattr(train_config, "cpu_bf16_pays", lambda: units)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fields = AblationConfig(mixtures=("m.yaml",), init_from="none").train_fields()
+    tcfg = make_train_config(mixture="m.yaml", steps=1, out="o", **fields)
+    assert tcfg.parallel.precision == ("bf16" if units else "auto") and tcfg.optim.length_split
+    forced = AblationConfig(mixtures=("m.yaml",), init_from="none", train_overrides={"precision": "fp32"})
+    assert forced.train_fields()["precision"] == "fp32"  # --set wins
 
 
 def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: Path) -> None:
