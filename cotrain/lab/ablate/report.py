@@ -127,6 +127,16 @@ def _table(result: AblationResult, stats: list[MetricStats], title: str, cell: A
     return [*lines, ""]
 
 
+def _training_line(s: dict[str, Any]) -> list[str]:
+    """Batch, starting point and trainer settings of every run (absent from reports of older studies)."""
+    if "batch_size" not in s:
+        return []
+    batches = sorted(set((s.get("batch_size") or {}).values()))
+    init = Path(s["init_from"]).name if s.get("init_from") not in (None, "none") else "random init"
+    train = ", ".join(f"{k} {v}" for k, v in sorted((s.get("train") or {}).items()))
+    return [f"Batch {' / '.join(map(str, batches))}; from `{init}`; trainer: {train}."]
+
+
 def _markdown(result: AblationResult, stats: list[MetricStats]) -> str:
     s = result.settings
     seeds_done = {m: len({r.seed for r in result.runs if r.mixture == m}) for m in result.mixtures}
@@ -134,6 +144,7 @@ def _markdown(result: AblationResult, stats: list[MetricStats]) -> str:
         "# Ablation results", "",
         f"Baseline: `{result.baseline}`. Seeds per mixture: {', '.join(f'{m} {n}' for m, n in seeds_done.items())}.",
         f"Model `{s.get('model')}`; steps per run: {', '.join(f'{m} {n}' for m, n in (s.get('steps') or {}).items())}.",
+        *_training_line(s),
         f"Simulator: {s.get('episodes')} episodes per run (seed {s.get('eval_seed')}, robot {s.get('embodiment')}, "
         f"verbs {', '.join(s.get('verbs') or [])}); offline: up to {s.get('eval_samples')} samples of each held-out "
         f"dataset ({', '.join(Path(p).name for p in s.get('eval_data') or [])}).", "",

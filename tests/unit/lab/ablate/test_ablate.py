@@ -277,6 +277,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert stats[("vl_text_ce", "baseline")]["p_vs_baseline"] == "" and row["cld"] in {"a", "b"}
     md = (out / "results.md").read_text()
     assert "| vl_tokens_two_phase |" in md and "(baseline)" in md and "held-out VL text CE" in md
+    assert "\nBatch 4; from `random init`; trainer: " in md and "optim.length_split True" in md
     for png in ("success_per_split.png", "reach_per_split.png", "unseen_groups.png", "language_retention.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # Written only when some run closed its gripper in at least 3 episodes of a split family.
