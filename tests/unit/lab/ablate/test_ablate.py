@@ -432,7 +432,7 @@ def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: 
     cfg = AblationConfig(mixtures=("m.yaml",))
     assert cfg.out == Path("ablation-out") and cfg.seeds == 3 and cfg.data == StudyDataConfig()
     assert cfg.model == "tiny-conv" and cfg.init_from == "sim-paligemma" and cfg.data.verbs == ("pick",)
-    assert cfg.replan_steps == 4
+    assert cfg.replan_steps == 4 and cfg.episodes == 192
     with pytest.raises(ValidationError):
         cfg.seeds = 4  # type: ignore[misc]
     with pytest.raises(ValidationError, match="seed_count"):
