@@ -112,7 +112,7 @@ def _p_cell(test: WelchResult | None) -> str:
     if test is None:
         return "(baseline)"
     if math.isnan(test.p):
-        return "n/a"
+        return "n/a" if math.isnan(test.diff) else f"{test.diff:+.3f} (p n/a)"
     stars = "**" if test.p < 0.01 else "*" if test.p < ALPHA else ""
     return f"{test.diff:+.3f} (p={test.p:.3g}){stars}"
 
@@ -150,7 +150,8 @@ def _markdown(result: AblationResult, stats: list[MetricStats]) -> str:
         f"dataset ({', '.join(Path(p).name for p in s.get('eval_data') or [])}).", "",
         "Cells: mean ± SD over seeds, then compact letters (pairwise Welch t-tests, Holm-corrected, 5 % FWER; "
         "`a` = best; mixtures sharing a letter do not differ significantly). The second table: difference to the "
-        "baseline and the unadjusted two-sided Welch p-value (* p < 0.05, ** p < 0.01).", "",
+        "baseline and the unadjusted two-sided Welch p-value (* p < 0.05, ** p < 0.01; `p n/a`: neither group varies "
+        "across seeds, or one has a single run, so a t-test cannot judge the difference).", "",
     ]
     tested = [st for st in stats if st.metric.tested]
     main = [st for st in tested if not st.metric.key.startswith("unseen_")]

@@ -3,8 +3,11 @@
 - Welch's test (`scipy.stats.ttest_ind(equal_var=False)`) does not assume equal variances:
   t = (m1 - m2) / sqrt(s1^2/n1 + s2^2/n2) with the Welch-Satterthwaite degrees of freedom, and a
   two-sided Student-t tail. scipy answers NaN for constant samples and warns below two values, so
-  those cases are decided here: both samples constant gives t = 0 (equal means, p = 1) or infinite
-  (p = 0); fewer than 2 values in a group gives no test (NaN), as the variance is undefined.
+  those cases are decided here: both samples constant with equal means gives t = 0, p = 1; with
+  different means t is infinite but p is NaN (no test). Closed-loop rates are counts out of a few
+  dozen episodes, so three seeds can land on the same count by chance (2/48 each against 3/48
+  each); p = 0 there would claim a certainty that only the missing spread produced. Fewer than 2
+  values in a group also gives no test (NaN), as the variance is undefined.
 - Holm's step-down correction is written out: scipy has only false-discovery-rate adjustments
   (`false_discovery_control`), and statsmodels' `multipletests` would add ~65 MB plus patsy and
   formulaic for eight lines.
@@ -62,9 +65,11 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchResult:
         diff = float(x.mean() - y.mean()) if x.size and y.size else math.nan
         return WelchResult(math.nan, math.nan, math.nan, diff)
     diff = float(x.mean() - y.mean())
-    if x.var() == 0.0 and y.var() == 0.0:  # both samples constant: the difference is exact
+    if x.var() == 0.0 and y.var() == 0.0:  # no spread in either group: see the module docstring
         n = float(x.size + y.size - 2)
-        return WelchResult(0.0, n, 1.0, diff) if diff == 0 else WelchResult(math.copysign(math.inf, diff), n, 0.0, diff)
+        if diff == 0:
+            return WelchResult(0.0, n, 1.0, diff)
+        return WelchResult(math.copysign(math.inf, diff), n, math.nan, diff)
     res = scipy_stats.ttest_ind(x, y, equal_var=False)
     return WelchResult(float(res.statistic), float(res.df), float(res.pvalue), diff)
 

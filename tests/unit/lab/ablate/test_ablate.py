@@ -78,8 +78,8 @@ def test_welch_by_hand_on_three_seeds() -> None:
 def test_welch_degenerate_groups() -> None:
     same = welch_t_test([0.0, 0.0, 0.0], [0.0, 0.0])
     assert (same.t, same.p) == (0.0, 1.0)
-    apart = welch_t_test([1.0, 1.0], [0.0, 0.0, 0.0])
-    assert apart.t == math.inf and apart.p == 0.0
+    apart = welch_t_test([1.0, 1.0], [0.0, 0.0, 0.0])  # equal counts per seed by chance: no test, not p = 0
+    assert apart.t == math.inf and math.isnan(apart.p) and apart.diff == 1.0
     few = welch_t_test([0.3], [0.1, 0.2])
     assert math.isnan(few.p) and few.diff == pytest.approx(0.15)
     assert summarise([1.0, float("nan"), 3.0]).n == 2 and summarise([2.0]).sd != summarise([2.0]).sd  # NaN sd
@@ -490,3 +490,26 @@ def test_a_corpus_made_with_other_settings_is_refused_not_reused(tmp_path: Path)
             _corpus(raw, out, cfg)
         assert "\n" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == before  # nothing converted again or removed
+
+
+def test_report_marks_equal_counts_per_seed_untestable(tmp_path: Path) -> None:
+    """2/48 in every baseline seed against 3/48 in every other seed: a difference, but no p = 0 and no letters split."""
+    from cotrain.lab.ablate.report import write_report
+    from cotrain.lab.ablate.runner import AblationResult, RunRecord
+
+    def run(mixture: str, seed: int, unseen: float, seen: float) -> RunRecord:
+        return RunRecord(mixture, seed, tmp_path / mixture / str(seed),
+                         {"success_unseen": unseen, "success_seen": seen}, trained=True, evaluated=True)
+
+    result = AblationResult(tmp_path, "baseline", ["baseline", "annotations"], {"seeds": 3})
+    result.runs = [run("baseline", s, 2 / 48, v) for s, v in enumerate((0.3, 0.5, 0.45))]
+    result.runs += [run("annotations", s, 3 / 48, v) for s, v in enumerate((0.25, 0.3, 0.35))]
+    write_report(result)
+    md = (tmp_path / "results.md").read_text()
+    p_seen = welch_t_test([0.25, 0.3, 0.35], [0.3, 0.5, 0.45]).p  # a varying metric keeps its p-value
+    assert f"| annotations | -0.117 (p={p_seen:.3g}) |" in md
+    assert "+0.021 (p n/a)" in md and "(p=0)" not in md
+    with open(tmp_path / "results.csv") as fh:
+        rows = {(r["metric"], r["mixture"]): r for r in csv.DictReader(fh)}
+    assert rows[("success_unseen", "annotations")]["p_vs_baseline"] in {"", "nan"}
+    assert rows[("success_unseen", "annotations")]["cld"] == rows[("success_unseen", "baseline")]["cld"] == "a"
