@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotrain.atomic import write_text_atomic
+from cotrain.lab.ablate.findings import FindingResult, assess_findings
 from cotrain.lab.ablate.metrics import METRICS, MetricDef
 from cotrain.lab.ablate.significance import (
     Summary,
@@ -127,6 +128,39 @@ def _table(result: AblationResult, stats: list[MetricStats], title: str, cell: A
     return [*lines, ""]
 
 
+_LABELS = {m.key: m.label for m in METRICS}
+
+
+def _findings_md(findings: list[FindingResult]) -> list[str]:
+    if not findings:
+        return []
+    lines = ["### The paper's findings, as tested here", "",
+             "Each finding of Lin et al. (2026) as planned checks: a mixture against a reference on one metric, "
+             "read from the unadjusted Welch test at 5 % (`supports`, `against`, `not significant`; for a "
+             "finding of no change, `consistent` when the test finds no difference). A finding is `reproduced` "
+             "when every check supports it (cotrain/lab/ablate/findings.py; docs/ablation.md).", ""]
+    for f in findings:
+        lines += [f"**{f.finding.claim}: {f.verdict}.**", "", "| check | expected | difference | p | verdict |",
+                  "|---|---|---|---|---|"]
+        for c in f.checks:
+            p = "n/a" if math.isnan(c.test.p) else f"{c.test.p:.3g}"
+            lines.append(f"| {c.check.mixture} vs {c.check.reference}, {_LABELS[c.check.metric]} | "
+                         f"{c.check.expect} | {c.test.diff:+.3f} | {p} | {c.verdict} |")
+        lines.append("")
+    return lines
+
+
+def _findings_csv(findings: list[FindingResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["finding", "finding_verdict", "mixture", "reference", "metric", "expect", "diff", "p", "verdict"])
+    for f in findings:
+        for c in f.checks:
+            writer.writerow([f.finding.claim, f.verdict, c.check.mixture, c.check.reference, c.check.metric,
+                             c.check.expect, _num(c.test.diff, 6), _num(c.test.p, 6), c.verdict])
+    return buf.getvalue()
+
+
 def _training_line(s: dict[str, Any]) -> list[str]:
     """Batch, starting point and trainer settings of every run (absent from reports of older studies)."""
     if "batch_size" not in s:
@@ -137,7 +171,7 @@ def _training_line(s: dict[str, Any]) -> list[str]:
     return [f"Batch {' / '.join(map(str, batches))}; from `{init}`; trainer: {train}."]
 
 
-def _markdown(result: AblationResult, stats: list[MetricStats]) -> str:
+def _markdown(result: AblationResult, stats: list[MetricStats], findings: list[FindingResult]) -> str:
     s = result.settings
     seeds_done = {m: len({r.seed for r in result.runs if r.mixture == m}) for m in result.mixtures}
     head = [
@@ -165,14 +199,17 @@ def _markdown(result: AblationResult, stats: list[MetricStats]) -> str:
     body += _table(result, groups, "Unseen groups: difference to the baseline (Welch)",
                    lambda st, i: _p_cell(st.vs_baseline[i]))
     body += _table(result, context, "Context (not tested)", lambda st, i: _cell(st.summaries[i], ""))
-    return "\n".join(head + body)
+    return "\n".join(head + _findings_md(findings) + body)
 
 
 def write_report(result: AblationResult) -> dict[str, Path]:
-    """Write runs.csv, results.csv and results.md into the study folder (atomically); returns their paths."""
+    """Write runs.csv, results.csv, results.md and (for the paper's mixtures) findings.csv; returns their paths."""
     stats = study_statistics(result)
+    findings = assess_findings(result)
     files = {"runs.csv": _runs_csv(result), "results.csv": _results_csv(result, stats),
-             "results.md": _markdown(result, stats)}
+             "results.md": _markdown(result, stats, findings)}
+    if findings:
+        files["findings.csv"] = _findings_csv(findings)
     out = {}
     for name, text in files.items():
         path = result.out / name
