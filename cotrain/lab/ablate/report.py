@@ -161,6 +161,15 @@ def _findings_csv(findings: list[FindingResult]) -> str:
     return buf.getvalue()
 
 
+def _expert_line(s: dict[str, Any]) -> list[str]:
+    """The scripted expert on the same episodes (the ceiling), where the study evaluated it."""
+    expert = s.get("expert") or {}
+    if not expert:
+        return []
+    cells = [f"{split.replace('_', ' ')} {v['successes']}/{v['episodes']}" for split, v in expert.items()]
+    return [f"The scripted expert on the same episodes (the ceiling): {', '.join(cells)}."]
+
+
 def _training_line(s: dict[str, Any]) -> list[str]:
     """Batch, starting point and trainer settings of every run (absent from reports of older studies)."""
     if "batch_size" not in s:
@@ -181,7 +190,8 @@ def _markdown(result: AblationResult, stats: list[MetricStats], findings: list[F
         *_training_line(s),
         f"Simulator: {s.get('episodes')} episodes per run (seed {s.get('eval_seed')}, robot {s.get('embodiment')}, "
         f"verbs {', '.join(s.get('verbs') or [])}); offline: up to {s.get('eval_samples')} samples of each held-out "
-        f"dataset ({', '.join(Path(p).name for p in s.get('eval_data') or [])}).", "",
+        f"dataset ({', '.join(Path(p).name for p in s.get('eval_data') or [])}).",
+        *_expert_line(s), "",
         "Cells: mean ± SD over seeds, then compact letters (pairwise Welch t-tests, Holm-corrected, 5 % FWER; "
         "`a` = best; mixtures sharing a letter do not differ significantly). The second table: difference to the "
         "baseline and the unadjusted two-sided Welch p-value (* p < 0.05, ** p < 0.01; `p n/a`: neither group varies "

@@ -46,7 +46,7 @@ from cotrain.lab.ablate.study import (
 )
 
 log = logging.getLogger(__name__)
-__all__ = ["AblationResult", "RunRecord", "run_ablation", "run_policy_factory"]
+__all__ = ["AblationResult", "RunRecord", "expert_reference", "run_ablation", "run_policy_factory"]
 
 Progress = Callable[[str], None]
 
@@ -163,9 +163,38 @@ def run_policy_factory(train_dir: Path, source: str) -> Any:
     return make
 
 
+def _sim_config(settings: dict[str, Any]) -> Any:
+    from cotrain.lab.sim.evaluate import EvalConfig
+
+    return EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
+                      image_size=settings["image_size"], seed=settings["eval_seed"],
+                      verbs=tuple(settings["verbs"]), replan_steps=settings.get("replan_steps", 8))
+
+
+def expert_reference(out: Path, settings: dict[str, Any]) -> dict[str, dict[str, int]] | None:
+    """The scripted expert's successes per split on the study's own episodes: the ceiling beside the runs.
+
+    Evaluated once per study folder (`expert.json`) and again only when the evaluation settings change.
+    """
+    from cotrain.lab.sim.evaluate import evaluate_policy, expert_policy
+
+    if not settings["embodiment"]:
+        return None
+    path = out / "expert.json"
+    stored = _load(path)
+    if stored is not None and stored.get("settings") == settings:
+        return dict(stored["success"])
+    ecfg = _sim_config(settings)
+    sim = evaluate_policy(expert_policy(ecfg), ecfg, name="scripted expert")
+    success = {split: {"successes": int(v["successes"]), "episodes": int(v["episodes"])}
+               for split, v in sim["splits"].items()}
+    write_text_atomic(path, json.dumps({"settings": settings, "success": success}, indent=1) + "\n")
+    return success
+
+
 def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
     from cotrain.eval.offline import evaluate_run
-    from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy
+    from cotrain.lab.sim.evaluate import evaluate_policy
     from cotrain.lab.sim.scene import TRAIN_SPLIT
 
     train_dir = run_dir / "train"
@@ -175,9 +204,7 @@ def _evaluate(run_dir: Path, settings: dict[str, Any]) -> None:
         offline = evaluate_run(train_dir, settings["eval_data"], max_samples=settings["eval_samples"], seed=0)
         write_text_atomic(run_dir / "offline.json", json.dumps(offline, indent=1) + "\n")
     if settings["embodiment"]:
-        ecfg = EvalConfig(episodes=settings["episodes"], embodiment=settings["embodiment"],
-                          image_size=settings["image_size"], seed=settings["eval_seed"], verbs=tuple(settings["verbs"]),
-                          replan_steps=settings.get("replan_steps", 8))
+        ecfg = _sim_config(settings)
         factory = run_policy_factory(train_dir, settings["target_source"])
         sim = evaluate_policy(factory, ecfg, name=str(run_dir))
         write_text_atomic(run_dir / "sim.json", json.dumps(sim, indent=1) + "\n")
@@ -283,6 +310,9 @@ def run_ablation(cfg: AblationConfig, progress: Progress | None = None) -> Ablat
                              "train": {k: v for k, v in cfg.train_fields().items() if k != "init_from"}})
     tasks = [(m, seed, docs[m.name][seed]) for m in mixtures for seed in range(cfg.seeds)]
     result.runs = _run_all(cfg, tasks, settings, say)
+    expert = expert_reference(Path(cfg.out), settings)
+    if expert is not None:
+        result.settings["expert"] = expert
     result.files.update(write_report(result))
     result.files.update(write_plots(result))
     return result

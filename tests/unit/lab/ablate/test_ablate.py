@@ -16,7 +16,7 @@ from cotrain.errors import ConfigError
 from cotrain.lab.ablate.runner import EVALUATION_VERSION
 from cotrain.lab.ablate.significance import compact_letter_display, holm, pairwise_welch, summarise, welch_t_test
 from cotrain.lab.ablate.study import rescale_phases
-from cotrain.lab.sim.evaluate import tracking_slope
+from cotrain.lab.sim.evaluate import EvalConfig, evaluate_policy, expert_policy, tracking_slope
 from tests.helpers import ROOT, episodes_of
 
 # --- Welch p-values against closed forms and tables -------------------------------------------------
@@ -278,6 +278,15 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     md = (out / "results.md").read_text()
     assert "| vl_tokens_two_phase |" in md and "(baseline)" in md and "held-out VL text CE" in md
     assert "\nBatch 4; from `random init`; trainer: " in md and "optim.length_split True" in md
+    # The scripted expert on the very episodes the runs saw: the ceiling beside them.
+    expert = json.loads((out / "expert.json").read_text())["success"]
+    ecfg = EvalConfig(**{k: sim["config"][k] for k in ("episodes", "embodiment", "image_size", "seed", "replan_steps")},
+                      verbs=tuple(sim["config"]["verbs"]))
+    again_expert = evaluate_policy(expert_policy(ecfg), ecfg)["splits"]
+    assert expert == {k: {"successes": v["successes"], "episodes": v["episodes"]} for k, v in again_expert.items()}
+    assert set(expert) == set(sim["splits"]) and result.settings["expert"] == expert
+    cells = ", ".join(f"{k.replace('_', ' ')} {v['successes']}/{v['episodes']}" for k, v in expert.items())
+    assert f"The scripted expert on the same episodes (the ceiling): {cells}." in md
     for png in ("success_per_split.png", "reach_per_split.png", "unseen_groups.png", "language_retention.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     # Written only when some run closed its gripper in at least 3 episodes of a split family.
@@ -287,6 +296,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
 
     # Second invocation: every run is kept (nothing trained or evaluated again), reports rewritten the same.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and "runs" in p.parts}
+    before[out / "expert.json"] = (out / "expert.json").stat().st_mtime_ns  # evaluated once per study
     again = run_ablation(cfg)
     assert again.skipped == 4 and [r.metrics for r in again.runs] == [r.metrics for r in result.runs]
     assert {p: p.stat().st_mtime_ns for p in before} == before
