@@ -5,7 +5,7 @@ Layout of `RUN/checkpoints/step_00001000/`:
     model.safetensors              full (unsharded) weights, names as in VLA.state_dict()
     optimizer.safetensors          AdamW moments/steps, keys "<param name>::<exp_avg|exp_avg_sq|step>"
     optimizer.json                 param groups (hyper-parameters and parameter names)
-    trainer_state.json             step, world size, global batch
+    trainer_state.json             step, world size, global batch, training seconds so far
     loader_rank<r>.json            each rank's MixtureLoader.state_dict()
     rng_rank<r>.safetensors        each rank's torch RNG state (CPU, and CUDA when used)
     model_config.json train_config.json norm_stats.json tokenizer.json   copied from the run

@@ -170,7 +170,7 @@ def _row(run: Run, step: int, samples: SampleMetrics, weights: dict[str, float],
     tokens = float(samples.tokens.sum())
     row = {"step": step, **summary, "lr": timing["lr"], "grad_norm": timing["grad_norm"], "step_time_s": dt,
            "samples_per_s": global_b / dt, "tokens_per_s": tokens / dt, "data_wait": timing["data"] / dt,
-           "truncated": int(timing["truncated"])}
+           "truncated": int(timing["truncated"]), "elapsed_s": round(timing["elapsed"], 3)}
     peak = peak_tflops(run.cfg.logging.peak_tflops) if run.device.type == "cuda" else None
     if peak:
         prefix = run.model.image_tokens * inputs.camera_mask.shape[1] + inputs.text_ids.shape[1]
@@ -225,6 +225,7 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
     task = progress.add_task("", total=cfg.steps, completed=run.start_step)
     step, batches = run.start_step, iter(run.loader)
     text_cut = [0, 0, 0]
+    clock = time.perf_counter() - run.start_seconds  # elapsed_s continues across resumes
     run.wrapped.train()
     try:
         while step < cfg.steps:
@@ -237,7 +238,7 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
             timing = {"step": time.perf_counter() - t0, "data": t_data, "lr": lr, "grad_norm": grad_norm,
-                      "truncated": truncated}
+                      "truncated": truncated, "elapsed": time.perf_counter() - clock}
             validate = validator.due(step)
             if (step + 1) % cfg.logging.every == 0 or step + 1 == cfg.steps or validate:
                 row = _row(run, step, _gather(run, samples), weights, timing, inputs)
@@ -255,7 +256,8 @@ def _loop(run: Run, validator: Validator) -> TrainResult:
             if cfg.checkpoint.enabled and (step % cfg.checkpoint.every == 0 or step == cfg.steps):
                 result.last_checkpoint = save_checkpoint(run.run_dir, step, run.model, run.optimizer,
                                                          run.loader.state_dict(), run.info, cfg.checkpoint.keep,
-                                                         {"global_batch": run.mixture.spec.batch_size})
+                                                         {"global_batch": run.mixture.spec.batch_size,
+                                                          "train_seconds": round(time.perf_counter() - clock, 3)})
             result.end_step = step
     finally:
         progress.stop()

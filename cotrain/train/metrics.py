@@ -6,7 +6,9 @@ A row (rank 0 writes `RUN/metrics.jsonl`, one JSON object per logged step):
 `loss_source` / `loss_modality` (mean per-sample loss, unweighted by loss_weight, per source and
 modality present in the step), `proportions` (realised share of each source in the global batch),
 `lr`, `grad_norm`, `step_time_s`, `samples_per_s`, `tokens_per_s`, `data_wait` (fraction of the step
-spent waiting for the loader and tokenising), `truncated` (samples whose text was cut) and, on GPU,
+spent waiting for the loader and tokenising), `truncated` (samples whose text was cut), `elapsed_s`
+(seconds of the training loop since step 0; a resumed run continues from its checkpoint's, so work
+a kill threw away is not counted, and setup before the first step is not either) and, on GPU,
 `mfu` (model FLOPs utilisation, an estimate: 6 x parameters x tokens for each stream plus attention).
 With watching on (docs/training.md, "Watching a run"), a row also holds `bad_samples` /
 `bad_fraction` (per source, cumulative over the run and all ranks) and, at validation steps, `val`

@@ -9,6 +9,7 @@ and loader position from the latest checkpoint; the model is rebuilt from the ru
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class Run:
     loader: MixtureLoader
     run_dir: Path
     start_step: int
+    start_seconds: float = 0.0  # training wall time before start_step (from the checkpoint; 0 when fresh)
 
 
 def _device(cfg: TrainConfig, info: DistInfo) -> tuple[torch.device, torch.dtype | None]:
@@ -130,13 +132,18 @@ def _same_file(old: Any, new: Any) -> bool:
 
 
 def _restore(cfg: TrainConfig, checkpoint: Path, model: VLA, optimizer: torch.optim.Optimizer,
-             loader: MixtureLoader, info: DistInfo) -> int:
-    """Load the checkpoint; its step must lie inside this run's schedule. Returns the step."""
+             loader: MixtureLoader, info: DistInfo) -> tuple[int, float]:
+    """Load the checkpoint; its step must lie inside this run's schedule. Returns the step and the
+    training seconds spent up to it (0 for checkpoints written before cotrain recorded them)."""
     state = load_checkpoint(checkpoint, model, optimizer, info)
     start = int(state["step"])
     if not 0 <= start <= cfg.steps:
         raise DataError(checkpoint / "trainer_state.json", f"step {start} is outside this run's 0..{cfg.steps} "
                                                            f"steps; not resumed")
+    seconds = state.get("train_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise DataError(checkpoint / "trainer_state.json", f"'train_seconds' is {seconds!r}; expected a "
+                                                           f"non-negative number of seconds")
     file = checkpoint / f"loader_rank{info.rank}.json"
     file = file if file.is_file() else checkpoint / "loader_rank0.json"
     try:
@@ -146,7 +153,7 @@ def _restore(cfg: TrainConfig, checkpoint: Path, model: VLA, optimizer: torch.op
     except CotrainError as exc:
         raise DataError(file, str(exc)) from None
     log.info("resumed %s at step %d", checkpoint, start)
-    return start
+    return start, float(seconds)
 
 
 def _size_text(cfg: TrainConfig, mixture: Mixture, model_cfg: ResolvedModelConfig, tokenizer: TextTokenizer,
@@ -250,10 +257,10 @@ def prepare_run(cfg: TrainConfig) -> Run:
         tokenizer.save(run_dir)
         write_json(run_dir / "train_config.json", cfg.model_dump(mode="json"))  # last: marks the run as started
     _barrier(info)
-    start = 0 if resume_from is None else _restore(cfg, resume_from, model, optimizer, loader, info)
+    start, seconds = (0, 0.0) if resume_from is None else _restore(cfg, resume_from, model, optimizer, loader, info)
     lm_vocab = int(model_cfg.backbone_config["text_config"]["vocab_size"])  # type: ignore[index]  # build_vla always sets it
     layout = TextLayout(tokenizer, lm_vocab, model_cfg.action_vocab_size, model_cfg.action_token_skip,
                         model_cfg.max_text_tokens, model_cfg.arch == "pi05")
     schedule = CosineSchedule(opt.lr, opt.warmup_steps, cfg.steps, opt.min_lr_ratio)
     return Run(cfg, info, device, amp, seed, mixture, model_cfg, layout, model, wrapped, optimizer, schedule,
-               loader, run_dir, start)
+               loader, run_dir, start, seconds)

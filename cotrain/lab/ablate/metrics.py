@@ -119,13 +119,17 @@ def _offline_metrics(offline: dict[str, Any]) -> dict[str, float]:
 def _train_metrics(run_dir: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     path = run_dir / "train" / "metrics.jsonl"
+    rows: list[dict[str, Any]] = []
     if path.is_file():
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         losses = [float(r["loss"]) for r in rows[-5:] if math.isfinite(float(r.get("loss", math.nan)))]
         if losses:
             out["train_loss"] = sum(losses) / len(losses)
+    elapsed = rows[-1].get("elapsed_s") if rows else None
     seconds = run_dir / "train_seconds.txt"
-    if seconds.is_file():
+    if isinstance(elapsed, (int, float)):  # the training loop's own clock: counts every segment of a resumed run
+        out["train_seconds"] = float(elapsed)
+    elif seconds.is_file():  # runs logged before elapsed_s: the last invocation's time only
         out["train_seconds"] = float(seconds.read_text())
     return out
 

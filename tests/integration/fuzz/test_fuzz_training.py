@@ -473,6 +473,8 @@ RUN_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "trainer_state_list": (_write(f"{CK}/trainer_state.json", "[2]"), "trainer_state.json"),
     "trainer_state_step_1e9": (_state(step=10**9), "trainer_state.json"),
     "trainer_state_step_text": (_state(step="2"), "trainer_state.json"),
+    "trainer_state_seconds_negative": (_state(train_seconds=-5.0), "trainer_state.json"),
+    "trainer_state_seconds_text": (_state(train_seconds="12"), "trainer_state.json"),
     "loader_state_not_json": (_write(f"{CK}/loader_rank0.json", "\x00\x01"), "loader_rank0.json"),
     "loader_state_empty_object": (_write(f"{CK}/loader_rank0.json", "{}"), "loader_rank0.json"),
     "checkpoint_past_the_run": (_moved_past_the_end, "step 9 is outside this run's 0..3 steps"),

@@ -34,7 +34,7 @@ BEFORE = [
                        "vision_language": 7.146145820617676},
      "proportions": {"robot": 0.5, "tok": 0.25, "vl": 0.25}, "tokens": 288.0},
 ]
-WALL_CLOCK = ("step_time_s", "samples_per_s", "tokens_per_s", "data_wait", "bad_samples", "bad_fraction")
+WALL_CLOCK = ("step_time_s", "samples_per_s", "tokens_per_s", "data_wait", "bad_samples", "bad_fraction", "elapsed_s")
 
 
 def _samples(n: int, offset: float = 0.0) -> SampleMetrics:

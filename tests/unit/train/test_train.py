@@ -117,6 +117,11 @@ def test_resume_after_kill_equals_uninterrupted(data: Path, tmp_path: Path) -> N
     assert [r["step"] for r in b] == list(range(24))
     for key in ("loss", "flow", "text", "grad_norm", "lr", "proportions", "loss_source"):
         assert [r[key] for r in a] == [r[key] for r in b], key
+    # The loop's clock continues from the checkpoint the run resumed at: never back to 0, and the
+    # time the killed process spent after that checkpoint is not counted.
+    state = json.loads((killed / "checkpoints" / "step_00000024" / "trainer_state.json").read_text())
+    elapsed = [r["elapsed_s"] for r in b]
+    assert all(0 < x < y for x, y in zip(elapsed, elapsed[1:])) and elapsed[-1] <= state["train_seconds"]
 
 
 def test_grad_accum_gives_the_same_steps(data: Path, tmp_path: Path) -> None:

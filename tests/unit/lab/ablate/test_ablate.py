@@ -248,6 +248,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     assert set(offline["datasets"]) == {"sim_arm", "sim_captions", "sim_qa"} and offline["step"] == 4
     # Metrics per run, flat; statistics files; plots.
     metrics = json.loads((run / "result.json").read_text())["metrics"]
+    assert metrics["train_seconds"] == rows[-1]["elapsed_s"] > 0  # the loop's clock, which survives a resume
     assert metrics["success_seen"] == sim["splits"]["seen"]["success_rate"]
     closest = [e["closest"] for e in sim["episodes"]]
     assert metrics["reach_overall"] == pytest.approx(sum(closest) / len(closest)) and metrics["reach_overall"] > 0
