@@ -181,8 +181,11 @@ def expert_reference(out: Path, settings: dict[str, Any]) -> dict[str, dict[str,
     if not settings["embodiment"]:
         return None
     path = out / "expert.json"
-    stored = _load(path)
-    if stored is not None and stored.get("settings") == settings:
+    try:  # a cache: unreadable or malformed (a hand edit, a disk error) means evaluate again
+        stored = _load(path)
+    except (OSError, ValueError):
+        stored = None
+    if isinstance(stored, dict) and stored.get("settings") == settings and isinstance(stored.get("success"), dict):
         return dict(stored["success"])
     ecfg = _sim_config(settings)
     sim = evaluate_policy(expert_policy(ecfg), ecfg, name="scripted expert")

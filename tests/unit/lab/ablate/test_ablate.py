@@ -524,3 +524,16 @@ def test_report_marks_equal_counts_per_seed_untestable(tmp_path: Path) -> None:
         rows = {(r["metric"], r["mixture"]): r for r in csv.DictReader(fh)}
     assert rows[("success_unseen", "annotations")]["p_vs_baseline"] in {"", "nan"}
     assert rows[("success_unseen", "annotations")]["cld"] == rows[("success_unseen", "baseline")]["cld"] == "a"
+
+
+def test_a_damaged_expert_cache_is_evaluated_again(tmp_path: Path) -> None:
+    from cotrain.lab.ablate.runner import expert_reference
+
+    settings = {"episodes": 4, "embodiment": "sim_arm", "image_size": 32, "eval_seed": 0, "verbs": ["pick"],
+                "replan_steps": 4}
+    first = expert_reference(tmp_path, settings)
+    assert first is not None and sum(v["episodes"] for v in first.values()) == 4
+    for damage in ("{", "[1, 2]", '{"settings": {}, "success": 3}'):
+        (tmp_path / "expert.json").write_text(damage)
+        assert expert_reference(tmp_path, settings) == first
+        assert json.loads((tmp_path / "expert.json").read_text())["success"] == first  # rewritten whole
