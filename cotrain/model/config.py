@@ -85,6 +85,8 @@ class ModelConfig(BaseModel):
     action_vocab_size: int = Field(0, ge=0, description="Discrete action token ids accepted (0: none).")
     action_token_skip: int = Field(0, ge=0, description="Ids skipped at the vocab tail before action tokens.")
     flow_steps: int = Field(10, ge=1, description="Euler steps when sampling actions.")
+    flow_samples: int = Field(1, ge=1, le=64, description="Flow (time, noise) draws per training sample; the "
+                              "prefix runs once and the expert K times (1: pi0's single draw).")
     time_beta: tuple[float, float] = Field((1.5, 1.0), description="Beta(a, b) of the flow time (pi0: 1.5, 1).")
     flow_loss_weight: float = Field(1.0, ge=0)
     text_loss_weight: float = Field(1.0, ge=0)

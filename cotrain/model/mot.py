@@ -18,7 +18,10 @@ Modes of `MoTBlock.forward`:
   suffix K/V] (knowledge insulation). Values equal the joint mode, since the prefix never attends
   the suffix; only the gradient path differs;
 - prefix only: returns the prefix K/V for the cache (inference);
-- suffix only: attends [cached prefix K/V, suffix K/V] (each Euler step at inference).
+- suffix only: attends [cached prefix K/V, suffix K/V] (each Euler step at inference);
+- prefix + suffix with K flow draws per sample (`flow_samples`): the suffix batch is K x the prefix's;
+  the prefix attends itself once and each suffix row attends [its sample's prefix K/V, its own K/V].
+  Values equal K joint passes, and the gradient flows into the prefix from all K.
 """
 
 from __future__ import annotations
@@ -137,6 +140,16 @@ def _finish(layer: DecoderLayer, x: torch.Tensor, attn_out: torch.Tensor, gate: 
     return _gated(h, layer.mlp(normed), gate2)
 
 
+def _context(k: torch.Tensor, v: torch.Tensor, insulate: bool, repeat: int) -> KV:
+    """The prefix K/V the suffix attends to: detached under knowledge insulation, each row repeated
+    `repeat` times when the suffix carries several flow draws per sample."""
+    if insulate:
+        k, v = k.detach(), v.detach()
+    if repeat > 1:
+        k, v = k.repeat_interleave(repeat, 0), v.repeat_interleave(repeat, 0)
+    return k, v
+
+
 class MoTBlock(nn.Module):
     """Layer i of both streams (see module docstring).
 
@@ -172,7 +185,9 @@ class MoTBlock(nn.Module):
         if suffix is not None:
             qs, ks, vs, gs = _qkv(self.expert, suffix, rope_suffix, cond)  # type: ignore[arg-type]  # see above
         out_p = out_s = None
-        if prefix is not None and suffix is not None and not insulate:
+        # K flow draws per sample: the suffix batch is K x the prefix's (rows b*K + k, see VLA.forward)
+        repeat = 1 if prefix is None or suffix is None else suffix.shape[0] // prefix.shape[0]
+        if prefix is not None and suffix is not None and not insulate and repeat == 1:
             q, k, v = torch.cat([qp, qs], 2), torch.cat([kp, ks], 2), torch.cat([vp, vs], 2)  # type: ignore[list-item]  # both set
             joint = attend(q, k, v, masks.additive("full", q.dtype), self.scaling, self.softcap)
             out_p, out_s = joint[:, :, : prefix.shape[1]], joint[:, :, prefix.shape[1]:]
@@ -181,7 +196,7 @@ class MoTBlock(nn.Module):
                 mask_p = masks.additive("prefix", qp.dtype)  # type: ignore[union-attr]  # prefix given
                 out_p = attend(qp, kp, vp, mask_p, self.scaling, self.softcap)  # type: ignore[arg-type]  # prefix given
             if suffix is not None:
-                ctx_k, ctx_v = (kp.detach(), vp.detach()) if past is None else past  # type: ignore[union-attr]  # no cache: prefix given
+                ctx_k, ctx_v = _context(kp, vp, insulate, repeat) if past is None else past  # type: ignore[arg-type]  # no cache: prefix given
                 k = torch.cat([ctx_k.to(ks.dtype), ks], 2)  # type: ignore[union-attr, list-item]  # suffix given
                 v = torch.cat([ctx_v.to(vs.dtype), vs], 2)  # type: ignore[union-attr, list-item]  # suffix given
                 mask_s = masks.additive("suffix", qs.dtype)  # type: ignore[union-attr]  # suffix given

@@ -153,13 +153,22 @@ class VLA(nn.Module):
 
     def _joint(self, inputs: ModelInputs, x_t: torch.Tensor, t: torch.Tensor,
                insulate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final (prefix hidden, suffix hidden) of one pass over prefix + suffix."""
+        """Final (prefix hidden [B, P, d], suffix hidden [B*K, S, w]) of one pass over prefix + suffix.
+
+        `x_t` [B*K, H, Da] and `t` [B*K] may hold K flow draws per sample (rows b*K + k): the prefix
+        then runs once and every suffix row attends its own sample's prefix.
+        """
         pre, pvalid, par, presp = self.embed_prefix(inputs)
-        suf, svalid, sar, cond = self.embed_suffix(inputs.state, inputs.state_valid, x_t, t)
+        k = x_t.shape[0] // pre.shape[0]
+        state, state_valid = inputs.state.repeat_interleave(k, 0), inputs.state_valid.repeat_interleave(k, 0)
+        suf, svalid, sar, cond = self.embed_suffix(state, state_valid, x_t, t)
         p = pre.shape[1]
-        masks = Masks.from_full(attention_mask(pvalid, par, presp, svalid, sar), p)
-        pos = positions(torch.cat([pvalid, svalid], 1))
-        rope_p, rope_s = self._rope(pre, pos[:, :p]), self._rope(pre, pos[:, p:])
+        full = attention_mask(pvalid, par, presp, svalid[::k], sar[::k])
+        masks = Masks.from_full(full, p)
+        pos = positions(torch.cat([pvalid, svalid[::k]], 1))
+        rope_p, rope_s = self._rope(pre, pos[:, :p]), self._rope(pre, pos[:, p:].repeat_interleave(k, 0))
+        if k > 1:
+            masks = Masks(prefix=masks.prefix, suffix=masks.suffix.repeat_interleave(k, 0))  # type: ignore[union-attr]  # from_full sets it
         for block in self.blocks:
             pre, suf, _ = self._block(block, pre, suf, rope_p, rope_s, masks, None, insulate, cond)
         return self.backbone_norm(pre), apply_norm(self.expert_norm, suf, cond)[0]
@@ -189,12 +198,20 @@ class VLA(nn.Module):
         return out
 
     def forward(self, inputs: ModelInputs, noise: torch.Tensor, t: torch.Tensor) -> LossTerms:
-        """Per-sample loss terms ([B] each, with `<term>_count`) for a training batch."""
-        x_t = interpolate(inputs.actions, noise, t)
+        """Per-sample loss terms ([B] each, with `<term>_count`) for a training batch.
+
+        `noise` [B, H, Da] and `t` [B] are one flow draw per sample; [B, K, H, Da] and [B, K] are K
+        draws (`flow_samples`), whose flow losses are averaged per sample.
+        """
+        k = noise.shape[1] if noise.dim() == 4 else 1
+        noise, t = noise.reshape(-1, *noise.shape[-2:]), t.reshape(-1)
+        actions = inputs.actions.repeat_interleave(k, 0) if k > 1 else inputs.actions
+        x_t = interpolate(actions, noise, t)
         hp, hs = self._joint(inputs, x_t, t, self.cfg.knowledge_insulation)
         v = self.velocity(hs)
-        flow, count = masked_flow_loss(v, velocity_target(inputs.actions, noise), inputs.actions_valid,
-                                       inputs.action_mask)
+        flow, count = masked_flow_loss(v, velocity_target(actions, noise), inputs.actions_valid.repeat_interleave(k, 0),
+                                       inputs.action_mask.repeat_interleave(k, 0))
+        flow, count = flow.view(-1, k).mean(1), count.view(-1, k)[:, 0]
         tok = self.token_losses(hp, inputs)
         return LossTerms(flow=flow, flow_count=count, text=tok["text"], text_count=tok["text_count"],
                          action_tokens=tok["action_tokens"], action_tokens_count=tok["action_tokens_count"])

@@ -76,6 +76,7 @@ class ModelSection(BaseModel):
     max_text_tokens: int | None = _model_field("max_text_tokens")
     action_vocab_size: int | None = _model_field("action_vocab_size")
     flow_steps: int | None = _model_field("flow_steps")
+    flow_samples: int | None = _model_field("flow_samples")
     expert_width: int | None = _model_field("expert_width")
     expert_mlp: int | None = _model_field("expert_mlp")
     init_scheme: Literal["transformers", "fan_in"] | None = _model_field("init_scheme")
@@ -227,7 +228,7 @@ LEGACY_KEYS: Mapping[str, str] = {
     "model": "model.preset", "init_from": "model.init_from", "base_stats": "model.base_stats",
     **{k: f"model.{k}" for k in ("freeze", "lora_rank", "knowledge_insulation", "activation_checkpointing",
                                  "horizon", "action_dim", "state_dim", "max_text_tokens", "action_vocab_size",
-                                 "flow_steps", "expert_width", "expert_mlp", "init_scheme", "time_beta",
+                                 "flow_steps", "flow_samples", "expert_width", "expert_mlp", "init_scheme", "time_beta",
                                  "flow_loss_weight", "text_loss_weight", "action_token_loss_weight")},
     **{k: f"optim.{k}" for k in ("lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas", "eps", "clip_grad",
                                  "grad_accum")},

@@ -84,12 +84,15 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _noise(run: Run, step: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's rows of the global batch's noise [B, H, Da] and times [B] for `step`."""
-    global_b = run.mixture.spec.batch_size
+    """This rank's rows of the global batch's noise [B, H, Da] and times [B] for `step` ([B, K, H, Da] and [B, K]
+    with K = flow_samples > 1)."""
+    global_b, k = run.mixture.spec.batch_size, run.model_cfg.flow_samples
     seed = seeds.stream_seed(run.seed, step, seeds.TRAIN_NOISE)
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn((global_b, *shape[1:]), generator=gen)
-    t = sample_time(global_b, gen, *run.model_cfg.time_beta)
+    # one draw keeps the [B, H, Da] / [B] shapes (and so the values) of runs made before flow_samples
+    draws = (global_b, *shape[1:]) if k == 1 else (global_b, k, *shape[1:])
+    noise = torch.randn(draws, generator=gen)
+    t = sample_time(global_b * k, gen, *run.model_cfg.time_beta).view(noise.shape[:-2])
     rows = slice(run.info.rank * shape[0], (run.info.rank + 1) * shape[0])
     return noise[rows], t[rows]
 

@@ -286,6 +286,31 @@ def test_knowledge_insulation_same_values_no_flow_gradient_into_backbone() -> No
     assert ki_model.blocks[0].expert.self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("updates", [{}, {"arch": "pi05"}, {"knowledge_insulation": True}],
+                         ids=["pi0", "pi05", "insulated"])
+def test_k_flow_draws_equal_the_mean_of_k_single_draw_passes(updates: dict) -> None:
+    """flow_samples: the prefix runs once, yet losses and gradients equal K separate passes'."""
+    model, _, layout = tiny(**updates)
+    inputs, _ = build_inputs(batch(), layout)
+    g = torch.Generator().manual_seed(5)
+    noise, t = torch.randn(4, 3, 4, 3, generator=g), sample_time(12, g).view(4, 3)
+    multi = model(inputs, noise, t)
+    singles = [model(inputs, noise[:, k], t[:, k]) for k in range(3)]
+    assert torch.allclose(multi["flow"], sum(s["flow"] for s in singles) / 3, atol=1e-6)
+    assert torch.equal(multi["flow_count"], singles[0]["flow_count"])
+    assert torch.allclose(multi["text"], singles[0]["text"], atol=1e-6)
+    assert not torch.allclose(singles[0]["flow"], singles[1]["flow"])  # the draws differ
+    multi["flow"].sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    (sum(s["flow"] for s in singles) / 3).sum().backward()
+    for name, p in model.named_parameters():  # None where the flow cannot reach (the last prefix queries)
+        want = torch.zeros_like(p) if p.grad is None else p.grad
+        assert torch.allclose(grads.get(name, torch.zeros_like(p)), want, atol=1e-5), name
+    into_vision = any(g.abs().sum() > 0 for n, g in grads.items() if n.startswith("vision_tower"))
+    assert into_vision != bool(updates.get("knowledge_insulation"))  # the K draws train the prefix too
+
+
 def test_loss_falls_on_a_fixed_batch() -> None:
     model, cfg, layout = tiny()
     inputs, _ = build_inputs(batch(), layout)

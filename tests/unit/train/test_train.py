@@ -132,6 +132,19 @@ def test_grad_accum_gives_the_same_steps(data: Path, tmp_path: Path) -> None:
         assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
 
 
+def test_several_flow_draws_per_sample_train_and_split_across_micro_batches(data: Path, tmp_path: Path) -> None:
+    """flow_samples=3: the K draws of a sample stay with its row when the batch is split."""
+    one = train(config(data, tmp_path / "one", steps=3, flow_samples=3))
+    two = train(config(data, tmp_path / "two", steps=3, flow_samples=3, grad_accum=2))
+    single = train(config(data, tmp_path / "single", steps=3))
+    for r1, r2 in zip(one.history, two.history):
+        assert r1["flow"] == pytest.approx(r2["flow"], rel=1e-5)
+        assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-4)
+    assert one.history[0]["flow"] != pytest.approx(single.history[0]["flow"], rel=1e-3)
+    stored = json.loads((tmp_path / "one" / "model_config.json").read_text())
+    assert stored["flow_samples"] == 3
+
+
 def test_length_split_runs_two_passes_with_the_same_losses(data: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from cotrain.train import loop, microbatch
