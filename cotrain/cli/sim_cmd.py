@@ -15,6 +15,7 @@ from cotrain.lab.corpus_config import CorpusConfig
 from cotrain.lab.sim.pretrain_config import SHIPPED_NAME, PretrainConfig
 
 if TYPE_CHECKING:
+    from cotrain.lab.sim.episode import BatchedPolicy
     from cotrain.lab.sim.evaluate import EvalConfig, PolicyFactory
 
 sim_app = typer.Typer(help="Simulated tabletop benchmark: generate a co-training corpus, evaluate policies.",
@@ -65,6 +66,8 @@ def eval_cmd(
                               "(--seed as generated)."),
     embodiment: str = typer.Option("sim_arm", "--embodiment", help="Robot to drive: sim_arm or sim_gripper."),
     replan_steps: int = typer.Option(8, "--replan-steps", help="Actions executed per chunk before replanning."),
+    batch: int = typer.Option(64, "--batch", min=1, help="A run's episodes asked in one forward pass (lockstep); "
+                              "1: one episode after another, as through --server."),
     image_size: int = typer.Option(64, "--image-size", help="Camera image side (as generated for training)."),
     seed: int = typer.Option(0, "--seed", help="Evaluation seed (same seed: same episodes for every policy)."),
     verbs: str = typer.Option("pick,push,place", "--verbs", help="Task verbs to evaluate (as generated)."),
@@ -76,7 +79,7 @@ def eval_cmd(
 
     cfg = EvalConfig(episodes=episodes, splits=_split_list(splits), embodiment=embodiment, replan_steps=replan_steps,
                      image_size=image_size, seed=seed, verbs=_split_list(verbs))
-    factory, name = _policy(run_dir, policy, server, cfg)
+    factory, name = _policy(run_dir, policy, server, cfg, batch)
     result = evaluate_policy(factory, cfg, name=name)
     if out is not None:
         import json
@@ -91,7 +94,7 @@ def _split_list(text: str) -> tuple[str, ...]:
 
 
 def _policy(run_dir: Path | None, policy: str | None, server: str | None,
-            cfg: EvalConfig) -> tuple[PolicyFactory, str]:
+            cfg: EvalConfig, batch: int) -> tuple[PolicyFactory | BatchedPolicy, str]:
     from cotrain.lab.sim.evaluate import BASELINES, expert_policy, load_run_policy, random_policy, served_policy
 
     if sum(x is not None for x in (run_dir, policy, server)) != 1:
@@ -106,7 +109,7 @@ def _policy(run_dir: Path | None, policy: str | None, server: str | None,
     assert run_dir is not None
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} not found")
-    return load_run_policy(run_dir, cfg.embodiment), str(run_dir)
+    return load_run_policy(run_dir, cfg.embodiment, batch), str(run_dir)
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:

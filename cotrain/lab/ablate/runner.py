@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cotrain.atomic import write_text_atomic
 from cotrain.dataset.manifest import MANIFEST_NAME
 from cotrain.errors import ConfigError
@@ -148,19 +146,16 @@ def _train(cfg: AblationConfig, run_dir: Path, steps: int) -> bool:
     return True
 
 
+# Episodes per policy call when a run is evaluated: the episodes run in lockstep (sim/episode.py).
+EVAL_BATCH = 64
+
+
 def run_policy_factory(train_dir: Path, source: str) -> Any:
-    """The run's Policy driving the simulator, asked by source name (the tokens copy shares the embodiment)."""
-    from cotrain.eval.policy import Policy
+    """The run's Policy driving the simulator, asked by source name (the tokens copy shares the embodiment),
+    for up to EVAL_BATCH episodes at once."""
+    from cotrain.lab.sim.evaluate import load_run_policy
 
-    policy = Policy.load(train_dir)
-
-    def make(env: Any) -> Callable[[dict[str, Any]], np.ndarray]:
-        def act(obs: dict[str, Any]) -> np.ndarray:
-            return np.asarray(policy.predict(obs["images"], obs["state"], obs["instruction"], source), np.float32)
-
-        return act
-
-    return make
+    return load_run_policy(train_dir, source, EVAL_BATCH)
 
 
 def _sim_config(settings: dict[str, Any]) -> Any:

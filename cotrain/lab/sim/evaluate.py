@@ -28,9 +28,9 @@ from cotrain import seeds
 from cotrain.errors import ConfigError
 from cotrain.lab.sim.embodiments import DEFAULT_TARGET, ROBOTS
 from cotrain.lab.sim.env import TabletopEnv, episode_rng, sample_eval_episode
+from cotrain.lab.sim.episode import BatchedPolicy, EpisodeRun, run_lockstep
 from cotrain.lab.sim.expert import ExpertParams, expert_chunk
 from cotrain.lab.sim.scene import ALL_SPLITS, EVAL_SPLITS, VERBS, check_verbs
-from cotrain.lab.sim.world import World
 
 Policy = Callable[[dict[str, Any]], np.ndarray]
 PolicyFactory = Callable[[TabletopEnv], Policy]
@@ -108,14 +108,24 @@ def random_policy(cfg: EvalConfig) -> PolicyFactory:
     return make
 
 
-def load_run_policy(run_dir: str | Path, embodiment: str) -> PolicyFactory:
-    """A trained run's policy through `cotrain.eval.policy.Policy.load(run_dir).predict(...)`."""
+def load_run_policy(run_dir: str | Path, embodiment: str, batch_size: int = 1) -> PolicyFactory | BatchedPolicy:
+    """A trained run's policy through `cotrain.eval.policy.Policy.load(run_dir)`, asked by source or
+    embodiment name. `batch_size` 1 asks `predict` once per chunk, episode after episode; above 1
+    the episodes run in lockstep and `predict_batch` serves up to that many at once (same noise
+    seed per observation; only the batched kernels' float rounding can differ)."""
     try:
-        from cotrain.eval.policy import Policy as TrainedPolicy  # noqa: PLC0415  (torch: import on use)
+        from cotrain.eval.policy import Observation  # noqa: PLC0415  (torch: import on use)
+        from cotrain.eval.policy import Policy as TrainedPolicy  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigError(f"cannot load a trained policy ({exc}); evaluate a baseline with --policy "
                           f"{' or --policy '.join(BASELINES)}") from None
     policy = TrainedPolicy.load(run_dir)
+    if batch_size > 1:
+        def predict(observations: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+            asked = [Observation(o["images"], o["state"], o["instruction"], embodiment) for o in observations]
+            return [np.asarray(chunk, np.float32) for chunk in policy.predict_batch(asked)]
+
+        return BatchedPolicy(predict, batch_size)
 
     def make(env: TabletopEnv) -> Policy:
         def act(obs: dict[str, Any]) -> np.ndarray:
@@ -132,7 +142,7 @@ def served_policy(url: str, embodiment: str) -> PolicyFactory:
 
     Observations go out under the keys the server's metadata names; no noise seed is sent, so the
     server uses its `--seed` for every chunk, as `load_run_policy` uses predict's default seed: the
-    same run served with `--seed 0` gives the same episodes as the in-process path.
+    same run served with `--seed 0` gives the same episodes as the in-process path with batch_size 1.
     """
     from cotrain.serve.client import PolicyClient  # noqa: PLC0415  (websockets: import on use)
 
@@ -155,13 +165,6 @@ def served_policy(url: str, embodiment: str) -> PolicyFactory:
     return stateless(act)
 
 
-def _check_chunk(chunk: np.ndarray, dims: int) -> np.ndarray:
-    arr = np.asarray(chunk, np.float32)
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != dims:
-        raise ValueError(f"the policy returned an action chunk of shape {arr.shape}; expected [H, {dims}]")
-    return arr
-
-
 def run_episode(env: TabletopEnv, make_policy: PolicyFactory, spec_options: dict[str, Any],
                 replan_steps: int) -> dict[str, Any]:
     """One closed-loop episode; returns its record (split, group, condition, success, steps, closest, ...).
@@ -173,26 +176,11 @@ def run_episode(env: TabletopEnv, make_policy: PolicyFactory, spec_options: dict
     never did): every verb's expert closes at or just behind the object, so these two say whether
     the policy goes where the named object is, even when it fails.
     """
-    obs, info = env.reset(options=spec_options)
+    run = EpisodeRun(env, spec_options["episode"])
     policy = make_policy(env)
-    world = env.current()[0]
-    done, closest, first_close, was_closed = False, _distance_to_object(world), None, world.closed
-    object_xy = world.objects[0, :2].copy()
-    while not done:
-        chunk = _check_chunk(policy(obs), env.action_dim)
-        for action in chunk[:replan_steps]:
-            obs, _, terminated, truncated, info = env.step(action)
-            world = env.current()[0]
-            if first_close is None and world.closed and not was_closed:
-                first_close = [round(float(v), 4) for v in world.ee[:2]]
-            was_closed, closest = world.closed, min(closest, _distance_to_object(world))
-            done = terminated or truncated
-            if done:
-                break
-    return {"split": info["split"], "index": spec_options["episode"].index, "group": info["group"],
-            "condition": info["condition"], "instruction": info["instruction"], "success": bool(info["success"]),
-            "steps": int(info["steps"]), "closest": round(closest, 4),
-            "object_xy": [round(float(v), 4) for v in object_xy], "first_close_xy": first_close}
+    while not run.done:
+        run.execute(policy(run.obs), replan_steps)
+    return run.record()
 
 
 def tracking_slope(records: Sequence[dict[str, Any]]) -> float | None:
@@ -210,11 +198,6 @@ def tracking_slope(records: Sequence[dict[str, Any]]) -> float | None:
     objects, closes = objects - objects.mean(0), closes - closes.mean(0)
     spread = float((objects * objects).sum())
     return round(float((objects * closes).sum()) / spread, 4) if spread > 0 else None
-
-
-def _distance_to_object(world: World) -> float:
-    """Table-plane distance from the effector to the task's object (objects[0], scene.py)."""
-    return float(np.linalg.norm(world.ee[:2] - world.objects[0, :2]))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -243,18 +226,26 @@ def _grouped(records: Sequence[dict[str, Any]], key: str) -> dict[str, Any]:
     return {name: summarise([r for r in records if r[key] == name]) for name in names}
 
 
-def evaluate_policy(make_policy: PolicyFactory, cfg: EvalConfig = EvalConfig(), *, name: str = "policy",
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Run cfg.episodes closed-loop episodes and return the JSON-ready result."""
+def evaluate_policy(make_policy: PolicyFactory | BatchedPolicy, cfg: EvalConfig = EvalConfig(), *,
+                    name: str = "policy", progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run cfg.episodes closed-loop episodes and return the JSON-ready result.
+
+    A `BatchedPolicy` runs the episodes in lockstep (episode.py), one policy call for all running
+    episodes; a factory runs them one after another.
+    """
     start = time.perf_counter()
     env = TabletopEnv(cfg.embodiment, cfg.image_size, cfg.max_steps)
-    records = []
-    for i in range(cfg.episodes):
-        split, index = cfg.splits[i % len(cfg.splits)], i // len(cfg.splits)
-        spec = sample_eval_episode(split, index, cfg.seed, env.embodiment, cfg.max_steps, cfg.verbs)
-        records.append(run_episode(env, make_policy, {"episode": spec}, cfg.replan_steps))
-        if progress:
-            progress(i + 1, cfg.episodes)
+    specs = [sample_eval_episode(cfg.splits[i % len(cfg.splits)], i // len(cfg.splits), cfg.seed, env.embodiment,
+                                 cfg.max_steps, cfg.verbs) for i in range(cfg.episodes)]
+    if isinstance(make_policy, BatchedPolicy):
+        records = run_lockstep(lambda: TabletopEnv(cfg.embodiment, cfg.image_size, cfg.max_steps), specs,
+                               make_policy, cfg.replan_steps, progress)
+    else:
+        records = []
+        for i, spec in enumerate(specs):
+            records.append(run_episode(env, make_policy, {"episode": spec}, cfg.replan_steps))
+            if progress:
+                progress(i + 1, cfg.episodes)
     splits = {s: summarise([r for r in records if r["split"] == s]) for s in cfg.splits}
     groups = {s: _grouped([r for r in records if r["split"] == s], "group") for s in cfg.splits if "unseen" in s}
     conditions = {s: _grouped([r for r in records if r["split"] == s], "condition")

@@ -14,16 +14,19 @@ import pytest
 from cotrain.errors import ConfigError
 from cotrain.lab.sim.embodiments import EMBODIMENTS, HOLD_CLOSURE, get_embodiment
 from cotrain.lab.sim.env import TabletopEnv, episode_rng, sample_demo_episode, sample_eval_episode, solvable
+from cotrain.lab.sim.episode import run_lockstep
 from cotrain.lab.sim.evaluate import (
+    BatchedPolicy,
     EvalConfig,
     evaluate_policy,
     expert_policy,
     load_run_policy,
     random_policy,
+    run_episode,
     stateless,
     tracking_slope,
 )
-from cotrain.lab.sim.expert import ExpertParams, expert_action
+from cotrain.lab.sim.expert import ExpertParams, expert_action, expert_chunk
 from cotrain.lab.sim.generate import CorpusConfig, convert_corpus, generate_corpus, record_role
 from cotrain.lab.sim.render import Renderer, sample_condition
 from cotrain.lab.sim.scene import (
@@ -289,6 +292,66 @@ def test_tracking_tells_going_to_the_named_object_from_not() -> None:
     assert still["splits"]["seen"]["closed"] == 0 and still["splits"]["seen"]["tracking"] is None
 
 
+def _centre_seeker(obs: dict) -> np.ndarray:
+    """Obs-only and deterministic: head for a point set by the image's mean colour, descend, close."""
+    x, y, z, _ = (float(v) for v in obs["state"])
+    shade = float(np.asarray(obs["images"]["top"], np.float32).mean()) / 255.0
+    goal = np.array([0.3 + 0.4 * shade, 0.5])
+    delta = np.clip(goal - [x, y], -0.05, 0.05)
+    low = np.hypot(*(goal - [x, y])) < 0.05
+    return np.tile(np.r_[delta, -0.05 if low else 0.0, float(low and z < 0.04)], (4, 1)).astype(np.float32)
+
+
+def test_lockstep_evaluation_equals_one_episode_at_a_time() -> None:
+    """A BatchedPolicy runs the episodes in lockstep on a pool of envs (refilled as episodes end) and
+    gives the sequential evaluation's records, in episode order."""
+    cfg = EvalConfig(episodes=14, verbs=("pick",), replan_steps=3)
+    calls: list[int] = []
+
+    def predict(observations: list) -> list:
+        calls.append(len(observations))
+        return [_centre_seeker(o) for o in observations]
+
+    done: list[int] = []
+    batched = evaluate_policy(BatchedPolicy(predict, batch_size=5), cfg, progress=lambda k, n: done.append(k))
+    sequential = evaluate_policy(stateless(_centre_seeker), cfg)
+    assert batched["episodes"] == sequential["episodes"] and batched["splits"] == sequential["splits"]
+    assert max(calls) == 5 and done == list(range(1, 15))
+    with pytest.raises(ValueError, match="returned 1 chunks for 5 observations"):
+        evaluate_policy(BatchedPolicy(lambda obs: [_centre_seeker(obs[0])], batch_size=5), cfg)
+
+
+class _Tagged(TabletopEnv):
+    """Its observations carry the env, so a test policy can act as the expert through them."""
+
+    def _obs(self) -> dict[str, Any]:
+        return {**super()._obs(), "env": self}
+
+
+def _expert_or_idle(obs: dict[str, Any]) -> np.ndarray:
+    world, spec = obs["env"].current()
+    if spec.index % 3 == 2:  # every third episode fails: runs to the step limit
+        return np.zeros((4, 4), np.float32)
+    return expert_chunk(world, 4, ExpertParams())
+
+
+def test_lockstep_pool_refills_as_episodes_end_at_different_steps() -> None:
+    specs = [sample_eval_episode(("seen", "unseen")[i % 2], i // 2, 0, get_embodiment("sim_arm"), None, ("pick",))
+             for i in range(11)]
+    calls: list[int] = []
+
+    def predict(observations: list) -> list:
+        calls.append(len(observations))
+        return [_expert_or_idle(o) for o in observations]
+
+    batched = run_lockstep(lambda: _Tagged("sim_arm"), specs, BatchedPolicy(predict, batch_size=4), 2)
+    sequential = [run_episode(_Tagged("sim_arm"), stateless(_expert_or_idle), {"episode": s}, 2) for s in specs]
+    assert batched == sequential
+    assert [r["success"] for r in batched] == [s.index % 3 != 2 for s in specs]
+    assert len({r["steps"] for r in batched}) > 2 and max(calls) == 4
+    assert sum(calls) == sum(-(-r["steps"] // 2) for r in batched)  # one observation per chunk of each episode
+
+
 def test_bad_chunk_shape_is_an_error() -> None:
     cfg = EvalConfig(episodes=1)
     with pytest.raises(ValueError, match=r"action chunk of shape \(4,\); expected \[H, 4\]"):
@@ -312,6 +375,10 @@ def test_run_policy_adapter_passes_observations(monkeypatch: pytest.MonkeyPatch)
             calls.append((sorted(images), state.shape, instruction, embodiment))
             return np.zeros((16, 4), np.float32)
 
+        def predict_batch(self, observations: list) -> list[np.ndarray]:
+            calls.append(tuple((sorted(o.images), o.instruction, o.embodiment, o.seed) for o in observations))
+            return [np.zeros((16, 4), np.float32) for _ in observations]
+
     monkeypatch.setattr(policy_module, "Policy", FakePolicy)
     cfg = EvalConfig(episodes=1, splits=("seen",), replan_steps=16)
     result = evaluate_policy(load_run_policy("runs/x", "sim_arm"), cfg)
@@ -319,6 +386,10 @@ def test_run_policy_adapter_passes_observations(monkeypatch: pytest.MonkeyPatch)
     instruction = result["episodes"][0]["instruction"]
     assert calls[1] == (["top"], (4,), instruction, "sim_arm") and len(calls) == 1 + 4  # 60 steps / 16 per chunk
     assert result["overall"]["success_rate"] == 0.0
+    calls.clear()
+    batched = evaluate_policy(load_run_policy("runs/x", "sim_arm", batch_size=8), replace(cfg, episodes=3))
+    texts = tuple((["top"], e["instruction"], "sim_arm", 0) for e in batched["episodes"])
+    assert calls[0] == ("load", "runs/x") and calls[1:] == [texts] * 4  # 3 episodes per call, 4 chunks each
 
 
 def test_shift_conditions_change_the_image_not_the_scene() -> None:
