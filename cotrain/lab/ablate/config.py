@@ -73,10 +73,11 @@ class AblationConfig(BaseModel):
     seeds: int = Field(3, description="Seeds per mixture (0..K-1).")
     steps: int | None = Field(None, description="Steps per run, phases rescaled (default: each mixture's own total).")
     batch_size: int | None = Field(None, description="Samples per step of every run (default: each mixture's own).")
-    # 192 = 48 per split: with 12 a seed's rate on one split swings +-0.14 by sampling alone (binomial SD
-    # at 40 %), as much as the differences a study looks for; 48 halve it for ~1 minute of a run's ~10-20.
-    episodes: int = Field(192, description="Closed-loop simulator episodes per run (round-robin over the splits).")
-    train_episodes: int = Field(24, description="Further episodes on the layouts of the target robot's own training "
+    # 384 = 96 per split: a seed's rate on one split swings by sampling alone (binomial SD 0.07 at 40 % with
+    # 48, 0.05 with 96), and one policy scored 10/48 on one draw of 48 seen episodes and 30/192 on four
+    # (docs/ablation.md, "Session 16"); in lockstep (sim/episode.py) 384 episodes take ~30 s of a run's ~10-20 min.
+    episodes: int = Field(384, description="Closed-loop simulator episodes per run (round-robin over the splits).")
+    train_episodes: int = Field(48, description="Further episodes on the layouts of the target robot's own training "
                                                 "demos (memorisation check; at most their number; 0: none).")
     # 4, not the evaluator's 8: the same fine-tuned baseline solved 13/48 seen episodes replanning every
     # 4 steps against 5/48 every 8 (docs/ablation.md, "Session 12").

@@ -239,7 +239,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path, one_thread: None) -> N
     sim = json.loads((run / "sim.json").read_text())
     assert sim["config"]["episodes"] == 4 and sim["config"]["image_size"] == 32 and sim["config"]["verbs"] == ["pick"]
     assert sim["config"]["replan_steps"] == 4  # the study's default reaches the evaluator
-    # The memorisation check replays the corpus's 3 training demos (train_episodes 24, capped at 3).
+    # The memorisation check replays the corpus's 3 training demos (train_episodes 48, capped at 3).
     on_train = json.loads((run / "sim_train.json").read_text())
     assert on_train["config"]["splits"] == ["train"] and on_train["config"]["episodes"] == 3
     demos = episodes_of(Dataset.open(data / "sim_arm"))
@@ -443,7 +443,7 @@ def test_settings_models_are_frozen_and_reject_unknown_and_bad_fields(tmp_path: 
     cfg = AblationConfig(mixtures=("m.yaml",))
     assert cfg.out == Path("ablation-out") and cfg.seeds == 3 and cfg.data == StudyDataConfig()
     assert cfg.model == "tiny-conv" and cfg.init_from == "sim-paligemma" and cfg.data.verbs == ("pick",)
-    assert cfg.replan_steps == 4 and cfg.episodes == 192
+    assert cfg.replan_steps == 4 and cfg.episodes == 384 and cfg.train_episodes == 48
     with pytest.raises(ValidationError):
         cfg.seeds = 4  # type: ignore[misc]
     with pytest.raises(ValidationError, match="seed_count"):
