@@ -228,7 +228,7 @@ LEGACY_KEYS: Mapping[str, str] = {
     "model": "model.preset", "init_from": "model.init_from", "base_stats": "model.base_stats",
     **{k: f"model.{k}" for k in ("freeze", "lora_rank", "knowledge_insulation", "activation_checkpointing",
                                  "horizon", "action_dim", "state_dim", "max_text_tokens", "action_vocab_size",
-                                 "flow_steps", "flow_samples", "expert_width", "expert_mlp", "init_scheme", "time_beta",
+                                 "flow_steps", "expert_width", "expert_mlp", "init_scheme", "time_beta",
                                  "flow_loss_weight", "text_loss_weight", "action_token_loss_weight")},
     **{k: f"optim.{k}" for k in ("lr", "warmup_steps", "min_lr_ratio", "weight_decay", "betas", "eps", "clip_grad",
                                  "grad_accum")},

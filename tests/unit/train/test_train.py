@@ -134,8 +134,8 @@ def test_grad_accum_gives_the_same_steps(data: Path, tmp_path: Path) -> None:
 
 def test_several_flow_draws_per_sample_train_and_split_across_micro_batches(data: Path, tmp_path: Path) -> None:
     """flow_samples=3: the K draws of a sample stay with its row when the batch is split."""
-    one = train(config(data, tmp_path / "one", steps=3, flow_samples=3))
-    two = train(config(data, tmp_path / "two", steps=3, flow_samples=3, grad_accum=2))
+    one = train(config(data, tmp_path / "one", steps=3, **{"model.flow_samples": 3}))
+    two = train(config(data, tmp_path / "two", steps=3, grad_accum=2, **{"model.flow_samples": 3}))
     single = train(config(data, tmp_path / "single", steps=3))
     for r1, r2 in zip(one.history, two.history):
         assert r1["flow"] == pytest.approx(r2["flow"], rel=1e-5)
