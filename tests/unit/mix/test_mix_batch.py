@@ -108,7 +108,8 @@ def test_train_and_validation_noise_are_those_recorded_before() -> None:
     from cotrain.train.loop import _noise
     from cotrain.train.validation import Validator
 
-    run = NS(seed=7, mixture=NS(spec=NS(batch_size=4)), model_cfg=NS(time_beta=(1.5, 1.0), flow_samples=1), info=NS(rank=1))
+    run = NS(seed=7, mixture=NS(spec=NS(batch_size=4)), model_cfg=NS(time_beta=(1.5, 1.0), flow_samples=1),
+             info=NS(rank=1))
     noise, t = _noise(run, 3, (2, 3, 2))  # type: ignore[arg-type]
     assert noise.flatten().tolist()[:3] == [-0.6189369559288025, -0.3045274317264557, 0.426922470331192]
     assert t.tolist() == [0.5564820766448975, 0.3453711271286011]
