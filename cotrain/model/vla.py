@@ -46,6 +46,11 @@ class PrefixCache:
     state_valid: torch.Tensor
 
 
+def _draws(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row of `x` repeated for the K flow draws of its sample (rows b*K + k); `x` itself for K = 1."""
+    return x if k == 1 else x.repeat_interleave(k, 0)
+
+
 class VLA(nn.Module):
     """Backbone + expert as MoT blocks, plus the action heads.
 
@@ -160,15 +165,14 @@ class VLA(nn.Module):
         """
         pre, pvalid, par, presp = self.embed_prefix(inputs)
         k = x_t.shape[0] // pre.shape[0]
-        state, state_valid = inputs.state.repeat_interleave(k, 0), inputs.state_valid.repeat_interleave(k, 0)
-        suf, svalid, sar, cond = self.embed_suffix(state, state_valid, x_t, t)
+        suf, svalid, sar, cond = self.embed_suffix(_draws(inputs.state, k), _draws(inputs.state_valid, k), x_t, t)
         p = pre.shape[1]
         full = attention_mask(pvalid, par, presp, svalid[::k], sar[::k])
         masks = Masks.from_full(full, p)
         pos = positions(torch.cat([pvalid, svalid[::k]], 1))
-        rope_p, rope_s = self._rope(pre, pos[:, :p]), self._rope(pre, pos[:, p:].repeat_interleave(k, 0))
+        rope_p, rope_s = self._rope(pre, pos[:, :p]), self._rope(pre, _draws(pos[:, p:], k))
         if k > 1:
-            masks = Masks(prefix=masks.prefix, suffix=masks.suffix.repeat_interleave(k, 0))  # type: ignore[union-attr]  # from_full sets it
+            masks = Masks(prefix=masks.prefix, suffix=_draws(masks.suffix, k))  # type: ignore[arg-type]  # from_full sets it
         for block in self.blocks:
             pre, suf, _ = self._block(block, pre, suf, rope_p, rope_s, masks, None, insulate, cond)
         return self.backbone_norm(pre), apply_norm(self.expert_norm, suf, cond)[0]
@@ -205,12 +209,12 @@ class VLA(nn.Module):
         """
         k = noise.shape[1] if noise.dim() == 4 else 1
         noise, t = noise.reshape(-1, *noise.shape[-2:]), t.reshape(-1)
-        actions = inputs.actions.repeat_interleave(k, 0) if k > 1 else inputs.actions
+        actions = _draws(inputs.actions, k)
         x_t = interpolate(actions, noise, t)
         hp, hs = self._joint(inputs, x_t, t, self.cfg.knowledge_insulation)
         v = self.velocity(hs)
-        flow, count = masked_flow_loss(v, velocity_target(actions, noise), inputs.actions_valid.repeat_interleave(k, 0),
-                                       inputs.action_mask.repeat_interleave(k, 0))
+        flow, count = masked_flow_loss(v, velocity_target(actions, noise), _draws(inputs.actions_valid, k),
+                                       _draws(inputs.action_mask, k))
         flow, count = flow.view(-1, k).mean(1), count.view(-1, k)[:, 0]
         tok = self.token_losses(hp, inputs)
         return LossTerms(flow=flow, flow_count=count, text=tok["text"], text_count=tok["text_count"],
