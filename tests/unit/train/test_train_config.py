@@ -70,6 +70,8 @@ def test_dotted_flat_and_nested_keys_agree_and_later_keys_win() -> None:
     ({"optim.momentum": 0.9}, "train config: optim.momentum: Extra inputs are not permitted"),
     ({"steps.every": 1}, "train config: steps.every: steps is not a section"),
     ({"colour": "red"}, "train config: colour: Extra inputs are not permitted"),
+    ({"model.flow_samples": 0}, "train config: model.flow_samples: Input should be greater than or equal to 1"),
+    ({"model.flow_samples": 65}, "train config: model.flow_samples: Input should be less than or equal to 64"),
     ({"model.max_text_tokens": 2}, "train config: model.max_text_tokens: Input should be greater than or equal to 4"),
     ({"lora_rank": 4, "freeze": "vision"}, "train config: --lora-rank already freezes the vision tower"),
     ({"val_data": ["v"]}, "train config: --val-data is only read with --eval-every N"),

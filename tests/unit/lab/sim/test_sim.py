@@ -317,6 +317,8 @@ def test_lockstep_evaluation_equals_one_episode_at_a_time() -> None:
     sequential = evaluate_policy(stateless(_centre_seeker), cfg)
     assert batched["episodes"] == sequential["episodes"] and batched["splits"] == sequential["splits"]
     assert max(calls) == 5 and done == list(range(1, 15))
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        BatchedPolicy(predict, batch_size=0)
     with pytest.raises(ValueError, match="returned 1 chunks for 5 observations"):
         evaluate_policy(BatchedPolicy(lambda obs: [_centre_seeker(obs[0])], batch_size=5), cfg)
 
@@ -506,6 +508,8 @@ def test_cli_generate_refuses_to_overwrite_and_eval_baselines(tmp_path: Path) ->
     assert proc.returncode == 1 and "exists and is not empty; choose another OUT or pass --overwrite" in proc.stderr
     proc = run_cli("sim", "eval", "--episodes", "4", "--json")
     assert proc.returncode == 1 and "give either RUN_DIR" in proc.stderr
+    proc = run_cli("sim", "eval", str(tmp_path), "--batch", "0")
+    assert proc.returncode == 2 and "--batch" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("sim", "eval", "--policy", "expert", "--episodes", "4", "--splits", "seen,unseen", "--json",
                    check=True)
     result = json.loads(proc.stdout)
